@@ -1,0 +1,86 @@
+"""The ``trio-bridge`` command line.
+
+Parsing uses only the standard library; each command imports what it needs
+when it runs, so start-up stays fast (``--help`` does not even import Trio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .._version import __version__
+
+__all__ = ["main"]
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trio-bridge",
+        description="Run and supervise terminal sessions in tmux.",
+    )
+    parser.add_argument("--version", action="version", version=f"trio-bridge {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    run = commands.add_parser(
+        "run",
+        help="run a command as a managed tmux session and exit with its exit code",
+        description=(
+            "Start CMD in a new managed tmux session, stream its output live, and exit "
+            "with CMD's exit code: 128+N if a signal N killed it, 124 if --timeout "
+            "expired, 130 on Ctrl-C, 127/126 if CMD cannot be found/executed, and 125 "
+            "if trio-bridge itself could not start it."
+        ),
+    )
+    run.add_argument("--cwd", metavar="DIR", help="working directory (default: the current one)")
+    run.add_argument(
+        "--env",
+        metavar="K=V",
+        action="append",
+        default=[],
+        help="set an environment variable for CMD (repeatable)",
+    )
+    run.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_positive_seconds,
+        help="stop CMD after this many seconds and exit with 124",
+    )
+    run.add_argument("--keep", action="store_true", help="keep the tmux session after CMD ends")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    return parser
+
+
+def _positive_seconds(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``trio-bridge`` console script; returns the exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        cmd = list(args.cmd)
+        if cmd[:1] == ["--"]:
+            cmd = cmd[1:]
+        if not cmd:
+            parser.error("run: a command is required, e.g. trio-bridge run -- ls -l")
+        from ._run import run_command
+
+        return run_command(cmd, cwd=args.cwd, env_pairs=args.env, timeout=args.timeout, keep=args.keep)
+    parser.error(f"unknown command {args.command!r}")  # argparse exits; never reached
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
