@@ -20,7 +20,8 @@ _SEQUENCE = re.compile(
     rb"\x1b\[[0-?]*[ -/]*[@-~]"
     rb"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"
     rb"|\x1b[PX^_][^\x1b]*\x1b\\"
-    rb"|\x1b[ -/]*[0-~]"
+    # (not the introducers [ ] P X ^ _, which start the longer forms above)
+    rb"|\x1b[ -/]*[0-OQ-WYZ\\`-~]"
 )
 # What may still become a sequence when more bytes arrive.
 _PARTIAL = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|[PX^_][^\x1b]*\x1b?|[ -/]*)?\Z")
@@ -38,9 +39,15 @@ class PlainText:
         self._held = b""
         if b"\x1b" in data:
             data = _SEQUENCE.sub(b"", data)
-            last = data.rfind(b"\x1b")
-            if last >= 0 and len(data) - last <= _MAX_HELD and _PARTIAL.match(data, last):
-                data, self._held = data[:last], data[last:]
+            # Complete sequences are gone; an ESC left over may start one that
+            # the next chunk completes (the earliest such ESC, as an unfinished
+            # DCS or OSC can itself contain an ESC).
+            start = data.find(b"\x1b", max(0, len(data) - _MAX_HELD))
+            while start >= 0:
+                if _PARTIAL.match(data, start):
+                    data, self._held = data[:start], data[start:]
+                    break
+                start = data.find(b"\x1b", start + 1)
         if b"\r" in data:
             if data.endswith(b"\r"):
                 # Maybe the first half of a CRLF: decide when the next byte comes.

@@ -116,7 +116,7 @@ async def run_session(
     await trio.Path(status_dir).mkdir(parents=True, exist_ok=True)
     session_id = new_session_id()
     status_path = status_dir / f"{session_id}.exit"
-    spec = SessionSpec(tuple(argv), cwd, status_path, env, width=width, height=height, session_id=session_id)
+    spec = SessionSpec(argv, cwd, status_path, env, width=width, height=height, session_id=session_id)
     info: SessionInfo = await server.new_session(spec)
     ended = False
     try:

@@ -83,6 +83,10 @@ def new_session_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def _to_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 def _check_env(env: Mapping[str, str]) -> dict[str, str]:
     for name, value in env.items():
         if not _ENV_NAME.match(name):
@@ -103,7 +107,7 @@ class SessionSpec:
     ``status_path`` (see :func:`read_exit_status`).
     """
 
-    argv: tuple[str, ...] = attrs.field(converter=tuple)
+    argv: tuple[str, ...] = attrs.field(converter=_to_tuple)
     cwd: Path = attrs.field(converter=Path)
     #: where the session's start wrapper writes the command's exit status
     status_path: Path = attrs.field(converter=Path)

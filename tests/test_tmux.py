@@ -1,0 +1,253 @@
+"""The tmux engine and the control-mode client, against a real tmux server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import trio
+
+from trio_bridge.process import ExitWatch, SubprocessTimeoutError
+from trio_bridge.tmux import (
+    ControlClientClosedError,
+    InvalidKeyError,
+    InvalidTextError,
+    SessionInfo,
+    SessionNotFoundError,
+    SessionSpec,
+    TmuxCommandError,
+    TmuxServer,
+    open_control_client,
+)
+from trio_bridge.tmux.server import read_exit_status
+
+from .conftest import Sandbox, live_pids_matching
+
+
+async def start(server: TmuxServer, tmp: Path, argv: list[str], **kw: object) -> tuple[SessionSpec, SessionInfo]:
+    spec = SessionSpec(argv, tmp, tmp / f"exit-{uuid.uuid4().hex}", **kw)  # type: ignore[arg-type]
+    info = await server.new_session(spec)
+    await server.release(spec)
+    return spec, info
+
+
+async def wait_for_file(path: Path, size: int) -> bytes:
+    with trio.fail_after(10):
+        while not path.exists() or path.stat().st_size < size:
+            await trio.sleep(0.01)
+    return path.read_bytes()
+
+
+async def test_session_lifecycle_and_exit_status(server: TmuxServer, tmp_path: Path) -> None:
+    spec, info = await start(server, tmp_path, ["sh", "-c", "exit 3"])
+    assert info.name == spec.name and info.name.startswith("tb-")
+    with ExitWatch(info.pane_pid) as watch, trio.fail_after(10):
+        await watch.wait()
+    assert read_exit_status(spec.status_path) == 3
+    # remain-on-exit: the session (and its last screen) is still there
+    assert await server.has_session(info.name)
+    assert [s.name for s in await server.list_sessions()] == [info.name]
+    await server.kill_session(info.name)
+    assert not await server.has_session(info.name)
+    with pytest.raises(SessionNotFoundError):
+        await server.kill_session(info.name)
+    await server.kill_session(info.name, missing_ok=True)
+
+
+async def test_no_server_means_no_sessions(server: TmuxServer) -> None:
+    assert await server.list_sessions() == []
+    assert not await server.has_session("tb-nothing")
+
+
+async def test_foreign_sessions_are_ignored(server: TmuxServer, sandbox: Sandbox, tmp_path: Path) -> None:
+    _, info = await start(server, tmp_path, ["sleep", "30"])
+    sandbox.tmux("new-session", "-d", "-s", "users-own", "sleep 30")
+    assert [s.name for s in await server.list_sessions()] == [info.name]
+
+
+async def test_environment_cwd_and_session_id(server: TmuxServer, tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    spec, info = await start(
+        server, tmp_path,
+        ["sh", "-c", f'echo "$TRIO_BRIDGE_SESSION_ID|$GREETING|$(pwd)|${{TB_TMUX-unset}}" > {out}'],
+        env={"GREETING": "it's a \"test\"; $HOME `x` ;"},
+    )
+    data = await wait_for_file(out, 1)
+    # the start wrapper's own variable does not leak into the command
+    assert data.decode() == f"{spec.session_id}|it's a \"test\"; $HOME `x` ;|{tmp_path}|unset\n"
+
+
+async def test_hostile_command_arguments_reach_the_command_literally(server: TmuxServer, tmp_path: Path) -> None:
+    out = tmp_path / "args.txt"
+    hostile = [";", "a;", "\\", "-t", "#{pane_id}", "$(touch pwned)", "'\"", "~", "{", "}", "é日本"]
+    script = "import sys; open(sys.argv[1], 'w').write(repr(sys.argv[2:]))"
+    await start(server, tmp_path, [sys.executable, "-c", script, str(out), *hostile])
+    data = await wait_for_file(out, 2)
+    assert data.decode() == repr(hostile)
+    assert not (tmp_path / "pwned").exists()
+
+
+RAW_READER = """
+import os, sys, tty
+tty.setraw(0)
+want = int(sys.argv[2])
+if sys.argv[3] == "bracketed":
+    os.write(1, b"\\x1b[?2004h")
+data = b""
+while len(data) < want:
+    data += os.read(0, 65536)
+open(sys.argv[1] + ".tmp", "wb").write(data)
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "; kill-server ; \\ -t x",
+        "-leading dash",
+        "#{pane_id} $(touch pwned) `id` 'q' \"qq\" ~",
+        "multi\nline\n\ttabbed\ntext é 日本 🎉",
+        ("x" * 99 + "\n") * 1000,  # 100 KB, many lines
+    ],
+    ids=["separators", "dash", "expansions", "multiline-unicode", "100KB"],
+)
+async def test_send_text_arrives_whole_and_literal(server: TmuxServer, tmp_path: Path, text: str) -> None:
+    out = tmp_path / "typed.bin"
+    expected = text.encode() + b"\r"  # Enter, sent as a separate key, is CR in raw mode
+    _, info = await start(
+        server, tmp_path, [sys.executable, "-c", RAW_READER, str(out), str(len(expected)), "plain"]
+    )
+    await trio.sleep(0.3)  # let the reader switch the tty to raw mode
+    await server.send_text(info.name, text, enter=True)
+    data = await wait_for_file(out, len(expected))
+    assert data == expected
+    assert not (tmp_path / "pwned").exists()
+
+
+async def test_multiline_text_is_a_bracketed_paste_when_the_program_asks(
+    server: TmuxServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "typed.bin"
+    text = "line one\nline two"
+    expected = b"\x1b[200~" + text.encode() + b"\x1b[201~" + b"\r"
+    _, info = await start(
+        server, tmp_path, [sys.executable, "-c", RAW_READER, str(out), str(len(expected)), "bracketed"]
+    )
+    await trio.sleep(0.3)
+    await server.send_text(info.name, text, enter=True)
+    assert await wait_for_file(out, len(expected)) == expected
+
+
+async def test_bad_text_and_keys_are_refused_before_tmux(server: TmuxServer, tmp_path: Path) -> None:
+    _, info = await start(server, tmp_path, ["sleep", "30"])
+    with pytest.raises(InvalidTextError):
+        await server.send_text(info.name, "esc \x1b[201~ inside")
+    with pytest.raises(InvalidTextError):
+        await server.send_text(info.name, "bad \udcff")
+    with pytest.raises(InvalidKeyError):
+        await server.send_keys(info.name, ["Enter", "kill-server"])
+    with pytest.raises(ValueError, match="invalid tmux session name"):
+        await server.send_keys("x; kill-server", ["Enter"])
+
+
+async def test_named_key_interrupts_the_command(server: TmuxServer, tmp_path: Path) -> None:
+    spec, info = await start(server, tmp_path, ["sleep", "300"])
+    await trio.sleep(0.2)
+    with ExitWatch(info.pane_pid) as watch:
+        await server.send_keys(info.name, ["C-c"])
+        with trio.fail_after(10):
+            await watch.wait()
+    assert read_exit_status(spec.status_path) == 128 + signal.SIGINT
+
+
+async def test_capture_shows_the_rendered_screen(server: TmuxServer, tmp_path: Path) -> None:
+    _, info = await start(
+        server, tmp_path, ["sh", "-c", "printf '\\033[31mred\\033[0m\\nsecond\\n'; sleep 30"], width=40, height=10
+    )
+    with trio.fail_after(10):
+        while "second" not in (screen := await server.capture(info.name)):
+            await trio.sleep(0.02)
+    assert screen.splitlines()[:2] == ["red", "second"]
+    assert "\x1b[31m" in await server.capture(info.name, escapes=True)
+    with pytest.raises(SessionNotFoundError):
+        await server.capture("tb-missing")
+
+
+async def test_bad_working_directory_is_refused(server: TmuxServer, tmp_path: Path) -> None:
+    with pytest.raises(NotADirectoryError):
+        await server.new_session(SessionSpec(["true"], tmp_path / "nope", tmp_path / "exit"))
+    assert await server.list_sessions() == []
+
+
+async def test_hung_tmux_server_times_out_and_leaves_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
+    server = sandbox.server(tmux=0.5, kill_grace=0.2)
+    _, info = await start(server, tmp_path, ["sleep", "30"])
+    tmux_pid = int(sandbox.tmux("display-message", "-p", "#{pid}").stdout)
+    os.kill(tmux_pid, signal.SIGSTOP)
+    try:
+        start_time = trio.current_time()
+        with pytest.raises(SubprocessTimeoutError) as error:
+            await server.has_session(info.name)  # never mistaken for "no such session"
+        assert trio.current_time() - start_time < 5
+        assert error.value.operation == "tmux has-session"
+        assert error.value.timeout == 0.5
+        with pytest.raises(SubprocessTimeoutError):
+            await server.capture(info.name)
+        # the timed-out tmux clients were killed and reaped
+        clients = [p for p in live_pids_matching(sandbox.socket_name) if p != tmux_pid]
+        assert clients == []
+    finally:
+        os.kill(tmux_pid, signal.SIGCONT)
+
+
+# -- control mode -----------------------------------------------------------
+
+
+async def test_control_client_streams_output_and_pairs_replies(server: TmuxServer, tmp_path: Path) -> None:
+    spec = SessionSpec(
+        ["sh", "-c", "for i in 1 2 3; do echo line$i; done; printf 'back\\\\slash\\n'"],
+        tmp_path, tmp_path / "exit",
+    )
+    info = await server.new_session(spec)
+    async with open_control_client(server, info.name) as client:
+        output = client.subscribe(info.pane_id)
+        # replies are paired with their commands, even when several are in flight
+        async with trio.open_nursery() as nursery:
+            results: dict[int, list[bytes]] = {}
+
+            async def ask(n: int) -> None:
+                results[n] = await client.command("display-message", "-p", f"answer {n}")
+
+            for n in range(10):
+                nursery.start_soon(ask, n)
+        assert results == {n: [f"answer {n}".encode()] for n in range(10)}
+        with pytest.raises(TmuxCommandError, match="unknown command"):
+            await client.command("no-such-command")
+
+        await client.command("wait-for", "-S", spec.gate_channel)
+        received = b""
+        with trio.fail_after(10):
+            async for chunk in output:
+                received += chunk
+                if b"slash" in received:
+                    break
+        assert received == b"line1\r\nline2\r\nline3\r\nback\\slash\r\n"
+
+
+async def test_control_client_notices_its_session_dying(server: TmuxServer, tmp_path: Path) -> None:
+    _, info = await start(server, tmp_path, ["sleep", "30"])
+    async with open_control_client(server, info.name) as client:
+        output = client.subscribe(info.pane_id)
+        await server.kill_session(info.name)
+        with trio.fail_after(10):
+            await client.closed.wait()
+        assert client.exit_reason is not None
+        with pytest.raises(trio.EndOfChannel):
+            await output.receive()
+        with pytest.raises(ControlClientClosedError):
+            await client.command("display-message", "-p", "x")
