@@ -78,14 +78,20 @@ class Sandbox:
     def tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["tmux", "-L", self.socket_name, *args],
-            env=self.env, capture_output=True, text=True, timeout=10, check=check,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=check,
         )
 
     def cli(self, *args: str, timeout: float = 30, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
         """Run ``trio-bridge ARGS`` as a user would, in this sandbox."""
         return subprocess.run(
             [sys.executable, "-m", "trio_bridge", *args],
-            env=kwargs.pop("env", self.env), capture_output=True, timeout=timeout,  # type: ignore[arg-type]
+            env=kwargs.pop("env", self.env),
+            capture_output=True,
+            timeout=timeout,  # type: ignore[arg-type]
             **kwargs,  # type: ignore[arg-type]
         )
 

@@ -107,7 +107,9 @@ async def test_process_group_is_stopped_on_exit() -> None:
     marker = f"tb-marker-{uuid.uuid4().hex}"
     async with open_process_group(
         ["sh", "-c", f"trap '' TERM; sleep 300; : {marker}"],
-        operation="long-lived", close_grace=0.1, kill_grace=0.2,
+        operation="long-lived",
+        close_grace=0.1,
+        kill_grace=0.2,
     ) as proc:
         assert proc.returncode is None
     assert proc.returncode is not None

@@ -16,9 +16,7 @@ from trio_bridge.tmux._protocol import check_session_name, check_text, decode_ou
 
 def tmux_escape(data: bytes) -> bytes:
     """What tmux does to %output data: bytes below 32 and backslash become \\ooo."""
-    return b"".join(
-        b"\\%03o" % byte if byte < 32 or byte == 0x5C else bytes([byte]) for byte in data
-    )
+    return b"".join(b"\\%03o" % byte if byte < 32 or byte == 0x5C else bytes([byte]) for byte in data)
 
 
 @given(st.binary(max_size=2000))
@@ -101,9 +99,7 @@ TERMINAL_STREAM = (
     b"progress 10%\rprogress 20%\r\n"
     b"tab\tand unicode \xc3\xa9\r\n"
 )
-PLAIN = (
-    b"plain red\ntitle gone\nlink\ndcs gone\nprogress 10%\rprogress 20%\ntab\tand unicode \xc3\xa9\n"
-)
+PLAIN = b"plain red\ntitle gone\nlink\ndcs gone\nprogress 10%\rprogress 20%\ntab\tand unicode \xc3\xa9\n"
 
 
 def test_plain_text_strips_sequences_and_crlf() -> None:

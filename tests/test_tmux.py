@@ -28,7 +28,9 @@ from trio_bridge.tmux.server import read_exit_status
 from .conftest import Sandbox, live_pids_matching
 
 
-async def start(server: TmuxServer, tmp: Path, argv: list[str], **kw: object) -> tuple[SessionSpec, SessionInfo]:
+async def start(
+    server: TmuxServer, tmp: Path, argv: list[str], **kw: object
+) -> tuple[SessionSpec, SessionInfo]:
     spec = SessionSpec(argv, tmp, tmp / f"exit-{uuid.uuid4().hex}", **kw)  # type: ignore[arg-type]
     info = await server.new_session(spec)
     await server.release(spec)
@@ -72,16 +74,19 @@ async def test_foreign_sessions_are_ignored(server: TmuxServer, sandbox: Sandbox
 async def test_environment_cwd_and_session_id(server: TmuxServer, tmp_path: Path) -> None:
     out = tmp_path / "out.txt"
     spec, info = await start(
-        server, tmp_path,
+        server,
+        tmp_path,
         ["sh", "-c", f'echo "$TRIO_BRIDGE_SESSION_ID|$GREETING|$(pwd)|${{TB_TMUX-unset}}" > {out}'],
-        env={"GREETING": "it's a \"test\"; $HOME `x` ;"},
+        env={"GREETING": 'it\'s a "test"; $HOME `x` ;'},
     )
     data = await wait_for_file(out, 1)
     # the start wrapper's own variable does not leak into the command
-    assert data.decode() == f"{spec.session_id}|it's a \"test\"; $HOME `x` ;|{tmp_path}|unset\n"
+    assert data.decode() == f'{spec.session_id}|it\'s a "test"; $HOME `x` ;|{tmp_path}|unset\n'
 
 
-async def test_hostile_command_arguments_reach_the_command_literally(server: TmuxServer, tmp_path: Path) -> None:
+async def test_hostile_command_arguments_reach_the_command_literally(
+    server: TmuxServer, tmp_path: Path
+) -> None:
     out = tmp_path / "args.txt"
     hostile = [";", "a;", "\\", "-t", "#{pane_id}", "$(touch pwned)", "'\"", "~", "{", "}", "é日本"]
     script = "import sys; open(sys.argv[1], 'w').write(repr(sys.argv[2:]))"
@@ -167,7 +172,11 @@ async def test_named_key_interrupts_the_command(server: TmuxServer, tmp_path: Pa
 
 async def test_capture_shows_the_rendered_screen(server: TmuxServer, tmp_path: Path) -> None:
     _, info = await start(
-        server, tmp_path, ["sh", "-c", "printf '\\033[31mred\\033[0m\\nsecond\\n'; sleep 30"], width=40, height=10
+        server,
+        tmp_path,
+        ["sh", "-c", "printf '\\033[31mred\\033[0m\\nsecond\\n'; sleep 30"],
+        width=40,
+        height=10,
     )
     with trio.fail_after(10):
         while "second" not in (screen := await server.capture(info.name)):
@@ -211,7 +220,8 @@ async def test_hung_tmux_server_times_out_and_leaves_nothing(sandbox: Sandbox, t
 async def test_control_client_streams_output_and_pairs_replies(server: TmuxServer, tmp_path: Path) -> None:
     spec = SessionSpec(
         ["sh", "-c", "for i in 1 2 3; do echo line$i; done; printf 'back\\\\slash\\n'"],
-        tmp_path, tmp_path / "exit",
+        tmp_path,
+        tmp_path / "exit",
     )
     info = await server.new_session(spec)
     async with open_control_client(server, info.name) as client:
