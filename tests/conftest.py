@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,7 +116,10 @@ def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
         monkeypatch.setenv(key, value)
     yield box
     box.tmux("kill-server", check=False)
-    leftovers = live_pids_matching(box.socket_name) + live_pids_matching(str(root))
+    # kill-server returns before the server process has finished exiting
+    deadline = time.monotonic() + 5
+    while (leftovers := live_pids_matching(box.socket_name)) and time.monotonic() < deadline:
+        time.sleep(0.02)
     shutil.rmtree(root, ignore_errors=True)
     assert not leftovers, f"processes left behind: {leftovers}"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -16,8 +17,7 @@ import attrs
 import trio
 
 from .process import ExitWatch
-from .tmux import SessionSpec, TmuxServer, new_session_id, open_control_client
-from .tmux.control import ControlClient
+from .tmux import SessionSpec, TmuxServer, new_session_id
 from .tmux.server import SessionInfo, read_exit_status, signal_unix_session
 
 __all__ = ["RunResult", "run_session"]
@@ -26,8 +26,11 @@ log = logging.getLogger(__name__)
 
 # How often the bounded clean-up checks whether a stopped command is gone.
 _STOP_CHECK_INTERVAL = 0.02
-# How often, after the pane's process exited, we ask whether tmux read its last output.
-_DEAD_CHECK_INTERVAL = 0.001
+_READ_SIZE = 65536
+# After the command ended, how often we ask tmux whether it drained the pane.
+_DEAD_CHECK_INTERVAL = 0.002
+# With --keep, how long the drained pipe may stay silent before the copy stops.
+_KEEP_QUIET = 0.1
 _SIGNAL_NUMBERS = frozenset(int(s) for s in signal.Signals)
 
 
@@ -51,22 +54,50 @@ class RunResult:
 Writer = Callable[[bytes], Awaitable[None]]
 
 
-async def _pump(output: trio.MemoryReceiveChannel[bytes], write: Writer) -> None:
-    """Copy output chunks to ``write``, batching whatever is already queued."""
-    async with output:
-        async for chunk in output:
-            parts = [chunk]
-            while True:
-                try:
-                    parts.append(output.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            await write(b"".join(parts))
+class _FifoCopy:
+    """Copies what tmux pipes into a FIFO (non-blocking read end) to ``write``, until EOF.
+
+    Reads only after poll says so: Linux reports a FIFO readable when it holds
+    data, or once a writer has come *and gone* since we opened it. So a read
+    of 0 bytes is the real end (the pipe command exited), never "not started yet".
+    """
+
+    def __init__(self, fd: int, write: Writer) -> None:
+        self._fd = fd
+        self._write = write
+        self.last_data = trio.current_time()
+
+    async def run(self) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(self._fd)
+            try:
+                chunk = os.read(self._fd, _READ_SIZE)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                return
+            self.last_data = trio.current_time()
+            await self._write(chunk)
+
+    async def wait_quiet(self, quiet: float) -> None:
+        """Return once no data has arrived for ``quiet`` seconds."""
+        # sleeps exactly until the silence would be long enough, then re-checks
+        while (left := self.last_data + quiet - trio.current_time()) > 0:  # noqa: ASYNC110
+            await trio.sleep(left)
 
 
-async def _pane_dead(client: ControlClient, pane_id: str) -> bool:
-    lines = await client.command("display-message", "-p", "-t", pane_id, "#{pane_dead}")
-    return lines == [b"1"]
+async def _wait_drained(server: TmuxServer, name: str, limit: float) -> None:
+    """Wait until tmux has read the pane's pty to its end and flushed it into the pipe.
+
+    tmux marks a pane dead only then (with a pipe attached it checks both).
+    A short poll, once per run, after the command ended: tmux has no event for it.
+    """
+    with trio.move_on_after(limit):
+        while True:
+            result = await server.run("display-message", "-p", "-t", f"={name}:", "#{pane_dead}")
+            if result.stdout.strip() == b"1":
+                return
+            await trio.sleep(_DEAD_CHECK_INTERVAL)
 
 
 async def _stop_unix_session(sid: int, grace: float) -> None:
@@ -93,7 +124,7 @@ async def run_session(
     cwd: Path,
     env: Mapping[str, str],
     write: Writer,
-    status_dir: Path,
+    run_dir: Path,
     keep: bool = False,
     width: int = 80,
     height: int = 24,
@@ -101,9 +132,12 @@ async def run_session(
     """Run ``argv`` as a managed tmux session and stream its output to ``write``.
 
     Owns, until it returns: the tmux session (removed at the end unless
-    ``keep``), one control-mode client (the output) and the task copying
-    its output, a pidfd on the pane's process (the exit notification), and
-    the exit-status file in ``status_dir``.
+    ``keep``); a FIFO in ``run_dir`` that tmux's ``pipe-pane`` writes the
+    session's output into (copied to ``write``); the exit-status file that
+    the session's start wrapper writes.
+    The output comes from ``pipe-pane`` rather than a control-mode client
+    because tmux 3.3a loses a fresh pane's output on control clients under
+    concurrency (see docs/decisions.md); tmux drains a pane into its pipe.
     To limit the run time (``--timeout``) or stop it (Ctrl-C), cancel the
     call: the command's processes are stopped (SIGTERM, then SIGKILL after
     the kill grace) and the session removed before the cancellation goes on.
@@ -113,39 +147,55 @@ async def run_session(
             session could not be started.
         SubprocessTimeoutError: tmux did not answer in time.
     """
-    await trio.Path(status_dir).mkdir(parents=True, exist_ok=True)
+    await trio.Path(run_dir).mkdir(parents=True, exist_ok=True)
     session_id = new_session_id()
-    status_path = status_dir / f"{session_id}.exit"
-    spec = SessionSpec(argv, cwd, status_path, env, width=width, height=height, session_id=session_id)
-    info: SessionInfo = await server.new_session(spec)
+    status_path = run_dir / f"{session_id}.exit"
+    fifo = run_dir / f"{session_id}.out"
+    os.mkfifo(fifo, 0o600)
+    fifo_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    spec = SessionSpec(
+        argv,
+        cwd,
+        status_path,
+        env,
+        width=width,
+        height=height,
+        session_id=session_id,
+        # tmux's own pipe: tmux drains the pane into it before it marks the pane dead
+        pipe_command=f"exec cat > {shlex.quote(str(fifo))}",
+    )
     ended = False
     try:
-        with ExitWatch(info.pane_pid) as exited:
-            async with open_control_client(server, info.name) as client:
-                output = client.subscribe(info.pane_id, buffer=1024)
+        info: SessionInfo = await server.new_session(spec)
+        try:
+            with ExitWatch(info.pane_pid) as exited:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_pump, output, write)
-                    await client.command("wait-for", "-S", spec.gate_channel)
+                    copy = _FifoCopy(fifo_fd, write)
+                    nursery.start_soon(copy.run)
+                    await server.release(spec)
                     await exited.wait()
                     ended = True
-                    # The pane's process is gone; once tmux has also read the
-                    # pty to its end it marks the pane dead. Then one command
-                    # round trip: tmux answers it only after every %output
-                    # queued before it, so no output is left behind.
+                    await _wait_drained(server, info.name, server.timeouts.tmux)
+                    if keep:
+                        # tmux keeps a dead pane's pipe open until the pane is
+                        # killed; a kept session keeps it, so stop at silence.
+                        await copy.wait_quiet(_KEEP_QUIET)
+                        nursery.cancel_scope.cancel()
+                    else:
+                        # Killing the session closes tmux's pipe: `cat` copies
+                        # what it holds and exits, the FIFO reaches EOF and the
+                        # copy task ends with every byte delivered.
+                        await server.kill_session(info.name, missing_ok=True)
+        finally:
+            with trio.CancelScope(shield=True):
+                if not ended:
+                    await _stop_unix_session(info.pane_pid, server.timeouts.kill_grace)
+                if not keep:
                     with trio.move_on_after(server.timeouts.tmux):
-                        # A short poll, once per run: tmux has no event for it.
-                        while not await _pane_dead(client, info.pane_id):  # noqa: ASYNC110
-                            await trio.sleep(_DEAD_CHECK_INTERVAL)
-                    await client.command("display-message", "-p", "")
-                    client.unsubscribe(info.pane_id)
-                    # The pump drains what is queued and ends by itself.
+                        await server.kill_session(info.name, missing_ok=True)
     finally:
-        with trio.CancelScope(shield=True):
-            if not ended:
-                await _stop_unix_session(info.pane_pid, server.timeouts.kill_grace)
-            if not keep:
-                with trio.move_on_after(server.timeouts.tmux):
-                    await server.kill_session(info.name, missing_ok=True)
+        os.close(fifo_fd)
+        fifo.unlink(missing_ok=True)
     status = read_exit_status(status_path)
     status_path.unlink(missing_ok=True)
     if status is not None and status > 128 and status - 128 in _SIGNAL_NUMBERS:

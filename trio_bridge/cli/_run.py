@@ -160,7 +160,7 @@ async def _run(
                         cwd=workdir,
                         env=env,
                         write=_make_writer(),
-                        status_dir=settings.state_dir / "run",
+                        run_dir=settings.state_dir / "run",
                         keep=keep,
                         width=max(2, min(width, 1000)),
                         height=max(2, min(height, 1000)),

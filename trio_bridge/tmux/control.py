@@ -99,6 +99,22 @@ class ControlClient:
             self._subscribers[pane_id] = send
         return receive
 
+    async def follow(self, pane_id: str, buffer: int = 256) -> trio.MemoryReceiveChannel[bytes]:
+        """Subscribe to a pane's output and make tmux start tracking it for us now.
+
+        tmux registers a pane with a control client lazily, and in tmux 3.3a
+        a pane first seen together with its first output can lose that output
+        (measured: 1 in ~15 short concurrent runs lost everything). Turning
+        the pane "on" explicitly registers it before any byte is produced.
+        """
+        channel = self.subscribe(pane_id, buffer)
+        try:
+            await self.command("refresh-client", "-A", f"{pane_id}:on")
+        except BaseException:
+            self.unsubscribe(pane_id)
+            raise
+        return channel
+
     def unsubscribe(self, pane_id: str) -> None:
         """End the pane's channel: its reader gets what was queued, then EndOfChannel."""
         send = self._subscribers.pop(pane_id, None)

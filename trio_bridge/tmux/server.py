@@ -114,6 +114,8 @@ class SessionSpec:
     env: Mapping[str, str] = attrs.field(factory=dict, converter=_check_env)
     width: int = attrs.field(default=80)
     height: int = attrs.field(default=24)
+    #: the shell command tmux pipes the pane's output to (``pipe-pane``)
+    pipe_command: str = "exec cat >/dev/null"
     session_id: str = attrs.field(factory=new_session_id)
 
     @argv.validator
@@ -320,6 +322,11 @@ class TmuxServer:
                 ("remain-on-exit", "on"),
             ):
                 await self.run("set-option", "-t", f"={spec.name}:", option, value)
+            # With a pipe attached, tmux reads the pane's pty to its end before
+            # it closes it; without one, tmux 3.3a can close the pty on the
+            # child's exit with the last output still unread (measured: output
+            # of short commands lost). The pipe is the session's output sink.
+            await self.run("pipe-pane", "-t", pane_id, spec.pipe_command)
         except BaseException:
             # Half-made: do not leave a gated shell behind.
             await self.kill_session(spec.name, missing_ok=True)
