@@ -236,3 +236,15 @@ def test_no_process_is_left_after_normal_runs(sandbox: Sandbox) -> None:
     time.sleep(0.3)
     assert live_pids_matching(mark) == []
     assert os.listdir(sandbox.state_dir / "run") == []
+
+
+def test_environment_values_stay_out_of_the_process_table(sandbox: Sandbox) -> None:
+    secret = marker()
+    script = 'tr "\\0" " " < /proc/$PPID/cmdline; echo; echo "$TB_SECRET"; ps -eo args'
+    result = sandbox.cli("run", "--env", f"TB_SECRET={secret}", "--", "sh", "-c", script)
+    wrapper_cmdline, value, *table = result.stdout.decode().splitlines()
+    assert value == secret
+    assert "wait-for" in wrapper_cmdline  # it is the start wrapper's command line
+    assert secret not in wrapper_cmdline
+    assert not [line for line in table if secret in line]
+    assert list((sandbox.state_dir / "run").iterdir()) == []

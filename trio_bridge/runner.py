@@ -198,6 +198,7 @@ async def run_session(
         fifo.unlink(missing_ok=True)
     status = read_exit_status(status_path)
     status_path.unlink(missing_ok=True)
+    spec.env_path.unlink(missing_ok=True)  # if the wrapper never got to read it
     if status is not None and status > 128 and status - 128 in _SIGNAL_NUMBERS:
         # The shell reports death by signal N as 128+N.
         return RunResult(info.name, None, status - 128)

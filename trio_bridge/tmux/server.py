@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import attrs
+import trio
 
 from ..config import DEFAULT_TIMEOUTS, Timeouts
 from ..process import ProcessResult, SubprocessFailedError, run_process
@@ -87,6 +88,18 @@ def _to_tuple(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _env_file_text(env: Mapping[str, str]) -> str:
+    return "".join(
+        f"{name}={shlex.quote(value)}\n" for name, value in sorted(env.items()) if name not in _TMUX_OWNED_ENV
+    )
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 def _check_env(env: Mapping[str, str]) -> dict[str, str]:
     for name, value in env.items():
         if not _ENV_NAME.match(name):
@@ -135,6 +148,11 @@ class SessionSpec:
     @property
     def name(self) -> str:
         return f"tb-{self.session_id}"
+
+    @property
+    def env_path(self) -> Path:
+        """The private (0600) file the start wrapper reads ``env`` from, then deletes."""
+        return self.status_path.with_name(f"{self.session_id}.env")
 
     @property
     def gate_channel(self) -> str:
@@ -247,9 +265,7 @@ class TmuxServer:
         handling) the signals that would otherwise stop it before it records.
         """
         q = shlex.quote
-        exports = " ".join(
-            f"{name}={q(value)}" for name, value in sorted(spec.env.items()) if name not in _TMUX_OWNED_ENV
-        )
+        has_env = bool(_env_file_text(spec.env))
         lines = [
             "trap : HUP INT QUIT TERM",
             # Wait until the caller has attached its readers (no byte missed).
@@ -257,8 +273,11 @@ class TmuxServer:
             "unset TB_TMUX",
             f"cd -- {q(str(spec.cwd))} || exit {START_FAILED_STATUS}",
         ]
-        if exports:
-            lines.append(f"export {exports}")
+        if has_env:
+            # The environment comes from a private file, not the command line,
+            # which every local user can read in the process table.
+            env_file = q(str(spec.env_path))
+            lines.append(f"set -a; . {env_file}; set +a; rm -f -- {env_file}")
         lines += [
             # The command runs in a subshell that restores stderr and execs it;
             # the wrapper itself waits with stderr on /dev/null, so the shell's
@@ -288,6 +307,9 @@ class TmuxServer:
         if not spec.cwd.is_dir():
             raise NotADirectoryError(f"working directory does not exist: {spec.cwd}")
         self.write_config()
+        env_text = _env_file_text(spec.env)
+        if env_text:
+            await trio.to_thread.run_sync(_write_private, spec.env_path, env_text)
         tmux_path = self.binary if os.sep in self.binary else (_which(self.binary) or self.binary)
         try:
             result = await self.run(
