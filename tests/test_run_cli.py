@@ -240,7 +240,7 @@ def test_no_process_is_left_after_normal_runs(sandbox: Sandbox) -> None:
 
 def test_environment_values_stay_out_of_the_process_table(sandbox: Sandbox) -> None:
     secret = marker()
-    script = 'tr "\\0" " " < /proc/$PPID/cmdline; echo; echo "$TB_SECRET"; ps -eo args'
+    script = 'tr "\\0\\n" "  " < /proc/$PPID/cmdline; echo; echo "$TB_SECRET"; ps -eo args'
     result = sandbox.cli("run", "--env", f"TB_SECRET={secret}", "--", "sh", "-c", script)
     wrapper_cmdline, value, *table = result.stdout.decode().splitlines()
     assert value == secret
