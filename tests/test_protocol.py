@@ -110,7 +110,9 @@ def test_plain_text_strips_sequences_and_crlf() -> None:
 @given(st.lists(st.integers(min_value=0, max_value=len(TERMINAL_STREAM)), max_size=12))
 def test_plain_text_is_independent_of_chunking(cuts: list[int]) -> None:
     points = sorted(set(cuts))
-    chunks = [TERMINAL_STREAM[a:b] for a, b in zip([0, *points], [*points, len(TERMINAL_STREAM)])]
+    chunks = [
+        TERMINAL_STREAM[a:b] for a, b in zip([0, *points], [*points, len(TERMINAL_STREAM)], strict=True)
+    ]
     f = PlainText()
     assert b"".join(f.feed(c) for c in chunks) + f.flush() == PLAIN
 

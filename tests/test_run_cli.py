@@ -217,7 +217,7 @@ def test_dash_arguments_belong_to_the_command(sandbox: Sandbox) -> None:
 
 def test_concurrent_runs_do_not_interfere(sandbox: Sandbox) -> None:
     procs = [
-        subprocess.Popen(  # noqa: SIM115 - closed by communicate()
+        subprocess.Popen(
             [PY, "-m", "trio_bridge", "run", "--", "sh", "-c", f"sleep 0.{n}; echo run{n}; exit {n}"],
             env=sandbox.env,
             stdout=subprocess.PIPE,

@@ -73,7 +73,7 @@ async def test_foreign_sessions_are_ignored(server: TmuxServer, sandbox: Sandbox
 
 async def test_environment_cwd_and_session_id(server: TmuxServer, tmp_path: Path) -> None:
     out = tmp_path / "out.txt"
-    spec, info = await start(
+    spec, _ = await start(
         server,
         tmp_path,
         ["sh", "-c", f'echo "$TRIO_BRIDGE_SESSION_ID|$GREETING|$(pwd)|${{TB_TMUX-unset}}" > {out}'],
