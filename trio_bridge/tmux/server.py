@@ -339,16 +339,18 @@ class TmuxServer:
             raise TmuxError(f"tmux could not create the session: {exc}") from exc
         pane_id, pane_pid = result.stdout.decode().split()
         try:
-            for option, value in (
-                (ID_OPTION, spec.session_id),
-                ("remain-on-exit", "on"),
-            ):
-                await self.run("set-option", "-t", f"={spec.name}:", option, value)
+            target = f"={spec.name}:"
             # With a pipe attached, tmux reads the pane's pty to its end before
             # it closes it; without one, tmux 3.3a can close the pty on the
-            # child's exit with the last output still unread (measured: output
-            # of short commands lost). The pipe is the session's output sink.
-            await self.run("pipe-pane", "-t", pane_id, spec.pipe_command)
+            # child's exit with the last output still unread. The pipe is the
+            # session's output sink. One tmux call: every argument here is
+            # ours (no user data), so none can end in a ';' by accident.
+            await self.run(
+                "set-option", "-t", target, ID_OPTION, spec.session_id, ";",
+                "set-option", "-t", target, "remain-on-exit", "on", ";",
+                "pipe-pane", "-t", pane_id, spec.pipe_command,
+                operation="tmux set-option/pipe-pane",
+            )  # fmt: skip
         except BaseException:
             # Half-made: do not leave a gated shell behind.
             await self.kill_session(spec.name, missing_ok=True)
