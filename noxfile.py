@@ -32,4 +32,4 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks; results go to bench-results/results.json and results.md."""
     session.install("-e", ".")
-    session.run("python", "benchmarks/run_all.py", "--out", "bench-results", *session.posargs)
+    session.run("python", "-m", "benchmarks", "--out", "bench-results", *session.posargs)
