@@ -46,7 +46,10 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     info = results["machine"]
-    header = f"# trio-bridge benchmarks\n\n{info}\n\nCompare rows measured in the same run, not absolute times.\n\n"
+    header = (
+        f"# trio-bridge benchmarks\n\n{info}\n\n"
+        "Compare rows measured in the same run, not absolute times.\n\n"
+    )
     (args.out / "results.md").write_text(header + "\n".join(sections))
     print((args.out / "results.md").read_text())
     return 0
