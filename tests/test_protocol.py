@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trio_bridge._terminal import PlainText
-from trio_bridge.tmux import KEYS, InvalidKeyError, InvalidTextError
+from trio_bridge.tmux import KEY_NAMES, InvalidKeyError, InvalidTextError
 from trio_bridge.tmux._keys import check_keys
 from trio_bridge.tmux._protocol import check_session_name, check_text, decode_output, quote_argument
 
@@ -72,7 +72,7 @@ def test_check_text_rejects_non_strings() -> None:
 
 def test_keys_vocabulary() -> None:
     assert check_keys(["Enter", "C-c", "Up", "F12"]) == ("Enter", "C-c", "Up", "F12")
-    assert {"Enter", "Escape", "Tab", "C-c", "C-d", "Up", "Down", "Left", "Right"} <= KEYS
+    assert {"Enter", "Escape", "Tab", "C-c", "C-d", "Up", "Down", "Left", "Right"} <= KEY_NAMES
     for bad in ["enter", "-t", "C-c;", "kill-server", "", "M-x", "Enter Enter"]:
         with pytest.raises(InvalidKeyError):
             check_keys([bad])

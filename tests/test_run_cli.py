@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -118,49 +120,39 @@ def test_timeout_kills_stubborn_command_and_grandchild(sandbox: Sandbox) -> None
     assert sandbox.tmux("list-sessions", check=False).returncode != 0
 
 
+@contextmanager
+def running(sandbox: Sandbox, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`trio-bridge ARGS` in the background; killed if the test leaves it running."""
+    with subprocess.Popen(
+        [PY, "-m", "trio_bridge", *args], env=sandbox.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def test_ctrl_c_cleans_up_and_exits_130(sandbox: Sandbox) -> None:
     mark = marker()
-    with subprocess.Popen(
-        [PY, "-m", "trio_bridge", "run", "--", "sh", "-c", f"echo ready; sleep 300; : {mark}"],
-        env=sandbox.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    ) as proc:
-        _interrupt_after_ready(proc)
-    assert live_pids_matching(mark) == []
-    assert sandbox.tmux("list-sessions", check=False).returncode != 0
-
-
-def _interrupt_after_ready(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    with running(sandbox, "run", "--", "sh", "-c", f"echo ready; sleep 300; : {mark}") as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline() == b"ready\n"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 130
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    assert live_pids_matching(mark) == []
+    assert sandbox.tmux("list-sessions", check=False).returncode != 0
 
 
 def test_closed_stdout_stops_the_command(sandbox: Sandbox) -> None:
     """Like `trio-bridge run -- yes | head`: the reader goes, the command is stopped."""
     mark = marker()
-    with subprocess.Popen(
-        [PY, "-m", "trio_bridge", "run", "--", "sh", "-c", f"yes; : {mark}"],
-        env=sandbox.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            assert proc.stdout.read(4) == b"y\ny\n"
-            proc.stdout.close()
-            assert proc.wait(timeout=15) == 128 + signal.SIGPIPE
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    with running(sandbox, "run", "--", "sh", "-c", f"yes; : {mark}") as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.read(4) == b"y\ny\n"
+        proc.stdout.close()
+        assert proc.wait(timeout=15) == 128 + signal.SIGPIPE
     assert live_pids_matching(mark) == []
 
 

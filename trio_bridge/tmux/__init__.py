@@ -1,6 +1,6 @@
 """The tmux session engine: trio-bridge's own tmux server and its control-mode client."""
 
-from ._keys import KEYS, InvalidKeyError
+from ._keys import KEY_NAMES, InvalidKeyError
 from ._protocol import InvalidTextError
 from .control import ControlClient, ControlClientClosedError, TmuxCommandError, open_control_client
 from .server import (
@@ -15,7 +15,7 @@ from .server import (
 )
 
 __all__ = [
-    "KEYS",
+    "KEY_NAMES",
     "ControlClient",
     "ControlClientClosedError",
     "InvalidKeyError",

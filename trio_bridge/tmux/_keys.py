@@ -29,11 +29,11 @@ _FUNCTION = {f"F{n}" for n in range(1, 13)}
 _CTRL = {f"C-{c}" for c in "abcdefghijklmnopqrstuvwxyz"} | {"C-\\", "C-]", "C-Space"}
 
 #: every key name :meth:`TmuxServer.send_keys` accepts
-KEYS: frozenset[str] = frozenset(_NAMED | _FUNCTION | _CTRL)
+KEY_NAMES: frozenset[str] = frozenset(_NAMED | _FUNCTION | _CTRL)
 
 
 class InvalidKeyError(ValueError):
-    """A key name outside the fixed vocabulary (see :data:`KEYS`)."""
+    """A key name outside the fixed vocabulary (see :data:`KEY_NAMES`)."""
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -47,6 +47,6 @@ class InvalidKeyError(ValueError):
 def check_keys(keys: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """Return ``keys`` as a tuple, or raise :class:`InvalidKeyError` for the first bad one."""
     for key in keys:
-        if key not in KEYS:
+        if key not in KEY_NAMES:
             raise InvalidKeyError(key)
     return tuple(keys)

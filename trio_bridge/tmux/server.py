@@ -447,7 +447,7 @@ class TmuxServer:
             await self.send_keys(name, ["Enter"])
 
     async def send_keys(self, name: str, keys: Sequence[str]) -> None:
-        """Send named keys (see :data:`trio_bridge.tmux.KEYS`); anything else is refused."""
+        """Send named keys (see :data:`trio_bridge.tmux.KEY_NAMES`); anything else is refused."""
         _protocol.check_session_name(name)
         checked = check_keys(tuple(keys))
         if checked:
