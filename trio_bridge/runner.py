@@ -196,9 +196,9 @@ async def run_session(
     finally:
         os.close(fifo_fd)
         fifo.unlink(missing_ok=True)
-    status = read_exit_status(status_path)
-    status_path.unlink(missing_ok=True)
-    spec.env_path.unlink(missing_ok=True)  # if the wrapper never got to read it
+        spec.env_path.unlink(missing_ok=True)  # if the wrapper never got to read it
+        status = read_exit_status(status_path)
+        status_path.unlink(missing_ok=True)
     if status is not None and status > 128 and status - 128 in _SIGNAL_NUMBERS:
         # The shell reports death by signal N as 128+N.
         return RunResult(info.name, None, status - 128)

@@ -79,7 +79,8 @@ def _make_writer() -> Callable[[bytes], Awaitable[None]]:
         if plain is not None:
             data = plain.feed(data)
         if data:
-            await trio.to_thread.run_sync(write_all, data)
+            # Abandoned on cancel: Ctrl-C must work even while our reader is stuck.
+            await trio.to_thread.run_sync(write_all, data, abandon_on_cancel=True)
 
     return write
 
