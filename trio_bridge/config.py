@@ -1,10 +1,16 @@
-"""Settings: named defaults, overridable from the environment (``TRIO_BRIDGE_<NAME>``).
+"""Settings: defaults < config file < environment < command-line flags, with provenance.
 
-Every timeout the project uses is a named constant in :class:`Timeouts`; nothing
-else in the package hard-codes a number of seconds for an external command.
+Every setting has one entry in :data:`SETTINGS`: its name, how a value is parsed and checked,
+and a one-line description. From that table come the config file keys (TOML, dotted names
+as tables: ``[timeouts] tmux = 5``), the environment variables (``TRIO_BRIDGE_`` + the name
+upper-cased, dots as underscores, ``timeouts.tmux`` -> ``TRIO_BRIDGE_TIMEOUT_TMUX``), the
+command-line flags (``--tmux-socket``, ``--timeout-tmux``) and ``trio-bridge config``.
 
-This module imports only the standard library and attrs: it sits on the lowest
-floor and is loaded by every command, including the fast CLI client ones.
+Paths follow the XDG base directory conventions: state (database, logs) in
+``$XDG_STATE_HOME/trio-bridge``, sockets in ``$XDG_RUNTIME_DIR/trio-bridge`` (falling back to
+the state directory), configuration in ``$XDG_CONFIG_HOME/trio-bridge/config.toml``.
+
+This module imports only the standard library and attrs: every command loads it.
 """
 
 from __future__ import annotations
@@ -12,24 +18,28 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import attrs
 
 __all__ = [
     "DEFAULT_TIMEOUTS",
+    "SETTINGS",
     "ConfigError",
+    "Resolved",
     "Settings",
     "Timeouts",
     "load_settings",
+    "resolve_settings",
 ]
 
 ENV_PREFIX = "TRIO_BRIDGE_"
 
 
 class ConfigError(ValueError):
-    """A setting has a bad value. The message is one line and names the setting."""
+    """A setting has a bad value. The message is one line and names the setting and its source."""
 
 
 @attrs.frozen
@@ -48,68 +58,210 @@ class Timeouts:
 
 DEFAULT_TIMEOUTS = Timeouts()
 
-_SOCKET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-def _default_state_dir(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local/state")
-    return Path(base) / "trio-bridge"
-
 
 @attrs.frozen
 class Settings:
     """The effective settings of one trio-bridge process."""
 
+    #: where state (database, logs, run files) lives
+    state_dir: Path
+    #: where sockets live
+    runtime_dir: Path
     #: name of trio-bridge's own tmux server (``tmux -L <name>``); never the user's default
     tmux_socket: str = "trio-bridge"
     #: the tmux executable
     tmux_binary: str = "tmux"
-    #: where state (database, logs) lives
-    state_dir: Path = attrs.field(factory=lambda: _default_state_dir(os.environ))
     timeouts: Timeouts = DEFAULT_TIMEOUTS
 
 
-def _parse_seconds(name: str, raw: str) -> float:
-    try:
+# -- parsers: each takes the raw value (str from env/flags, TOML types from the file) ----------
+
+_SOCKET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _socket_name(raw: object) -> str:
+    if not isinstance(raw, str) or not _SOCKET_NAME.match(raw):
+        raise ValueError(f"expected 1-64 letters, digits, '.', '_' or '-', got {raw!r}")
+    return raw
+
+
+def _nonempty(raw: object) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValueError(f"expected a non-empty string, got {raw!r}")
+    return raw
+
+
+def _path(raw: object) -> Path:
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValueError(f"expected a path, got {raw!r}")
+    return Path(raw).expanduser()
+
+
+def _seconds(raw: object) -> float:
+    if isinstance(raw, bool):
+        raise ValueError(f"expected a number of seconds, got {raw!r}")
+    if isinstance(raw, int | float):
         value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: expected a number of seconds, got {raw!r}") from None
+    elif isinstance(raw, str):
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"expected a number of seconds, got {raw!r}") from None
+    else:
+        raise ValueError(f"expected a number of seconds, got {raw!r}")
     if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name}: expected a positive number of seconds, got {raw!r}")
+        raise ValueError(f"expected a positive number of seconds, got {raw!r}")
     return value
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Build :class:`Settings` from defaults overridden by ``TRIO_BRIDGE_*`` variables.
+@attrs.frozen
+class Setting:
+    """One row of the settings table."""
+
+    name: str
+    parse: Callable[[object], Any]
+    help: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.replace("timeouts.", "timeout.").replace(".", "_").upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("timeouts.", "timeout.").replace(".", "-").replace("_", "-")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("tmux_socket", _socket_name, "name of trio-bridge's own tmux server (tmux -L NAME)"),
+    Setting("tmux_binary", _nonempty, "the tmux executable"),
+    Setting("state_dir", _path, "state directory (database, logs, run files)"),
+    Setting("runtime_dir", _path, "runtime directory (sockets)"),
+    Setting("timeouts.tmux", _seconds, "seconds one tmux command may take"),
+    Setting("timeouts.tmux_load_buffer", _seconds, "seconds loading text into a tmux buffer may take"),
+    Setting("timeouts.kill_grace", _seconds, "seconds between SIGTERM and SIGKILL"),
+    Setting("timeouts.control_close", _seconds, "seconds a control client gets to exit"),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@attrs.frozen
+class Resolved:
+    """Settings together with where each value came from."""
+
+    settings: Settings
+    #: setting name -> "default", "file <path>", "env NAME" or "flag --name"
+    sources: Mapping[str, str]
+    config_file: Path
+
+
+def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
+    value = env.get(var)
+    # The XDG spec: relative paths are invalid and must be ignored.
+    if value and os.path.isabs(value):
+        return Path(value)
+    return Path(env.get("HOME") or Path.home()) / fallback
+
+
+def _defaults(env: Mapping[str, str]) -> dict[str, Any]:
+    state = _xdg(env, "XDG_STATE_HOME", ".local/state") / "trio-bridge"
+    runtime_base = env.get("XDG_RUNTIME_DIR")
+    runtime = Path(runtime_base) / "trio-bridge" if runtime_base and os.path.isabs(runtime_base) else state
+    values: dict[str, Any] = {"tmux_socket": "trio-bridge", "tmux_binary": "tmux"}
+    values.update(state_dir=state, runtime_dir=runtime)
+    for field in attrs.fields(Timeouts):
+        values[f"timeouts.{field.name}"] = getattr(DEFAULT_TIMEOUTS, field.name)
+    return values
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        with path.open("rb") as f:
+            table = tomllib.load(f)
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"config file {path}: not found") from None
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    values = _flatten(table)
+    for name in values:
+        if name not in _BY_NAME:
+            raise ConfigError(f"config file {path}: unknown setting {name!r}")
+    return values
+
+
+def resolve_settings(
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, object] | None = None,
+    config_file: Path | None = None,
+) -> Resolved:
+    """Build the effective settings: defaults < config file < ``TRIO_BRIDGE_*`` < ``flags``.
+
+    ``flags`` maps setting names to raw values given on the command line. The config file is
+    ``config_file``, else ``$TRIO_BRIDGE_CONFIG``, else ``$XDG_CONFIG_HOME/trio-bridge/config.toml``
+    (a missing default file is fine; a missing named one is an error).
 
     Raises:
-        ConfigError: a variable holds a bad value (the message names it).
+        ConfigError: a bad value, an unknown key or an unreadable file (one line, naming it).
     """
     env = os.environ if env is None else env
-    kwargs: dict[str, object] = {"state_dir": _default_state_dir(env)}
+    explicit = config_file is not None or bool(env.get(ENV_PREFIX + "CONFIG"))
+    if config_file is None:
+        named = env.get(ENV_PREFIX + "CONFIG")
+        config_file = (
+            Path(named).expanduser()
+            if named
+            else _xdg(env, "XDG_CONFIG_HOME", ".config") / "trio-bridge" / "config.toml"
+        )
+    values = _defaults(env)
+    sources = dict.fromkeys(values, "default")
+    layers: list[tuple[str, Mapping[str, object]]] = [
+        (f"file {config_file}", _read_file(config_file, explicit)),
+        ("env", {s.name: env[s.env] for s in SETTINGS if s.env in env}),
+        ("flag", dict(flags or {})),
+    ]
+    for origin, raw_values in layers:
+        for name, raw in raw_values.items():
+            setting = _BY_NAME[name]
+            where = {"env": f"env {setting.env}", "flag": f"flag {setting.flag}"}.get(origin, origin)
+            try:
+                values[name] = setting.parse(raw)
+            except ValueError as exc:
+                label = {"env": setting.env, "flag": setting.flag}.get(origin, f"{origin}: {name}")
+                raise ConfigError(f"{label}: {exc}") from None
+            sources[name] = where
+    timeouts = Timeouts(**{f.name: values[f"timeouts.{f.name}"] for f in attrs.fields(Timeouts)})
+    settings = Settings(
+        tmux_socket=values["tmux_socket"],
+        tmux_binary=values["tmux_binary"],
+        state_dir=values["state_dir"],
+        runtime_dir=values["runtime_dir"],
+        timeouts=timeouts,
+    )
+    return Resolved(settings, sources, config_file)
 
-    socket = env.get(ENV_PREFIX + "TMUX_SOCKET")
-    if socket is not None:
-        if not _SOCKET_NAME.match(socket):
-            raise ConfigError(
-                f"{ENV_PREFIX}TMUX_SOCKET: expected 1-64 letters, digits, '.', '_' or '-', got {socket!r}"
-            )
-        kwargs["tmux_socket"] = socket
-    binary = env.get(ENV_PREFIX + "TMUX_BINARY")
-    if binary is not None:
-        if not binary.strip():
-            raise ConfigError(f"{ENV_PREFIX}TMUX_BINARY: must not be empty")
-        kwargs["tmux_binary"] = binary
-    state_dir = env.get(ENV_PREFIX + "STATE_DIR")
-    if state_dir is not None:
-        kwargs["state_dir"] = Path(state_dir).expanduser()
 
-    timeout_overrides: dict[str, float] = {}
-    for field in attrs.fields(Timeouts):
-        name = f"{ENV_PREFIX}TIMEOUT_{field.name.upper()}"
-        raw = env.get(name)
-        if raw is not None:
-            timeout_overrides[field.name] = _parse_seconds(name, raw)
-    if timeout_overrides:
-        kwargs["timeouts"] = attrs.evolve(DEFAULT_TIMEOUTS, **timeout_overrides)
-    return Settings(**kwargs)  # type: ignore[arg-type]
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """The effective settings from defaults, the config file and the environment."""
+    return resolve_settings(env).settings
+
+
+def setting_value(settings: Settings, name: str) -> object:
+    """The value of a dotted setting name, e.g. ``timeouts.tmux``."""
+    value: object = settings
+    for part in name.split("."):
+        value = getattr(value, part)
+    return value

@@ -15,17 +15,62 @@ from .._version import __version__
 __all__ = ["main"]
 
 
+def _settings_parser() -> argparse.ArgumentParser:
+    """Flags for every setting, accepted before or after the command name."""
+    from ..config import SETTINGS
+
+    parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    group = parent.add_argument_group("settings (flag > TRIO_BRIDGE_* variable > config file > default)")
+    group.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="config file (default: $XDG_CONFIG_HOME/trio-bridge/config.toml)",
+    )
+    for setting in SETTINGS:
+        group.add_argument(
+            setting.flag,
+            dest=_dest(setting.name),
+            metavar="VALUE",
+            default=argparse.SUPPRESS,
+            help=setting.help,
+        )
+    return parent
+
+
+def _dest(name: str) -> str:
+    return "setting__" + name.replace(".", "__")
+
+
+def settings_flags(args: argparse.Namespace) -> dict[str, object]:
+    """The settings given as flags, by setting name."""
+    from ..config import SETTINGS
+
+    return {s.name: getattr(args, _dest(s.name)) for s in SETTINGS if hasattr(args, _dest(s.name))}
+
+
 def _build_parser() -> argparse.ArgumentParser:
+    settings = _settings_parser()
     parser = argparse.ArgumentParser(
         prog="trio-bridge",
         description="Run and supervise terminal sessions in tmux.",
+        parents=[settings],
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"trio-bridge {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
+    config = commands.add_parser(
+        "config",
+        parents=[settings],
+        help="print the effective configuration and where each value came from",
+    )
+    config.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+
     run = commands.add_parser(
         "run",
+        parents=[settings],
         help="run a command as a managed tmux session and exit with its exit code",
         description=(
             "Start CMD in a new managed tmux session, stream its output live, and exit "
@@ -77,7 +122,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("run: a command is required, e.g. trio-bridge run -- ls -l")
         from ._run import run_command
 
-        return run_command(cmd, cwd=args.cwd, env_pairs=args.env, timeout=args.timeout, keep=args.keep)
+        return run_command(
+            cmd,
+            cwd=args.cwd,
+            env_pairs=args.env,
+            timeout=args.timeout,
+            keep=args.keep,
+            flags=settings_flags(args),
+            config_file=getattr(args, "config", None),
+        )
+    if args.command == "config":
+        from ._config import show_config
+
+        return show_config(settings_flags(args), getattr(args, "config", None), as_json=args.json)
     parser.error(f"unknown command {args.command!r}")  # argparse exits; never reached
     return 2
 

@@ -6,12 +6,12 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import trio
 
-from ..config import ConfigError, Settings, load_settings
+from ..config import ConfigError, Settings, resolve_settings
 
 EXIT_TIMEOUT = 124  # as timeout(1)
 EXIT_START_FAILED = 125  # trio-bridge itself could not run CMD
@@ -86,11 +86,20 @@ def _make_writer() -> Callable[[bytes], Awaitable[None]]:
 
 
 def run_command(
-    cmd: list[str], *, cwd: str | None, env_pairs: Sequence[str], timeout: float | None, keep: bool
+    cmd: list[str],
+    *,
+    cwd: str | None,
+    env_pairs: Sequence[str],
+    timeout: float | None,
+    keep: bool,
+    flags: Mapping[str, object] | None = None,
+    config_file: str | None = None,
 ) -> int:
     """Run ``trio-bridge run``; returns the process exit code."""
     try:
-        settings = load_settings()
+        settings = resolve_settings(
+            flags=flags, config_file=Path(config_file).expanduser() if config_file else None
+        ).settings
         env_extra = _parse_env(env_pairs)
         workdir = Path(cwd).expanduser().resolve() if cwd else Path.cwd()
         if not workdir.is_dir():

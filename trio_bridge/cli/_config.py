@@ -1,0 +1,36 @@
+"""``trio-bridge config``: the effective settings and where each value came from."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..config import SETTINGS, ConfigError, resolve_settings, setting_value
+
+
+def show_config(flags: Mapping[str, object], config_file: str | None, *, as_json: bool) -> int:
+    try:
+        resolved = resolve_settings(
+            flags=flags, config_file=Path(config_file).expanduser() if config_file else None
+        )
+    except ConfigError as exc:
+        print(f"trio-bridge: {exc}", file=sys.stderr)
+        return 2
+    rows = [
+        (s.name, str(setting_value(resolved.settings, s.name)), resolved.sources[s.name]) for s in SETTINGS
+    ]
+    if as_json:
+        document = {
+            "config_file": str(resolved.config_file),
+            "settings": {name: {"value": value, "source": source} for name, value, source in rows},
+        }
+        print(json.dumps(document, indent=2))
+        return 0
+    print(f"# config file: {resolved.config_file}")
+    width = max(len(name) for name, _, _ in rows)
+    value_width = max(len(value) for _, value, _ in rows)
+    for name, value, source in rows:
+        print(f"{name:<{width}}  {value:<{value_width}}  ({source})")
+    return 0
