@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 PY = sys.executable
-TRIO_BRIDGE = [PY, "-m", "trio_bridge"]
+# The console script a user runs (beside this interpreter), else the module.
+_SCRIPT = Path(PY).with_name("trio-bridge")
+TRIO_BRIDGE = [str(_SCRIPT)] if _SCRIPT.exists() else [PY, "-m", "trio_bridge"]
 
 
 @contextmanager
@@ -131,7 +133,7 @@ def bench_latency(lines: int) -> dict[str, Any]:
     script = PRINTER.format(lines=lines)
     skip = 5
     runs: dict[str, Callable[[dict[str, str]], list[str]]] = {
-        "trio-bridge run": lambda env: [*TRIO_BRIDGE, "run", "--", PY, "-c", script],
+        "trio-bridge run": lambda env: [*TRIO_BRIDGE, "run", "--timeout", "120", "--", PY, "-c", script],
         "direct pipe (baseline)": lambda env: [PY, "-c", script],
     }
     results: dict[str, Any] = {}
