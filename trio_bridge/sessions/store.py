@@ -1,0 +1,214 @@
+"""The session store: one SQLite database in the state directory.
+
+SQLite in WAL mode, one connection, every call made in a worker thread (never on the event
+loop) and serialised by a lock, so the daemon's tasks can share the store safely. Records
+survive daemon restarts; that is what lets a restarted daemon re-adopt its sessions.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import trio
+
+__all__ = ["SessionRecord", "SessionState", "SessionStore", "open_session_store"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id          TEXT PRIMARY KEY,
+    title       TEXT NOT NULL,
+    command     TEXT NOT NULL,          -- JSON list of argv
+    cwd         TEXT NOT NULL,
+    env_keys    TEXT NOT NULL,          -- JSON list of names (values are never stored)
+    created_at  REAL NOT NULL,
+    ended_at    REAL,
+    state       TEXT NOT NULL,
+    exit_code   INTEGER,
+    exit_signal INTEGER,
+    origin      TEXT NOT NULL,
+    tmux_name   TEXT NOT NULL UNIQUE
+);
+CREATE INDEX IF NOT EXISTS sessions_state ON sessions(state);
+CREATE INDEX IF NOT EXISTS sessions_ended ON sessions(ended_at);
+"""
+
+
+class SessionState(enum.StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    EXITED = "exited"
+    KILLED = "killed"
+    #: its tmux session vanished while the daemon was away
+    LOST = "lost"
+
+    @property
+    def ended(self) -> bool:
+        return self in (SessionState.EXITED, SessionState.KILLED, SessionState.LOST)
+
+
+@attrs.frozen
+class SessionRecord:
+    id: str
+    title: str
+    command: tuple[str, ...]
+    cwd: str
+    env_keys: tuple[str, ...]
+    created_at: float
+    state: SessionState
+    origin: str
+    tmux_name: str
+    ended_at: float | None = None
+    exit_code: int | None = None
+    exit_signal: int | None = None
+
+
+_FIELDS = (
+    "id", "title", "command", "cwd", "env_keys", "created_at", "ended_at", "state",
+    "exit_code", "exit_signal", "origin", "tmux_name",
+)  # fmt: skip
+_COLUMNS = ", ".join(_FIELDS)
+
+
+def _row(record: SessionRecord) -> tuple[Any, ...]:
+    return (
+        record.id, record.title, json.dumps(list(record.command)), record.cwd,
+        json.dumps(list(record.env_keys)), record.created_at, record.ended_at, record.state.value,
+        record.exit_code, record.exit_signal, record.origin, record.tmux_name,
+    )  # fmt: skip
+
+
+def _record(row: sqlite3.Row) -> SessionRecord:
+    return SessionRecord(
+        id=row["id"], title=row["title"], command=tuple(json.loads(row["command"])), cwd=row["cwd"],
+        env_keys=tuple(json.loads(row["env_keys"])), created_at=row["created_at"],
+        state=SessionState(row["state"]), origin=row["origin"], tmux_name=row["tmux_name"],
+        ended_at=row["ended_at"], exit_code=row["exit_code"], exit_signal=row["exit_signal"],
+    )  # fmt: skip
+
+
+class SessionStore:
+    """Async access to the session table; get one from :func:`open_session_store`."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+        self._lock = trio.Lock()
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        async with self._lock:
+            # Not abandoned on cancel: a half-finished write must complete (WAL keeps it atomic).
+            return await trio.to_thread.run_sync(fn, self._db)
+
+    async def add(self, record: SessionRecord) -> None:
+        """Insert a new record. Raises sqlite3.IntegrityError if the id or tmux name exists."""
+
+        def insert(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute(f"INSERT INTO sessions ({_COLUMNS}) VALUES ({', '.join('?' * 12)})", _row(record))
+
+        await self._call(insert)
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        def select(db: sqlite3.Connection) -> SessionRecord | None:
+            row = db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            return _record(row) if row else None
+
+        return await self._call(select)
+
+    async def all(self, states: Sequence[SessionState] | None = None) -> list[SessionRecord]:
+        """Records, oldest first, optionally only those in ``states``."""
+
+        def select(db: sqlite3.Connection) -> list[SessionRecord]:
+            if states is None:
+                rows = db.execute(f"SELECT {_COLUMNS} FROM sessions ORDER BY created_at, id").fetchall()
+            else:
+                marks = ", ".join("?" * len(states))
+                rows = db.execute(
+                    f"SELECT {_COLUMNS} FROM sessions WHERE state IN ({marks}) ORDER BY created_at, id",
+                    [s.value for s in states],
+                ).fetchall()
+            return [_record(r) for r in rows]
+
+        return await self._call(select)
+
+    async def update(self, record: SessionRecord) -> None:
+        """Replace the record with the same id. Raises KeyError if there is none."""
+
+        def replace(db: sqlite3.Connection) -> None:
+            with db:
+                cursor = db.execute(
+                    "UPDATE sessions SET title=?, command=?, cwd=?, env_keys=?, created_at=?, ended_at=?,"
+                    " state=?, exit_code=?, exit_signal=?, origin=?, tmux_name=? WHERE id=?",
+                    (*_row(record)[1:], record.id),
+                )
+            if cursor.rowcount != 1:
+                raise KeyError(record.id)
+
+        await self._call(replace)
+
+    async def prune(self, *, keep: int, older_than: float) -> list[str]:
+        """Delete ended sessions beyond the newest ``keep`` or ended before ``older_than``.
+
+        Returns the deleted ids (so their files can be removed too). Running sessions are
+        never pruned.
+        """
+        ended = [s.value for s in SessionState if s.ended]
+
+        def delete(db: sqlite3.Connection) -> list[str]:
+            marks = ", ".join("?" * len(ended))
+            rows = db.execute(
+                f"SELECT id, ended_at FROM sessions WHERE state IN ({marks}) ORDER BY ended_at DESC, id",
+                ended,
+            ).fetchall()
+            doomed = [
+                row["id"]
+                for index, row in enumerate(rows)
+                if index >= keep or (row["ended_at"] is not None and row["ended_at"] < older_than)
+            ]
+            with db:
+                db.executemany("DELETE FROM sessions WHERE id = ?", [(i,) for i in doomed])
+            return doomed
+
+        return await self._call(delete)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against a process crash
+    db.execute("PRAGMA busy_timeout=5000")
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        db.close()
+        raise RuntimeError(
+            f"{path}: database schema {version} is newer than this trio-bridge ({SCHEMA_VERSION})"
+        )
+    with db:
+        db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    return db
+
+
+@asynccontextmanager
+async def open_session_store(path: Path) -> AsyncIterator[SessionStore]:
+    """Open (creating if needed) the session database at ``path`` for the block's duration.
+
+    Owns one SQLite connection, used from worker threads; closed (shielded) on exit.
+    """
+    db = await trio.to_thread.run_sync(_connect, path)
+    try:
+        yield SessionStore(db)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(db.close)
