@@ -105,7 +105,7 @@ class Sandbox:
 
 
 @pytest.fixture
-def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+def sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Sandbox]:
     # A short path: tmux's socket path must fit in a sockaddr_un (108 bytes).
     root = Path(tempfile.mkdtemp(prefix="tb-"))
     box = Sandbox(root, f"tbtest-{uuid.uuid4().hex[:10]}")
@@ -118,7 +118,10 @@ def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     box.tmux("kill-server", check=False)
     # kill-server returns before the server process has finished exiting
     deadline = time.monotonic() + 5
-    while (leftovers := live_pids_matching(box.socket_name)) and time.monotonic() < deadline:
+    # (pane processes carry the test's paths in their command line: cwd, status file)
+    while (
+        leftovers := live_pids_matching(box.socket_name) + live_pids_matching(str(tmp_path))
+    ) and time.monotonic() < deadline:
         time.sleep(0.02)
     shutil.rmtree(root, ignore_errors=True)
     assert not leftovers, f"processes left behind: {leftovers}"

@@ -261,3 +261,15 @@ async def test_control_client_notices_its_session_dying(server: TmuxServer, tmp_
             await output.receive()
         with pytest.raises(ControlClientClosedError):
             await client.command("display-message", "-p", "x")
+
+
+async def test_killing_a_session_hangs_up_its_command(server: TmuxServer, tmp_path: Path) -> None:
+    mark = f"tb-marker-{uuid.uuid4().hex}"
+    _, info = await start(server, tmp_path, ["sh", "-c", f"sleep 300; : {mark}"])
+    with ExitWatch(info.pane_pid) as watch:
+        await server.kill_session(info.name)
+        with trio.fail_after(10):
+            await watch.wait()
+    with trio.fail_after(10):
+        while live_pids_matching(mark):
+            await trio.sleep(0.02)

@@ -267,7 +267,9 @@ class TmuxServer:
         q = shlex.quote
         has_env = bool(_env_file_text(spec.env))
         lines = [
-            "trap : HUP INT QUIT TERM",
+            # Not HUP: when the session is killed the wrapper must die of the hang-up,
+            # so that the kernel hangs up the command too (tmux's usual semantics).
+            "trap : INT QUIT TERM",
             # Wait until the caller has attached its readers (no byte missed).
             f'"$TB_TMUX" wait-for {q(spec.gate_channel)} || exit {START_FAILED_STATUS}',
             "unset TB_TMUX",
