@@ -240,3 +240,8 @@ def test_environment_values_stay_out_of_the_process_table(sandbox: Sandbox) -> N
     assert secret not in wrapper_cmdline
     assert not [line for line in table if secret in line]
     assert list((sandbox.state_dir / "run").iterdir()) == []
+
+
+def test_a_final_carriage_return_is_kept(sandbox: Sandbox) -> None:
+    # `printf 'a\r'`: the tty adds nothing after a CR, and plain text keeps it
+    assert sandbox.cli("run", "--", "printf", "50%%\\r").stdout == b"50%\r"

@@ -6,7 +6,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import trio
@@ -57,32 +57,37 @@ def _check_command(argv0: str, cwd: Path, path: str | None) -> None:
         raise StartFailed(f"command not found: {argv0}", EXIT_NOT_FOUND)
 
 
-def _make_writer() -> Callable[[bytes], Awaitable[None]]:
-    """Write output to stdout: raw on a terminal, plain text (no escapes, LF) otherwise.
+class _Stdout:
+    """Our stdout: raw bytes on a terminal, plain text (no escapes, LF line ends) otherwise.
 
     Writes happen in a worker thread, so a slow or blocked reader of our stdout
     never blocks the event loop (and so never blocks Ctrl-C handling).
     """
-    fd = sys.stdout.fileno()
-    plain = None
-    if not os.isatty(fd):
-        from .._terminal import PlainText
 
-        plain = PlainText()
+    def __init__(self) -> None:
+        self._fd = sys.stdout.fileno()
+        self._plain = None
+        if not os.isatty(self._fd):
+            from .._terminal import PlainText
 
-    def write_all(data: bytes) -> None:
+            self._plain = PlainText()
+
+    def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view) :]
+            view = view[os.write(self._fd, view) :]
 
-    async def write(data: bytes) -> None:
-        if plain is not None:
-            data = plain.feed(data)
+    async def write(self, data: bytes) -> None:
+        if self._plain is not None:
+            data = self._plain.feed(data)
         if data:
             # Abandoned on cancel: Ctrl-C must work even while our reader is stuck.
-            await trio.to_thread.run_sync(write_all, data, abandon_on_cancel=True)
+            await trio.to_thread.run_sync(self._write_all, data, abandon_on_cancel=True)
 
-    return write
+    def flush(self) -> None:
+        """Write what the plain-text filter still holds (a final lone CR)."""
+        if self._plain is not None and (rest := self._plain.flush()):
+            self._write_all(rest)
 
 
 def run_command(
@@ -148,6 +153,7 @@ async def _run(
     if os.isatty(sys.stdout.fileno()):
         width, height = shutil.get_terminal_size((80, 24))
     stopped_by: list[int] = []
+    stdout = _Stdout()
     result = None
     failure: list[int] = []
     try:
@@ -169,7 +175,7 @@ async def _run(
                         cmd,
                         cwd=workdir,
                         env=env,
-                        write=_make_writer(),
+                        write=stdout.write,
                         run_dir=settings.state_dir / "run",
                         keep=keep,
                         width=max(2, min(width, 1000)),
@@ -185,6 +191,7 @@ async def _run(
         failure.append(EXIT_START_FAILED)
     if failure:
         return failure[0]
+    stdout.flush()
     if stopped_by:
         return 128 + stopped_by[0]
     if result is None:  # the run scope's deadline (--timeout) cancelled it
