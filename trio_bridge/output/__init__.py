@@ -1,5 +1,6 @@
 """Session output: the durable per-session log (segment files written by tmux's pipe)."""
 
+from .feed import Chunk, OutputFeed, Resync
 from .log import OffsetDroppedError, SegmentLog, split_command
 
-__all__ = ["OffsetDroppedError", "SegmentLog", "split_command"]
+__all__ = ["Chunk", "OffsetDroppedError", "OutputFeed", "Resync", "SegmentLog", "split_command"]

@@ -1,5 +1,15 @@
 """Session records and their store (the daemon's memory of every session it started)."""
 
+from .manager import EventKind, SessionEvent, SessionManager, UnknownSessionError
 from .store import SessionRecord, SessionState, SessionStore, open_session_store
 
-__all__ = ["SessionRecord", "SessionState", "SessionStore", "open_session_store"]
+__all__ = [
+    "EventKind",
+    "SessionEvent",
+    "SessionManager",
+    "SessionRecord",
+    "SessionState",
+    "SessionStore",
+    "UnknownSessionError",
+    "open_session_store",
+]

@@ -56,6 +56,8 @@ class ControlClient:
         self._pending: collections.deque[_Pending] = collections.deque()
         self._subscribers: dict[str, trio.MemorySendChannel[bytes]] = {}
         self.closed = trio.Event()
+        #: set once tmux has attached us to the session (commands before that fail)
+        self.attached = trio.Event()
         #: why the client ended: tmux's ``%exit`` reason, "eof", or None while open
         self.exit_reason: str | None = None
 
@@ -150,6 +152,9 @@ class ControlClient:
             if flags & 1 and self._pending:
                 return self._pending.popleft()
             return _Pending()  # collected and dropped
+        if line.startswith(b"%session-changed "):
+            self.attached.set()
+            return None
         if line.startswith(b"%exit"):
             self.exit_reason = line[6:].decode("utf-8", "replace") or "exit"
         return None
@@ -208,6 +213,13 @@ async def open_control_client(server: TmuxServer, session_name: str) -> AsyncIte
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client._read, proc.stdout)
             try:
+                with trio.move_on_after(server.timeouts.tmux):
+                    await _first(client.attached, client.closed)
+                if not client.attached.is_set():
+                    # (an EOF, an %exit, or no answer within the tmux timeout)
+                    raise ControlClientClosedError(
+                        f"control client could not attach to {session_name} ({client.exit_reason})"
+                    )
                 yield client
             finally:
                 if not client.closed.is_set():
@@ -219,3 +231,15 @@ async def open_control_client(server: TmuxServer, session_name: str) -> AsyncIte
                 nursery.cancel_scope.cancel()
         if client.exit_reason not in (None, "eof", "exit"):
             log.debug("control client for %s ended: %s", session_name, client.exit_reason)
+
+
+async def _first(*events: trio.Event) -> None:
+    """Return as soon as any of ``events`` is set."""
+    async with trio.open_nursery() as nursery:
+
+        async def wait(event: trio.Event) -> None:
+            await event.wait()
+            nursery.cancel_scope.cancel()
+
+        for event in events:
+            nursery.start_soon(wait, event)

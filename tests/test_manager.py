@@ -1,0 +1,104 @@
+"""The session manager with a real tmux server and a real SQLite store, started in-process."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+from pathlib import Path
+
+import trio
+
+from trio_bridge.output import Chunk, OutputFeed
+from trio_bridge.sessions import EventKind, SessionManager, SessionState, open_session_store
+from trio_bridge.tmux import TmuxServer
+
+from .conftest import Sandbox
+
+
+@asynccontextmanager
+async def running_manager(server: TmuxServer, state: Path, **kw: int) -> AsyncIterator[SessionManager]:
+    async with open_session_store(state / "sessions.db") as store, trio.open_nursery() as nursery:
+        manager = await nursery.start(SessionManager(server, store, state, **kw).run)
+        yield manager
+        nursery.cancel_scope.cancel()
+
+
+async def read_until(feed: OutputFeed, start: int, needle: bytes) -> tuple[bytes, int]:
+    """Read from ``start`` until ``needle`` arrives; return the bytes and the next offset."""
+    data = b""
+    offset = start
+    with trio.fail_after(15):
+        async with aclosing(feed.follow(start)) as chunks:
+            async for item in chunks:
+                assert isinstance(item, Chunk) and item.offset == offset  # no gap, no duplicate
+                data += item.data
+                offset += len(item.data)
+                if needle in data:
+                    break
+    return data, offset
+
+
+async def wait_for_state(manager: SessionManager, session_id: str, state: SessionState) -> None:
+    with trio.fail_after(15):
+        while (record := await manager.store.get(session_id)) is None or record.state is not state:
+            await trio.sleep(0.02)
+
+
+async def test_create_stream_and_exit(sandbox: Sandbox, tmp_path: Path) -> None:
+    server = sandbox.server()
+    async with running_manager(server, sandbox.state_dir) as manager:
+        events = manager.subscribe()
+        record = await manager.create(["sh", "-c", "echo one; sleep 0.3; echo two; exit 4"], cwd=tmp_path)
+        assert record.state is SessionState.RUNNING
+        data, _ = await read_until(manager.feed(record.id), 0, b"two")
+        assert data == b"one\r\ntwo\r\n"
+        await wait_for_state(manager, record.id, SessionState.EXITED)
+        ended = await manager.store.get(record.id)
+        assert ended is not None and (ended.exit_code, ended.exit_signal) == (4, None)
+        kinds = [events.receive_nowait().kind for _ in range(3)]
+        assert kinds == [EventKind.CREATED, EventKind.RUNNING, EventKind.EXITED]
+        # ended sessions keep their output and their last screen
+        assert manager.feed(record.id).log.read(0) == b"one\r\ntwo\r\n"
+        assert "two" in (sandbox.state_dir / "sessions" / record.id / "screen.txt").read_text()
+        assert await server.list_sessions() == []
+
+
+async def test_kill_is_recorded(sandbox: Sandbox, tmp_path: Path) -> None:
+    async with running_manager(sandbox.server(), sandbox.state_dir) as manager:
+        record = await manager.create(["sleep", "300"], cwd=tmp_path)
+        await manager.kill(record.id)
+        await wait_for_state(manager, record.id, SessionState.KILLED)
+
+
+async def test_restart_readopts_and_readers_resume_without_gap(sandbox: Sandbox, tmp_path: Path) -> None:
+    server = sandbox.server()
+    script = "import time\nfor i in range(40):\n    print(f'line {i:03d}', flush=True)\n    time.sleep(0.05)"
+    async with running_manager(server, sandbox.state_dir) as manager:
+        record = await manager.create([sys.executable, "-c", script], cwd=tmp_path)
+        first, offset = await read_until(manager.feed(record.id), 0, b"line 005")
+    # the manager (our "daemon") is gone; the session lives on in tmux and keeps writing its log
+    await trio.sleep(0.5)
+    assert [s.session_id for s in await server.list_sessions()] == [record.id]
+    async with running_manager(server, sandbox.state_dir) as manager:
+        assert (await manager.store.get(record.id)).state is SessionState.RUNNING  # type: ignore[union-attr]
+        rest, _ = await read_until(manager.feed(record.id), offset, b"line 039")
+        await wait_for_state(manager, record.id, SessionState.EXITED)
+    lines = (first + rest).decode().split("\r\n")
+    assert lines[:-1] == [f"line {i:03d}" for i in range(40)]
+
+
+async def test_sessions_that_ended_or_vanished_while_down(sandbox: Sandbox, tmp_path: Path) -> None:
+    server = sandbox.server()
+    async with running_manager(server, sandbox.state_dir) as manager:
+        ends = await manager.create(["sh", "-c", "sleep 0.5; exit 7"], cwd=tmp_path)
+        vanishes = await manager.create(["sleep", "300"], cwd=tmp_path)
+    sandbox.tmux("kill-session", "-t", f"={vanishes.tmux_name}")
+    sandbox.tmux("new-session", "-d", "-s", "not-ours", "sleep 300")
+    await trio.sleep(1)
+    async with running_manager(server, sandbox.state_dir) as manager:
+        await wait_for_state(manager, ends.id, SessionState.EXITED)
+        assert (await manager.store.get(ends.id)).exit_code == 7  # type: ignore[union-attr]
+        assert (await manager.store.get(vanishes.id)).state is SessionState.LOST  # type: ignore[union-attr]
+    # never adopted, never touched
+    assert sandbox.tmux("has-session", "-t", "=not-ours", check=False).returncode == 0

@@ -1,0 +1,318 @@
+"""The session manager: owns every session of one state directory and the tasks serving them.
+
+For each session it starts (or re-adopts after a restart) it runs one watcher task in its own
+nursery. The watcher holds a tmux control-mode client whose ``%output`` wakes the session's
+readers, waits for the pane's process to exit (pidfd), then records how the session ended,
+keeps its last screen, closes the pipe so the log is complete, and publishes the change.
+Sessions outlive the manager: cancelling it stops the watchers, never the sessions.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+import trio
+
+from ..output import OutputFeed, SegmentLog
+from ..output.log import split_command
+from ..process import ExitWatch
+from ..tmux import SessionNotFoundError, SessionSpec, TmuxServer, new_session_id, open_control_client
+from ..tmux.server import read_exit_status
+from .store import SessionRecord, SessionState, SessionStore
+
+__all__ = ["EventKind", "SessionEvent", "SessionManager", "UnknownSessionError"]
+
+log = logging.getLogger(__name__)
+
+_SIGNALS = {128 + n for n in range(1, 65)}
+_END_MARK = "log-complete"
+_POLL = 0.005  # only while waiting, once per session end, for tmux/split to finish
+
+
+class EventKind(enum.StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+    KILLED = "killed"
+    LOST = "lost"
+    ADOPTED = "adopted"
+
+
+@attrs.frozen
+class SessionEvent:
+    kind: EventKind
+    record: SessionRecord
+
+
+class UnknownSessionError(KeyError):
+    """No session with this id is known."""
+
+
+class SessionManager:
+    """See the module docstring. Start it with ``await nursery.start(manager.run)``."""
+
+    def __init__(
+        self,
+        server: TmuxServer,
+        store: SessionStore,
+        state_dir: Path,
+        *,
+        segment_size: int = 1 << 20,
+        log_max_bytes: int = 64 << 20,
+        event_buffer: int = 256,
+    ) -> None:
+        self.server = server
+        self.store = store
+        self.sessions_dir = state_dir / "sessions"
+        self.segment_size = segment_size
+        self.log_max_bytes = log_max_bytes
+        self._event_buffer = event_buffer
+        self._feeds: dict[str, OutputFeed] = {}
+        self._watched: set[str] = set()
+        self._killing: set[str] = set()
+        self._subscribers: list[trio.MemorySendChannel[SessionEvent]] = []
+        self._nursery: trio.Nursery | None = None
+
+    # -- running --------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[SessionManager] = trio.TASK_STATUS_IGNORED) -> None:
+        """Re-adopt the sessions the store knows, then serve until cancelled.
+
+        Owns one watcher task (and its control-mode client) per live session.
+        """
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                await self._adopt_all()
+                task_status.started(self)
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+                for channel in self._subscribers:
+                    channel.close()
+
+    def _session_dir(self, session_id: str) -> Path:
+        return self.sessions_dir / session_id
+
+    def feed(self, session_id: str) -> OutputFeed:
+        """The output feed of a session (its log stays readable after it ended)."""
+        feed = self._feeds.get(session_id)
+        if feed is None:
+            log_dir = self._session_dir(session_id) / "log"
+            if not log_dir.is_dir():
+                raise UnknownSessionError(session_id)
+            feed = OutputFeed(SegmentLog(log_dir, self.segment_size))
+            feed.close()  # not watched: nothing more will come
+            self._feeds[session_id] = feed
+        return feed
+
+    def subscribe(self) -> trio.MemoryReceiveChannel[SessionEvent]:
+        """Session events from now on. A subscriber that falls behind is cut off (its channel ends)."""
+        send, receive = trio.open_memory_channel[SessionEvent](self._event_buffer)
+        self._subscribers.append(send)
+        return receive
+
+    def _publish(self, kind: EventKind, record: SessionRecord) -> None:
+        event = SessionEvent(kind, record)
+        for channel in list(self._subscribers):
+            try:
+                channel.send_nowait(event)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                self._subscribers.remove(channel)
+                channel.close()
+
+    # -- operations -----------------------------------------------------------
+
+    async def create(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        title: str | None = None,
+        width: int = 80,
+        height: int = 24,
+        origin: str = "local",
+    ) -> SessionRecord:
+        """Start a new session and return its record (state ``running``).
+
+        Raises what :meth:`TmuxServer.new_session` raises; the record then says ``exited``
+        with no exit code, and no session is left behind.
+        """
+        if self._nursery is None:
+            raise RuntimeError("the session manager is not running")
+        session_id = new_session_id()
+        directory = self._session_dir(session_id)
+        await trio.Path(directory / "log").mkdir(parents=True)
+        spec = SessionSpec(
+            argv, cwd, directory / "exit", env or {}, width=width, height=height, session_id=session_id,
+            pipe_command=_pipe_command(directory, self.segment_size),
+        )  # fmt: skip
+        record = SessionRecord(
+            id=session_id, title=title or " ".join(argv), command=tuple(argv), cwd=str(cwd),
+            env_keys=tuple(sorted(env or {})), created_at=time.time(), state=SessionState.STARTING,
+            origin=origin, tmux_name=spec.name,
+        )  # fmt: skip
+        await self.store.add(record)
+        self._publish(EventKind.CREATED, record)
+        try:
+            info = await self.server.new_session(spec)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                failed = attrs.evolve(record, state=SessionState.EXITED, ended_at=time.time())
+                await self.store.update(failed)
+            raise
+        started = trio.Event()
+        self._nursery.start_soon(self._watch, record, info.pane_pid, info.pane_id, spec, started)
+        await started.wait()
+        running = attrs.evolve(record, state=SessionState.RUNNING)
+        await self.store.update(running)
+        self._publish(EventKind.RUNNING, running)
+        return running
+
+    async def kill(self, session_id: str) -> None:
+        """Kill a running session (its watcher records it as ``killed``)."""
+        record = await self.store.get(session_id)
+        if record is None:
+            raise UnknownSessionError(session_id)
+        if record.state.ended:
+            return
+        self._killing.add(session_id)
+        await self.server.kill_session(record.tmux_name, missing_ok=True)
+
+    # -- watching -------------------------------------------------------------
+
+    async def _watch(
+        self,
+        record: SessionRecord,
+        pane_pid: int,
+        pane_id: str,
+        spec: SessionSpec | None,
+        started: trio.Event | None = None,
+    ) -> None:
+        """Follow one session until it ends; record how. ``spec`` is set for a new session."""
+        self._watched.add(record.id)
+        feed = OutputFeed(SegmentLog(self._session_dir(record.id) / "log", self.segment_size))
+        self._feeds[record.id] = feed
+        try:
+            with ExitWatch(pane_pid) as exited:
+                async with open_control_client(self.server, record.tmux_name) as client:
+                    output = await client.follow(pane_id)
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(_announce, output, feed)
+                        if spec is not None:
+                            await self.server.release(spec)
+                        if started is not None:
+                            started.set()
+                        await exited.wait()
+                        nursery.cancel_scope.cancel()
+            await self._finish(record, feed)
+        finally:
+            self._watched.discard(record.id)
+
+    async def _finish(self, record: SessionRecord, feed: OutputFeed) -> None:
+        """The pane's process exited: record how, keep the screen, complete the log."""
+        directory = self._session_dir(record.id)
+        with trio.move_on_after(self.server.timeouts.tmux):
+            while not await self._pane_dead(record.tmux_name):  # noqa: ASYNC110 - tmux has no event
+                await trio.sleep(_POLL)
+        try:
+            screen = await self.server.capture(record.tmux_name, history=200)
+            await trio.Path(directory / "screen.txt").write_text(screen)
+        except SessionNotFoundError:
+            pass  # killed: the screen went with it
+        await self.server.kill_session(record.tmux_name, missing_ok=True)
+        # Closing the pane closed the pipe: split writes its last bytes and marks the end.
+        with trio.move_on_after(self.server.timeouts.tmux):
+            while not (directory / _END_MARK).exists():  # noqa: ASYNC110 - nor does a file
+                await trio.sleep(_POLL)
+        feed.close()
+        await self._record_end(record, directory)
+        await trio.to_thread.run_sync(
+            SegmentLog(directory / "log", self.segment_size).drop_to, self.log_max_bytes
+        )
+
+    async def _pane_dead(self, name: str) -> bool:
+        """Whether tmux has marked the pane dead (read its pty to the end); a missing one is."""
+        try:
+            return (await self.server.pane_status(name)).dead
+        except SessionNotFoundError:
+            return True
+
+    async def _record_end(self, record: SessionRecord, directory: Path) -> None:
+        status = read_exit_status(directory / "exit")
+        killed = record.id in self._killing
+        self._killing.discard(record.id)
+        exit_code, exit_signal = status, None
+        if status in _SIGNALS:
+            exit_code, exit_signal = None, status - 128  # the shell's 128+N
+        state = SessionState.KILLED if killed else SessionState.EXITED
+        if status is None and not killed:
+            state = SessionState.KILLED  # the wrapper itself was killed from outside
+        ended = attrs.evolve(
+            record, state=state, exit_code=exit_code, exit_signal=exit_signal, ended_at=time.time()
+        )
+        await self.store.update(ended)
+        self._publish(EventKind(state.value), ended)
+
+    # -- adoption -------------------------------------------------------------
+
+    async def _adopt_all(self) -> None:
+        """Re-adopt live sessions the store knows; record the fate of those that ended meanwhile.
+
+        Sessions on the tmux server that the store does not know are never touched.
+        """
+        assert self._nursery is not None
+        live = {s.name: s for s in await self.server.list_sessions()}
+        for record in await self.store.all([SessionState.STARTING, SessionState.RUNNING]):
+            if record.id in self._watched:
+                continue
+            info = live.get(record.tmux_name)
+            directory = self._session_dir(record.id)
+            if info is None:
+                if read_exit_status(directory / "exit") is not None:
+                    await self._record_end(record, directory)
+                else:
+                    lost = attrs.evolve(record, state=SessionState.LOST, ended_at=time.time())
+                    await self.store.update(lost)
+                    self._publish(EventKind.LOST, lost)
+                continue
+            if await self._pane_dead(record.tmux_name):
+                feed = OutputFeed(SegmentLog(directory / "log", self.segment_size))
+                self._feeds[record.id] = feed
+                self._nursery.start_soon(self._finish, record, feed)
+                continue
+            running = attrs.evolve(record, state=SessionState.RUNNING)
+            if record.state is SessionState.STARTING:
+                # Crashed between creating and releasing it: let it start now.
+                await self.server.run("wait-for", "-S", f"tb-go-{record.id}")
+                await self.store.update(running)
+            started = trio.Event()
+            self._nursery.start_soon(self._watch, running, info.pane_pid, info.pane_id, None, started)
+            await started.wait()
+            self._publish(EventKind.ADOPTED, running)
+
+    async def remove(self, session_id: str) -> None:
+        """Forget an ended session: its record and its files (used by retention)."""
+        self._feeds.pop(session_id, None)
+        await trio.to_thread.run_sync(shutil.rmtree, self._session_dir(session_id), True)
+
+
+async def _announce(output: trio.MemoryReceiveChannel[bytes], feed: OutputFeed) -> None:
+    async with output:
+        async for chunk in output:
+            feed.notify(len(chunk))
+
+
+def _pipe_command(directory: Path, segment_size: int) -> str:
+    import shlex
+
+    mark = shlex.quote(str(directory / _END_MARK))
+    # Not exec'd: the shell stays to mark the log complete once split has written it all.
+    return f"{split_command(directory / 'log', segment_size).removeprefix('exec ')}; : > {mark}"
