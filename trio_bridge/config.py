@@ -72,6 +72,15 @@ class Settings:
     #: the tmux executable
     tmux_binary: str = "tmux"
     timeouts: Timeouts = DEFAULT_TIMEOUTS
+    #: daemon log lines: "text" or "json" (one object per line)
+    log_format: str = "text"
+    #: seconds the daemon's graceful shutdown may take before the rest is cancelled
+    shutdown_timeout: float = 5.0
+    #: ended sessions kept (newest first), and for how many days at most
+    retention_count: int = 200
+    retention_days: float = 7.0
+    #: output bytes kept per session (whole 1 MiB segments; the oldest are dropped)
+    output_max_bytes: int = 64 << 20
 
 
 # -- parsers: each takes the raw value (str from env/flags, TOML types from the file) ----------
@@ -114,6 +123,26 @@ def _seconds(raw: object) -> float:
     return value
 
 
+def _log_format(raw: object) -> str:
+    if raw not in ("text", "json"):
+        raise ValueError(f"expected 'text' or 'json', got {raw!r}")
+    return str(raw)
+
+
+def _count(raw: object) -> int:
+    try:
+        value = int(str(raw)) if not isinstance(raw, bool) else -1
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"expected a whole number >= 0, got {raw!r}")
+    return value
+
+
+def _days(raw: object) -> float:
+    return _seconds(raw)
+
+
 @attrs.frozen
 class Setting:
     """One row of the settings table."""
@@ -140,6 +169,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("timeouts.tmux_load_buffer", _seconds, "seconds loading text into a tmux buffer may take"),
     Setting("timeouts.kill_grace", _seconds, "seconds between SIGTERM and SIGKILL"),
     Setting("timeouts.control_close", _seconds, "seconds a control client gets to exit"),
+    Setting("log_format", _log_format, "daemon log format: text or json"),
+    Setting("shutdown_timeout", _seconds, "seconds the daemon's graceful shutdown may take"),
+    Setting("retention_count", _count, "ended sessions kept, newest first"),
+    Setting("retention_days", _days, "days an ended session is kept at most"),
+    Setting("output_max_bytes", _count, "output bytes kept per session"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -170,6 +204,9 @@ def _defaults(env: Mapping[str, str]) -> dict[str, Any]:
     values.update(state_dir=state, runtime_dir=runtime)
     for field in attrs.fields(Timeouts):
         values[f"timeouts.{field.name}"] = getattr(DEFAULT_TIMEOUTS, field.name)
+    for field in attrs.fields(Settings):
+        if field.name not in ("state_dir", "runtime_dir", "timeouts") and field.name not in values:
+            values[field.name] = field.default
     return values
 
 
@@ -245,11 +282,7 @@ def resolve_settings(
             sources[name] = where
     timeouts = Timeouts(**{f.name: values[f"timeouts.{f.name}"] for f in attrs.fields(Timeouts)})
     settings = Settings(
-        tmux_socket=values["tmux_socket"],
-        tmux_binary=values["tmux_binary"],
-        state_dir=values["state_dir"],
-        runtime_dir=values["runtime_dir"],
-        timeouts=timeouts,
+        timeouts=timeouts, **{k: v for k, v in values.items() if not k.startswith("timeouts.")}
     )
     return Resolved(settings, sources, config_file)
 

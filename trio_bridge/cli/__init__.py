@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .._version import __version__
 
@@ -61,6 +62,12 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
+    commands.add_parser(
+        "daemon",
+        parents=[settings],
+        help="run the daemon in the foreground (sessions survive its restarts)",
+    )
+
     config = commands.add_parser(
         "config",
         parents=[settings],
@@ -110,6 +117,11 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _config_path(args: argparse.Namespace) -> Path | None:
+    value = getattr(args, "config", None)
+    return Path(value).expanduser() if value else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trio-bridge`` console script; returns the exit code."""
     parser = _build_parser()
@@ -131,6 +143,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             flags=settings_flags(args),
             config_file=getattr(args, "config", None),
         )
+    if args.command == "daemon":
+        from ..config import ConfigError, resolve_settings
+
+        try:
+            settings = resolve_settings(flags=settings_flags(args), config_file=_config_path(args)).settings
+        except ConfigError as exc:
+            print(f"trio-bridge: {exc}", file=sys.stderr)
+            return 2
+        from ..daemon import run_daemon
+
+        return run_daemon(settings)
     if args.command == "config":
         from ._config import show_config
 

@@ -1,0 +1,136 @@
+"""``trio-bridge daemon``: the root of the cancel tree.
+
+```
+trio.run(_main)
+└── nursery (signals)
+    ├── watch signals: 1st SIGINT/SIGTERM -> graceful shutdown (deadline), 2nd SIGINT -> exit now
+    └── serve_daemon
+        ├── hold_lock(state_dir/daemon.lock)       one daemon per state directory
+        ├── open_session_store(state_dir/sessions.db)
+        └── nursery
+            ├── Supervisor("sessions").run(SessionManager.run)   watchers of every session
+            └── Supervisor("retention").run(_retention)           prunes ended sessions hourly
+```
+
+Stopping the daemon never stops the user's sessions: they live on in tmux, and the next
+daemon re-adopts them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+
+import trio
+
+from .config import Settings
+from .sessions import SessionManager, open_session_store
+from .supervise import CrashLoopError, RestartPolicy, Supervisor
+from .tmux import TmuxServer
+
+__all__ = ["run_daemon", "serve_daemon"]
+
+log = logging.getLogger("trio_bridge.daemon")
+
+_RETENTION_INTERVAL = 3600.0
+
+
+async def _retention(
+    manager: SessionManager,
+    settings: Settings,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Remove ended sessions beyond the retention limits, now and then every hour."""
+    task_status.started()
+    while True:
+        cutoff = time.time() - settings.retention_days * 86400
+        # Records and files go together: a shutdown must not split them.
+        with trio.CancelScope(shield=True):
+            removed = await manager.store.prune(keep=settings.retention_count, older_than=cutoff)
+            for session_id in removed:
+                await manager.remove(session_id)
+        if removed:
+            log.info("retention removed %d ended sessions", len(removed))
+        await trio.sleep(_RETENTION_INTERVAL)
+
+
+async def serve_daemon(
+    settings: Settings,
+    *,
+    policy: RestartPolicy | None = None,
+    task_status: trio.TaskStatus[SessionManager] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the daemon's components until cancelled; report the session manager when ready.
+
+    Raises:
+        AlreadyRunningError: another daemon holds this state directory.
+        CrashLoopError: a component kept crashing.
+    """
+    from ._lock import hold_lock
+
+    state = settings.state_dir
+    with hold_lock(state / "daemon.lock"):
+        server = TmuxServer(
+            socket_name=settings.tmux_socket,
+            binary=settings.tmux_binary,
+            config_path=state / "tmux.conf",
+            timeouts=settings.timeouts,
+        )
+        async with open_session_store(state / "sessions.db") as store, trio.open_nursery() as nursery:
+            manager = SessionManager(server, store, state, log_max_bytes=settings.output_max_bytes)
+            await nursery.start(Supervisor("sessions", policy).run, manager.run)
+            await nursery.start(Supervisor("retention", policy).run, _retention, manager, settings)
+            log.info("ready (state %s, tmux -L %s)", state, settings.tmux_socket)
+            task_status.started(manager)
+            await trio.sleep_forever()
+
+
+async def _main(settings: Settings) -> int:
+    stopping = False
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals() -> None:
+            nonlocal stopping
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    if stopping:
+                        if signum == signal.SIGINT:
+                            log.warning("second interrupt: exiting now")
+                            os._exit(130)
+                        continue
+                    stopping = True
+                    log.info(
+                        "%s: shutting down (at most %g s)",
+                        signal.Signals(signum).name,
+                        settings.shutdown_timeout,
+                    )
+                    # Components clean up (shielded, bounded) as they are cancelled; the
+                    # deadline caps the whole shutdown.
+                    nursery.cancel_scope.deadline = trio.current_time() + settings.shutdown_timeout
+                    nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch_signals)
+        await nursery.start(serve_daemon, settings)
+    log.info("stopped")
+    return 0
+
+
+def run_daemon(settings: Settings) -> int:
+    """The ``trio-bridge daemon`` command: runs in the foreground, logs to stderr."""
+    from ._lock import AlreadyRunningError
+    from ._logging import setup_logging
+
+    setup_logging(settings.log_format)
+    failure: list[BaseException] = []
+    try:
+        return trio.run(_main, settings)
+    except* (AlreadyRunningError, CrashLoopError) as group:
+        failure.extend(group.exceptions)
+    while isinstance(failure[0], BaseExceptionGroup):
+        failure[:] = failure[0].exceptions
+    print(f"trio-bridge daemon: {failure[0]}", file=sys.stderr)
+    return 1
