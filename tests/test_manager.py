@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from trio_bridge.output import Chunk, OutputFeed
+from trio_bridge.output import Chunk, OutputFeed, Resync
 from trio_bridge.sessions import EventKind, SessionManager, SessionState, open_session_store
 from trio_bridge.tmux import TmuxServer
 
@@ -102,3 +102,37 @@ async def test_sessions_that_ended_or_vanished_while_down(sandbox: Sandbox, tmp_
         assert (await manager.store.get(vanishes.id)).state is SessionState.LOST  # type: ignore[union-attr]
     # never adopted, never touched
     assert sandbox.tmux("has-session", "-t", "=not-ours", check=False).returncode == 0
+
+
+async def test_screen_live_and_after_the_end(sandbox: Sandbox, tmp_path: Path) -> None:
+    async with running_manager(sandbox.server(), sandbox.state_dir) as manager:
+        record = await manager.create(["sh", "-c", "echo shown; read x"], cwd=tmp_path, width=40, height=5)
+        await read_until(manager.feed(record.id), 0, b"shown")
+        assert (await manager.screen(record.id)).splitlines()[0] == "shown"
+        await manager.server.send_text(record.tmux_name, "bye", enter=True)
+        await wait_for_state(manager, record.id, SessionState.EXITED)
+        assert "bye" in await manager.screen(record.id)
+
+
+async def test_a_slow_reader_resyncs_while_a_fast_one_keeps_up(sandbox: Sandbox, tmp_path: Path) -> None:
+    line = "x" * 1000
+    script = (
+        f"import time\nfor i in range(60):\n    print(f'{{i:04d}} {line}', flush=True)\n    time.sleep(0.01)"
+    )
+    async with running_manager(
+        sandbox.server(), sandbox.state_dir, segment_size=4096, log_max_bytes=16384
+    ) as manager:
+        record = await manager.create([sys.executable, "-c", script], cwd=tmp_path)
+        fast, end = await read_until(manager.feed(record.id), 0, b"0059 ")
+        await wait_for_state(manager, record.id, SessionState.EXITED)
+        assert len(fast) == end and fast.startswith(b"0000 ")  # every byte, in order, no resync
+        # a reader that comes late from offset 0: told where the log now starts, then the rest
+        items = []
+        async with aclosing(manager.feed(record.id).follow(0)) as chunks:
+            async for item in chunks:
+                items.append(item)
+    assert isinstance(items[0], Resync) and items[0].requested == 0
+    first_kept = items[0].offset
+    assert first_kept > 0 and first_kept % 4096 == 0
+    tail = b"".join(i.data for i in items[1:] if isinstance(i, Chunk))
+    assert tail == fast[first_kept:]

@@ -22,7 +22,14 @@ import trio
 from ..output import OutputFeed, SegmentLog
 from ..output.log import split_command
 from ..process import ExitWatch
-from ..tmux import SessionNotFoundError, SessionSpec, TmuxServer, new_session_id, open_control_client
+from ..tmux import (
+    ControlClient,
+    SessionNotFoundError,
+    SessionSpec,
+    TmuxServer,
+    new_session_id,
+    open_control_client,
+)
 from ..tmux.server import read_exit_status
 from .store import SessionRecord, SessionState, SessionStore
 
@@ -78,6 +85,7 @@ class SessionManager:
         self._killing: set[str] = set()
         self._subscribers: list[trio.MemorySendChannel[SessionEvent]] = []
         self._nursery: trio.Nursery | None = None
+        self._clients: dict[str, tuple[ControlClient, str]] = {}
 
     # -- running --------------------------------------------------------------
 
@@ -111,6 +119,18 @@ class SessionManager:
             feed.close()  # not watched: nothing more will come
             self._feeds[session_id] = feed
         return feed
+
+    async def screen(self, session_id: str) -> str:
+        """The rendered screen: live through the session's control client, or the last one kept."""
+        watched = self._clients.get(session_id)
+        if watched is not None:
+            client, pane_id = watched
+            lines = await client.command("capture-pane", "-p", "-t", pane_id)
+            return "".join(line.decode("utf-8", "replace") + "\n" for line in lines)
+        path = self._session_dir(session_id) / "screen.txt"
+        if not await trio.Path(path).exists():
+            raise UnknownSessionError(session_id)
+        return await trio.Path(path).read_text()
 
     def subscribe(self) -> trio.MemoryReceiveChannel[SessionEvent]:
         """Session events from now on. A subscriber that falls behind is cut off (its channel ends)."""
@@ -203,9 +223,10 @@ class SessionManager:
         try:
             with ExitWatch(pane_pid) as exited:
                 async with open_control_client(self.server, record.tmux_name) as client:
+                    self._clients[record.id] = (client, pane_id)
                     output = await client.follow(pane_id)
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(_announce, output, feed)
+                        nursery.start_soon(_announce, output, feed, self.log_max_bytes)
                         if spec is not None:
                             await self.server.release(spec)
                         if started is not None:
@@ -215,6 +236,7 @@ class SessionManager:
             await self._finish(record, feed)
         finally:
             self._watched.discard(record.id)
+            self._clients.pop(record.id, None)
 
     async def _finish(self, record: SessionRecord, feed: OutputFeed) -> None:
         """The pane's process exited: record how, keep the screen, complete the log."""
@@ -304,10 +326,16 @@ class SessionManager:
         await trio.to_thread.run_sync(shutil.rmtree, self._session_dir(session_id), True)
 
 
-async def _announce(output: trio.MemoryReceiveChannel[bytes], feed: OutputFeed) -> None:
+async def _announce(output: trio.MemoryReceiveChannel[bytes], feed: OutputFeed, max_bytes: int) -> None:
+    """Wake the feed's readers on each ``%output``; keep the log within ``max_bytes`` as it grows."""
+    since_drop = 0
     async with output:
         async for chunk in output:
             feed.notify(len(chunk))
+            since_drop += len(chunk)
+            if since_drop >= feed.log.segment_size:
+                since_drop = 0
+                await trio.to_thread.run_sync(feed.log.drop_to, max_bytes)
 
 
 def _pipe_command(directory: Path, segment_size: int) -> str:
