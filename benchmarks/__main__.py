@@ -15,9 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import run_cli
+from . import daemon, run_cli
 
-BENCHMARKS = {"run_cli": run_cli}
+BENCHMARKS = {"run_cli": run_cli, "daemon": daemon}
 
 
 def machine() -> dict[str, object]:
