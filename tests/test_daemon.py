@@ -8,14 +8,17 @@ import subprocess
 import sys
 import time
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 
 import attrs
+import pytest
 import trio
 
 from trio_bridge.config import resolve_settings
 from trio_bridge.daemon import serve_daemon
 from trio_bridge.sessions import SessionState
+from trio_bridge.supervise import CrashLoopError, RestartPolicy
 
 from .conftest import Sandbox
 from .test_manager import read_until
@@ -126,3 +129,22 @@ async def test_retention_removes_old_ended_sessions(sandbox: Sandbox, tmp_path: 
         nursery.cancel_scope.cancel()
     assert len(kept) == 1
     assert sorted(p.name for p in (sandbox.state_dir / "sessions").iterdir()) == kept
+
+
+async def test_a_crashing_component_is_restarted_then_a_crash_loop_stops_the_daemon(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    # tmux that cannot run: the session manager crashes at every start
+    settings = attrs.evolve(resolve_settings(sandbox.env).settings, tmux_binary="/nonexistent/tmux")
+    policy = RestartPolicy(initial_backoff=0.01, max_restarts=3, window=60)
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_daemon, settings, policy=policy))
+    loops = info.value.subgroup(CrashLoopError)
+    assert loops is not None
+    error = loops.exceptions[0]
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    assert "service 'sessions' crashed 3 times" in str(error)
+    restarts = [r for r in caplog.records if "restarting in" in r.getMessage()]
+    assert len(restarts) == 2 and all(r.exc_info for r in restarts)
