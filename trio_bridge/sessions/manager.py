@@ -38,7 +38,7 @@ __all__ = ["EventKind", "SessionEvent", "SessionManager", "UnknownSessionError"]
 log = logging.getLogger(__name__)
 
 _SIGNALS = {128 + n for n in range(1, 65)}
-_END_MARK = "log-complete"
+_PIPE_PID = "pipe.pid"
 _POLL = 0.005  # only while waiting, once per session end, for tmux/split to finish
 
 
@@ -250,10 +250,11 @@ class SessionManager:
         except SessionNotFoundError:
             pass  # killed: the screen went with it
         await self.server.kill_session(record.tmux_name, missing_ok=True)
-        # Closing the pane closed the pipe: split writes its last bytes and marks the end.
-        with trio.move_on_after(self.server.timeouts.tmux):
-            while not (directory / _END_MARK).exists():  # noqa: ASYNC110 - nor does a file
-                await trio.sleep(_POLL)
+        # Closing the pane closed the pipe: split writes its last bytes and exits.
+        writer = _pipe_writer(directory)
+        if writer is not None:
+            with ExitWatch(writer) as done, trio.move_on_after(self.server.timeouts.tmux):
+                await done.wait()
         feed.close()
         await self._record_end(record, directory)
         await trio.to_thread.run_sync(
@@ -341,6 +342,20 @@ async def _announce(output: trio.MemoryReceiveChannel[bytes], feed: OutputFeed, 
 def _pipe_command(directory: Path, segment_size: int) -> str:
     import shlex
 
-    mark = shlex.quote(str(directory / _END_MARK))
-    # Not exec'd: the shell stays to mark the log complete once split has written it all.
-    return f"{split_command(directory / 'log', segment_size).removeprefix('exec ')}; : > {mark}"
+    pidfile = shlex.quote(str(directory / _PIPE_PID))
+    # The shell records its PID and becomes split (exec): one process per session, whose
+    # exit says the log is complete.
+    return f"echo $$ > {pidfile}; {split_command(directory / 'log', segment_size)}"
+
+
+def _pipe_writer(directory: Path) -> int | None:
+    """The PID of the session's log writer (split), if it is still that process."""
+    try:
+        pid = int((directory / _PIPE_PID).read_text())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except (OSError, ValueError):
+        return None
+    if cmdline.startswith(b"split\0") and str(directory).encode() in cmdline:
+        return pid
+    return None  # exited, and maybe the PID was reused: nothing to wait for
