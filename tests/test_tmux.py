@@ -273,3 +273,14 @@ async def test_killing_a_session_hangs_up_its_command(server: TmuxServer, tmp_pa
     with trio.fail_after(10):
         while live_pids_matching(mark):
             await trio.sleep(0.02)
+
+
+async def test_queries_about_a_missing_session_say_so(server: TmuxServer, tmp_path: Path) -> None:
+    # tmux's display-message answers an empty line, with success, for a missing target:
+    # that must never read as "a pane that is not dead" or be used as a target.
+    await start(server, tmp_path, ["sleep", "30"])
+    for query in (server.pane_status, server.session_info):
+        with pytest.raises(SessionNotFoundError):
+            await query("tb-missing")
+    with pytest.raises(SessionNotFoundError):
+        await server.display("tb-missing", "#{window_id}")

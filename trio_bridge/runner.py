@@ -94,8 +94,7 @@ async def _wait_drained(server: TmuxServer, name: str, limit: float) -> None:
     """
     with trio.move_on_after(limit):
         while True:
-            result = await server.run("display-message", "-p", "-t", f"={name}:", "#{pane_dead}")
-            if result.stdout.strip() == b"1":
+            if (await server.pane_status(name)).dead:
                 return
             await trio.sleep(_DEAD_CHECK_INTERVAL)
 

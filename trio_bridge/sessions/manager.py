@@ -21,7 +21,7 @@ import trio
 
 from ..output import OutputFeed, SegmentLog
 from ..output.log import split_command
-from ..process import ExitWatch
+from ..process import ExitWatch, SubprocessFailedError
 from ..tmux import (
     ControlClient,
     SessionNotFoundError,
@@ -33,12 +33,14 @@ from ..tmux import (
 from ..tmux.server import read_exit_status
 from .store import SessionRecord, SessionState, SessionStore
 
-__all__ = ["EventKind", "SessionEvent", "SessionManager", "UnknownSessionError"]
+__all__ = ["HUB", "EventKind", "HubLostError", "SessionEvent", "SessionManager", "UnknownSessionError"]
 
 log = logging.getLogger(__name__)
 
 _SIGNALS = {128 + n for n in range(1, 65)}
 _PIPE_PID = "pipe.pid"
+#: the tmux session all sessions' windows are linked into (not a trio-bridge session itself)
+HUB = "tb-hub"
 _POLL = 0.005  # only while waiting, once per session end, for tmux/split to finish
 
 
@@ -55,6 +57,10 @@ class EventKind(enum.StrEnum):
 class SessionEvent:
     kind: EventKind
     record: SessionRecord
+
+
+class HubLostError(RuntimeError):
+    """The hub's control client ended; the manager must be restarted (it re-adopts)."""
 
 
 class UnknownSessionError(KeyError):
@@ -85,25 +91,51 @@ class SessionManager:
         self._killing: set[str] = set()
         self._subscribers: list[trio.MemorySendChannel[SessionEvent]] = []
         self._nursery: trio.Nursery | None = None
-        self._clients: dict[str, tuple[ControlClient, str]] = {}
+        self._panes: dict[str, str] = {}  # session id -> pane id, while watched
+        self._hub: ControlClient | None = None
 
     # -- running --------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[SessionManager] = trio.TASK_STATUS_IGNORED) -> None:
         """Re-adopt the sessions the store knows, then serve until cancelled.
 
-        Owns one watcher task (and its control-mode client) per live session.
+        Owns the hub's control client (one for all sessions) and one watcher task per live
+        session.
+
+        Raises:
+            HubLostError: the hub's control client ended (tmux server gone, hub killed).
         """
-        async with trio.open_nursery() as nursery:
+        await self._ensure_hub()
+        async with (
+            open_control_client(self.server, HUB) as hub,
+            trio.open_nursery() as nursery,
+        ):
+            self._hub = hub
             self._nursery = nursery
             try:
                 await self._adopt_all()
                 task_status.started(self)
-                await trio.sleep_forever()
+                await hub.closed.wait()
+                # Without its control client no session's output wakes readers: fail
+                # loudly, so that the supervisor restarts us (and we re-adopt).
+                raise HubLostError(f"the hub's control client ended ({hub.exit_reason})")
             finally:
                 self._nursery = None
+                self._hub = None
                 for channel in self._subscribers:
                     channel.close()
+
+    async def _ensure_hub(self) -> None:
+        """The hub: a tmux session into which every session's window is linked, so that one
+        control client sees all their output (one client instead of one per session)."""
+        self.server.write_config()
+        if not await self.server.has_session(HUB):
+            try:
+                # Its own window just idles; it is not a trio-bridge session (no id option).
+                await self.server.run("new-session", "-d", "-s", HUB, "--", "sleep", "infinity")
+            except SubprocessFailedError as exc:
+                if b"duplicate session" not in exc.stderr:
+                    raise
 
     def _session_dir(self, session_id: str) -> Path:
         return self.sessions_dir / session_id
@@ -122,10 +154,9 @@ class SessionManager:
 
     async def screen(self, session_id: str) -> str:
         """The rendered screen: live through the session's control client, or the last one kept."""
-        watched = self._clients.get(session_id)
-        if watched is not None:
-            client, pane_id = watched
-            lines = await client.command("capture-pane", "-p", "-t", pane_id)
+        pane_id = self._panes.get(session_id)
+        if pane_id is not None and self._hub is not None:
+            lines = await self._hub.command("capture-pane", "-p", "-t", pane_id)
             return "".join(line.decode("utf-8", "replace") + "\n" for line in lines)
         path = self._session_dir(session_id) / "screen.txt"
         if not await trio.Path(path).exists():
@@ -204,7 +235,7 @@ class SessionManager:
         if record.state.ended:
             return
         self._killing.add(session_id)
-        await self.server.kill_session(record.tmux_name, missing_ok=True)
+        await self._kill_window(record.tmux_name)
 
     # -- watching -------------------------------------------------------------
 
@@ -221,10 +252,13 @@ class SessionManager:
         feed = OutputFeed(SegmentLog(self._session_dir(record.id) / "log", self.segment_size))
         self._feeds[record.id] = feed
         try:
+            hub = self._hub
+            assert hub is not None
             with ExitWatch(pane_pid) as exited:
-                async with open_control_client(self.server, record.tmux_name) as client:
-                    self._clients[record.id] = (client, pane_id)
-                    output = await client.follow(pane_id)
+                await self._link(record.tmux_name)
+                output = await hub.follow(pane_id)
+                self._panes[record.id] = pane_id
+                try:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(_announce, output, feed, self.log_max_bytes)
                         if spec is not None:
@@ -233,10 +267,12 @@ class SessionManager:
                             started.set()
                         await exited.wait()
                         nursery.cancel_scope.cancel()
+                finally:
+                    hub.unsubscribe(pane_id)
             await self._finish(record, feed)
         finally:
             self._watched.discard(record.id)
-            self._clients.pop(record.id, None)
+            self._panes.pop(record.id, None)
 
     async def _finish(self, record: SessionRecord, feed: OutputFeed) -> None:
         """The pane's process exited: record how, keep the screen, complete the log."""
@@ -249,7 +285,7 @@ class SessionManager:
             await trio.Path(directory / "screen.txt").write_text(screen)
         except SessionNotFoundError:
             pass  # killed: the screen went with it
-        await self.server.kill_session(record.tmux_name, missing_ok=True)
+        await self._kill_window(record.tmux_name)
         # Closing the pane closed the pipe: split writes its last bytes and exits.
         writer = _pipe_writer(directory)
         if writer is not None:
@@ -260,6 +296,25 @@ class SessionManager:
         await trio.to_thread.run_sync(
             SegmentLog(directory / "log", self.segment_size).drop_to, self.log_max_bytes
         )
+
+    async def _link(self, name: str) -> None:
+        """Link the session's window into the hub (once), so the hub's client sees its output."""
+        window_id, linked = await self.server.display(name, "#{window_id}", "#{window_linked_sessions}")
+        if int(linked) < 2:
+            await self.server.run("link-window", "-d", "-s", window_id, "-t", f"={HUB}:")
+
+    async def _kill_window(self, name: str) -> None:
+        """Kill the session's window: from its own session *and* the hub (which kill-session
+        would leave running), hanging up its processes; the emptied session goes too."""
+        try:
+            (window_id,) = await self.server.display(name, "#{window_id}")
+        except SessionNotFoundError:
+            return  # already gone
+        try:
+            await self.server.run("kill-window", "-t", window_id)
+        except SubprocessFailedError as exc:
+            if b"can't find" not in exc.stderr:
+                raise
 
     async def _pane_dead(self, name: str) -> bool:
         """Whether tmux has marked the pane dead (read its pty to the end); a missing one is."""

@@ -395,18 +395,27 @@ class TmuxServer:
             return False
         return True
 
+    async def display(self, name: str, *formats: str) -> list[str]:
+        """Expand tmux formats (``#{...}``) for the session's current pane.
+
+        tmux's ``display-message -t`` prints an empty line, with success, for a session that
+        does not exist; this checks that the session it described is the one asked for.
+
+        Raises:
+            SessionNotFoundError: no such session.
+        """
+        _protocol.check_session_name(name)
+        fmt = "\t".join(("#{session_name}", *formats))
+        result = await self._run_on_session(name, "display-message", "-p", "-t", f"={name}:", fmt)
+        fields = result.stdout.decode("utf-8", "replace").rstrip("\n").split("\t")
+        if fields[0] != name:
+            raise SessionNotFoundError(name)
+        return fields[1:]
+
     async def pane_status(self, name: str) -> PaneStatus:
         """Whether the session's command ended, with its exit status or signal."""
-        _protocol.check_session_name(name)
-        result = await self._run_on_session(
-            name,
-            "display-message",
-            "-p",
-            "-t",
-            f"={name}:",
-            "#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}",
-        )
-        return parse_pane_status(result.stdout.decode())
+        fields = await self.display(name, "#{pane_dead}", "#{pane_dead_status}", "#{pane_dead_signal}")
+        return parse_pane_status("\t".join(fields))
 
     async def capture(self, name: str, *, history: int = 0, escapes: bool = False) -> str:
         """The rendered screen (plus up to ``history`` lines of scrollback)."""
@@ -474,17 +483,10 @@ class TmuxServer:
         return signal_unix_session(info.pane_pid, sig)
 
     async def session_info(self, name: str) -> SessionInfo:
-        _protocol.check_session_name(name)
-        result = await self._run_on_session(
-            name,
-            "display-message",
-            "-p",
-            "-t",
-            f"={name}:",
-            "#{session_name}\t#{" + ID_OPTION + "}\t#{pane_id}\t#{pane_pid}",
+        session_id, pane_id, pane_pid = await self.display(
+            name, "#{" + ID_OPTION + "}", "#{pane_id}", "#{pane_pid}"
         )
-        sname, session_id, pane_id, pane_pid = result.stdout.decode().rstrip("\n").split("\t")
-        return SessionInfo(sname, session_id, pane_id, int(pane_pid))
+        return SessionInfo(name, session_id, pane_id, int(pane_pid))
 
     async def kill_server(self) -> None:
         """Stop our tmux server and every session in it (used by tests and `reset`)."""
