@@ -144,6 +144,102 @@ async def _scale(manager: SessionManager, state: Path, count: int, idle: float) 
     }
 
 
+QUIET = """
+import sys, time
+while True:
+    sys.stdout.write(f"{time.monotonic_ns()} quiet\\n")
+    sys.stdout.flush()
+    time.sleep(0.1)
+"""
+
+
+async def _throughput(manager: SessionManager, flood_lines: int, quiet_sessions: int) -> dict[str, Any]:
+    """One session printing flat out while others print a line every 100 ms."""
+    quiet_latencies: list[float] = []
+
+    async def follow_quiet(session_id: str) -> None:
+        buffer = b""
+        async with aclosing(manager.feed(session_id).follow(0)) as chunks:
+            async for item in chunks:
+                if isinstance(item, Chunk):
+                    arrived = time.monotonic_ns()
+                    buffer += item.data
+                    *complete, buffer = buffer.split(b"\r\n")
+                    for line in complete:
+                        stamp = line.split(b" ", 1)[0]
+                        if stamp.isdigit():
+                            quiet_latencies.append((arrived - int(stamp)) / 1e6)
+
+    async with trio.open_nursery() as nursery:
+        quiet = [await manager.create([PY, "-c", QUIET], cwd=Path("/tmp")) for _ in range(quiet_sessions)]
+        for record in quiet:
+            nursery.start_soon(follow_quiet, record.id)
+        await trio.sleep(0.5)
+        quiet_latencies.clear()
+        flood = await manager.create(["seq", "1", str(flood_lines)], cwd=Path("/tmp"))
+        start = time.perf_counter()
+        received = 0
+        async with aclosing(manager.feed(flood.id).follow(0)) as chunks:
+            async for item in chunks:
+                if isinstance(item, Chunk):
+                    received += len(item.data)
+        elapsed = time.perf_counter() - start
+        for record in quiet:
+            await manager.kill(record.id)
+        nursery.cancel_scope.cancel()
+    return {
+        "flood_bytes": received,
+        "flood_mb_per_s": round(received / elapsed / 1e6, 2),
+        "quiet_sessions": quiet_sessions,
+        "quiet_latency_during_flood": _summary(quiet_latencies),
+        "target": "quiet sessions' p99 < 20 ms while one floods",
+        "met": percentile(quiet_latencies, 99) < 20,
+    }
+
+
+async def _shutdown(settings: Any, sessions: int, readers: int) -> dict[str, Any]:
+    """Cancel a daemon holding ``sessions`` sessions and ``readers`` live readers."""
+    from trio_bridge.daemon import serve_daemon
+
+    async def read_forever(manager: SessionManager, session_id: str) -> None:
+        async with aclosing(manager.feed(session_id).follow(0)) as chunks:
+            async for _ in chunks:
+                pass
+
+    marker = str(settings.state_dir)
+    async with trio.open_nursery() as outer:
+        manager = await outer.start(serve_daemon, settings)
+        records = [await manager.create(["sleep", "3600"], cwd=Path("/tmp")) for _ in range(sessions)]
+        for record in records[:readers]:
+            outer.start_soon(read_forever, manager, record.id)
+        await trio.sleep(0.5)
+        daemon_helpers = len([p for p in _helper_pids(marker) if _is_ours(p)])
+        start = time.perf_counter()
+        outer.cancel_scope.cancel()
+    elapsed = time.perf_counter() - start
+    left = [p for p in _helper_pids(marker) if _is_ours(p)]
+    return {
+        "sessions": sessions,
+        "readers": readers,
+        "daemon_processes_before": daemon_helpers,
+        "shutdown_s": round(elapsed, 3),
+        "daemon_processes_left": len(left),
+        "sessions_still_running": len([p for p in _helper_pids(marker) if not _is_ours(p)]) // 2,
+        "target": "shutdown < 2 s, 0 processes of the daemon left (sessions live on)",
+        "met": elapsed < 2 and not left,
+    }
+
+
+def _is_ours(pid: int) -> bool:
+    """A process the daemon itself owns (its children: the hub's control client)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+    except OSError:
+        return False
+    return ppid == os.getpid()
+
+
 async def _bench(quick: bool) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with sandbox() as env:
@@ -164,6 +260,9 @@ async def _bench(quick: bool) -> dict[str, Any]:
                     "met": statistics.median(pushed) < 2 and percentile(pushed, 99) < 10,
                 }
                 results["scale"] = await _scale(manager, settings.state_dir, 20 if quick else 500, 5)
+                results["throughput"] = await _throughput(
+                    manager, 300_000 if quick else 3_000_000, 5 if quick else 20
+                )
                 scale = results["scale"]
                 scale["target"] = "idle < 1% of a core, 0 spawns/s; memory for 500 sessions < 300 MB"
                 per_session_mb = scale["helper_pss_mb"] / scale["sessions"]
@@ -172,6 +271,8 @@ async def _bench(quick: bool) -> dict[str, Any]:
                     scale["idle_cpu_percent_of_a_core"] < 1 and scale["projected_500_sessions_mb"] < 300
                 )
                 nursery.cancel_scope.cancel()
+            await server.kill_server()
+            results["shutdown"] = await _shutdown(settings, 20 if quick else 200, 5 if quick else 50)
         finally:
             await server.kill_server()
     return results
@@ -193,4 +294,9 @@ def markdown(results: dict[str, Any]) -> str:
     out += ["### Scale and idle cost", "", "| measure | value |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in scale.items() if k not in ("target", "met")]
     out += ["", f"{scale['target']}: {'met' if scale['met'] else 'MISSED'}", ""]
+    for title, key in (("Throughput (one flood, quiet sessions)", "throughput"), ("Shutdown", "shutdown")):
+        section = results[key]
+        out += [f"### {title}", "", "| measure | value |", "|---|---|"]
+        out += [f"| {k} | {v} |" for k, v in section.items() if k not in ("target", "met")]
+        out += ["", f"{section['target']}: {'met' if section['met'] else 'MISSED'}", ""]
     return "\n".join(out)
