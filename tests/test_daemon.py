@@ -7,9 +7,10 @@ import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
+from contextlib import aclosing, closing
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -70,7 +71,8 @@ async def test_in_process_daemon_keeps_sessions_across_restarts(sandbox: Sandbox
         manager = await nursery.start(serve_daemon, settings)
         rest, _ = await read_until(manager.feed(record.id), offset, b"tick 29")
         nursery.cancel_scope.cancel()
-    assert (first + rest).decode().split("\r\n")[:-1] == [f"tick {i:02d}" for i in range(30)]
+    lines = (first + rest).decode().split("\r\n")[:-1]
+    assert lines == [f"tick {i:02d}" for i in range(30)], (first, rest)
 
 
 def test_second_daemon_is_refused_and_sigterm_stops_the_first(sandbox: Sandbox) -> None:
@@ -148,3 +150,32 @@ async def test_a_crashing_component_is_restarted_then_a_crash_loop_stops_the_dae
     assert "service 'sessions' crashed 3 times" in str(error)
     restarts = [r for r in caplog.records if "restarting in" in r.getMessage()]
     assert len(restarts) == 2 and all(r.exc_info for r in restarts)
+
+
+async def test_orderly_shutdown_with_active_readers(sandbox: Sandbox, tmp_path: Path) -> None:
+    settings = resolve_settings(sandbox.env).settings
+    reading = 0
+
+    async def reader(manager: Any, session_id: str) -> None:
+        nonlocal reading
+        async with aclosing(manager.feed(session_id).follow(0)) as chunks:
+            reading += 1
+            async for _ in chunks:
+                pass
+
+    async with trio.open_nursery() as nursery:
+        manager = await nursery.start(serve_daemon, settings)
+        records = [await manager.create(["sh", "-c", "echo hi; sleep 300"], cwd=tmp_path) for _ in range(5)]
+        for record in records:
+            nursery.start_soon(reader, manager, record.id)
+        with trio.fail_after(10):
+            while reading < 5:
+                await trio.sleep(0.01)
+        stopped_at = trio.current_time()
+        nursery.cancel_scope.cancel()
+    assert trio.current_time() - stopped_at < 2
+    # the daemon is gone, its sessions are not
+    live = sandbox.tmux("list-sessions", "-F", "#{session_name}").stdout.split()
+    assert sorted(live) == sorted([r.tmux_name for r in records] + ["tb-hub"])
+    for record in records:
+        assert record_state(sandbox, record.id) == "running"
