@@ -179,3 +179,12 @@ async def test_orderly_shutdown_with_active_readers(sandbox: Sandbox, tmp_path: 
     assert sorted(live) == sorted([r.tmux_name for r in records] + ["tb-hub"])
     for record in records:
         assert record_state(sandbox, record.id) == "running"
+
+
+async def test_a_daemon_without_sessions_leaves_no_tmux_behind(sandbox: Sandbox) -> None:
+    settings = resolve_settings(sandbox.env).settings
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_daemon, settings)
+        assert sandbox.tmux("has-session", "-t", "=tb-hub", check=False).returncode == 0
+        nursery.cancel_scope.cancel()
+    assert sandbox.tmux("list-sessions", check=False).returncode != 0  # no server left

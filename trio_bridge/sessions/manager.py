@@ -124,6 +124,16 @@ class SessionManager:
                 self._hub = None
                 for channel in self._subscribers:
                     channel.close()
+                with trio.CancelScope(shield=True), trio.move_on_after(self.server.timeouts.tmux):
+                    await self._retire_idle_hub()
+
+    async def _retire_idle_hub(self) -> None:
+        """With no session left, remove the hub, so that the tmux server can exit too."""
+        try:
+            if not await self.server.list_sessions():
+                await self.server.kill_session(HUB, missing_ok=True)
+        except Exception:
+            log.warning("could not remove the idle hub session", exc_info=True)
 
     async def _ensure_hub(self) -> None:
         """The hub: a tmux session into which every session's window is linked, so that one
