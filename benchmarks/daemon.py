@@ -45,11 +45,12 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-async def _reader_latencies(manager: SessionManager, lines: int) -> list[float]:
-    record = await manager.create([PY, "-c", PRINTER.format(lines=lines, interval=0.01)], cwd=Path("/tmp"))
-    latencies: list[float] = []
+async def _collect_latencies(
+    manager: SessionManager, session_id: str, into: list[float], stop_after: int | None = None
+) -> None:
+    """Append, for each ``<monotonic_ns> ...`` line a session prints, its arrival delay in ms."""
     buffer = b""
-    async with aclosing(manager.feed(record.id).follow(0)) as chunks:
+    async with aclosing(manager.feed(session_id).follow(0)) as chunks:
         async for item in chunks:
             if not isinstance(item, Chunk):
                 continue
@@ -59,9 +60,15 @@ async def _reader_latencies(manager: SessionManager, lines: int) -> list[float]:
             for line in complete:
                 stamp = line.split(b" ", 1)[0]
                 if stamp.isdigit():
-                    latencies.append((arrived - int(stamp)) / 1e6)
-            if len(latencies) >= lines:
-                break
+                    into.append((arrived - int(stamp)) / 1e6)
+            if stop_after is not None and len(into) >= stop_after:
+                return
+
+
+async def _reader_latencies(manager: SessionManager, lines: int) -> list[float]:
+    record = await manager.create([PY, "-c", PRINTER.format(lines=lines, interval=0.01)], cwd=Path("/tmp"))
+    latencies: list[float] = []
+    await _collect_latencies(manager, record.id, latencies, stop_after=lines)
     return latencies[5:]
 
 
@@ -157,23 +164,10 @@ async def _throughput(manager: SessionManager, flood_lines: int, quiet_sessions:
     """One session printing flat out while others print a line every 100 ms."""
     quiet_latencies: list[float] = []
 
-    async def follow_quiet(session_id: str) -> None:
-        buffer = b""
-        async with aclosing(manager.feed(session_id).follow(0)) as chunks:
-            async for item in chunks:
-                if isinstance(item, Chunk):
-                    arrived = time.monotonic_ns()
-                    buffer += item.data
-                    *complete, buffer = buffer.split(b"\r\n")
-                    for line in complete:
-                        stamp = line.split(b" ", 1)[0]
-                        if stamp.isdigit():
-                            quiet_latencies.append((arrived - int(stamp)) / 1e6)
-
     async with trio.open_nursery() as nursery:
         quiet = [await manager.create([PY, "-c", QUIET], cwd=Path("/tmp")) for _ in range(quiet_sessions)]
         for record in quiet:
-            nursery.start_soon(follow_quiet, record.id)
+            nursery.start_soon(_collect_latencies, manager, record.id, quiet_latencies)
         await trio.sleep(0.5)
         quiet_latencies.clear()
         flood = await manager.create(["seq", "1", str(flood_lines)], cwd=Path("/tmp"))
