@@ -91,6 +91,9 @@ class OutputFeed:
                 if data:
                     yield Chunk(offset, data)
                     offset += len(data)
+                    # A reader catching up reads without ever waiting: let the other
+                    # tasks (other readers, the notifications) run between chunks.
+                    await trio.lowlevel.checkpoint()
                     continue
                 if closed:
                     return
