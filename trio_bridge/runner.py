@@ -27,8 +27,6 @@ log = logging.getLogger(__name__)
 # How often the bounded clean-up checks whether a stopped command is gone.
 _STOP_CHECK_INTERVAL = 0.02
 _READ_SIZE = 65536
-# After the command ended, how often we ask tmux whether it drained the pane.
-_DEAD_CHECK_INTERVAL = 0.002
 # With --keep, how long the drained pipe may stay silent before the copy stops.
 _KEEP_QUIET = 0.1
 _SIGNAL_NUMBERS = frozenset(int(s) for s in signal.Signals)
@@ -84,19 +82,6 @@ class _FifoCopy:
         # sleeps exactly until the silence would be long enough, then re-checks
         while (left := self.last_data + quiet - trio.current_time()) > 0:  # noqa: ASYNC110
             await trio.sleep(left)
-
-
-async def _wait_drained(server: TmuxServer, name: str, limit: float) -> None:
-    """Wait until tmux has read the pane's pty to its end and flushed it into the pipe.
-
-    tmux marks a pane dead only then (with a pipe attached it checks both).
-    A short poll, once per run, after the command ended: tmux has no event for it.
-    """
-    with trio.move_on_after(limit):
-        while True:
-            if (await server.pane_status(name)).dead:
-                return
-            await trio.sleep(_DEAD_CHECK_INTERVAL)
 
 
 async def _stop_unix_session(sid: int, grace: float) -> None:
@@ -174,7 +159,7 @@ async def run_session(
                     await server.release(spec)
                     await exited.wait()
                     ended = True
-                    await _wait_drained(server, info.name, server.timeouts.tmux)
+                    await server.wait_drained(info.name)
                     if keep:
                         # tmux keeps a dead pane's pipe open until the pane is
                         # killed; a kept session keeps it, so stop at silence.

@@ -41,7 +41,6 @@ _SIGNALS = {128 + n for n in range(1, 65)}
 _PIPE_PID = "pipe.pid"
 #: the tmux session all sessions' windows are linked into (not a trio-bridge session itself)
 HUB = "tb-hub"
-_POLL = 0.005  # only while waiting, once per session end, for tmux/split to finish
 
 
 class EventKind(enum.StrEnum):
@@ -287,9 +286,7 @@ class SessionManager:
     async def _finish(self, record: SessionRecord, feed: OutputFeed) -> None:
         """The pane's process exited: record how, keep the screen, complete the log."""
         directory = self._session_dir(record.id)
-        with trio.move_on_after(self.server.timeouts.tmux):
-            while not await self._pane_dead(record.tmux_name):  # noqa: ASYNC110 - tmux has no event
-                await trio.sleep(_POLL)
+        await self.server.wait_drained(record.tmux_name)
         try:
             screen = await self.server.capture(record.tmux_name, history=200)
             await trio.Path(directory / "screen.txt").write_text(screen)

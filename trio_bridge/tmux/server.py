@@ -45,6 +45,7 @@ ID_OPTION = "@trio_bridge_id"
 START_FAILED_STATUS = 125
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DRAIN_CHECK_INTERVAL = 0.002
 # Variables the pane must get from tmux itself, never from the caller.
 _TMUX_OWNED_ENV = frozenset({"TMUX", "TMUX_PANE", "TERM", "COLUMNS", "LINES"})
 
@@ -416,6 +417,22 @@ class TmuxServer:
         """Whether the session's command ended, with its exit status or signal."""
         fields = await self.display(name, "#{pane_dead}", "#{pane_dead_status}", "#{pane_dead_signal}")
         return parse_pane_status("\t".join(fields))
+
+    async def wait_drained(self, name: str) -> None:
+        """Wait (at most ``timeouts.tmux``) until tmux has marked the pane dead.
+
+        tmux does so only after it has read the pane's pty to its end and, with a pipe
+        attached, flushed it into the pipe. A missing session counts as drained. A short
+        poll, once per session end: tmux has no event for it.
+        """
+        with trio.move_on_after(self.timeouts.tmux):
+            while True:
+                try:
+                    if (await self.pane_status(name)).dead:
+                        return
+                except SessionNotFoundError:
+                    return
+                await trio.sleep(_DRAIN_CHECK_INTERVAL)
 
     async def capture(self, name: str, *, history: int = 0, escapes: bool = False) -> str:
         """The rendered screen (plus up to ``history`` lines of scrollback)."""
