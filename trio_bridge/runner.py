@@ -191,8 +191,8 @@ async def run_session(
 
 def pane_environment(extra: Mapping[str, str]) -> dict[str, str]:
     """The caller's environment (valid names only) plus ``extra``: what `run` gives the command."""
-    from .tmux.server import _ENV_NAME
+    from .tmux.server import is_env_name
 
-    env = {k: v for k, v in os.environ.items() if _ENV_NAME.match(k) and "\0" not in v}
+    env = {k: v for k, v in os.environ.items() if is_env_name(k) and "\0" not in v}
     env.update(extra)
     return env

@@ -34,12 +34,12 @@ def _error(message: str) -> None:
 
 
 def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
-    from ..tmux.server import _ENV_NAME
+    from ..tmux.server import is_env_name
 
     env = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
-        if not sep or not _ENV_NAME.match(name):
+        if not sep or not is_env_name(name):
             raise StartFailed(f"--env expects NAME=VALUE with a valid variable name, got {pair!r}")
         env[name] = value
     return env

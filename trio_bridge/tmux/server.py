@@ -101,6 +101,11 @@ def _write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
+def is_env_name(name: str) -> bool:
+    """Whether ``name`` can be an environment variable of a session (a POSIX shell name)."""
+    return bool(_ENV_NAME.match(name))
+
+
 def _check_env(env: Mapping[str, str]) -> dict[str, str]:
     for name, value in env.items():
         if not _ENV_NAME.match(name):
@@ -489,15 +494,6 @@ class TmuxServer:
         except SessionNotFoundError:
             if not missing_ok:
                 raise
-
-    async def signal_processes(self, name: str, sig: int) -> int:
-        """Send ``sig`` to every process of the session's pane (its Unix session).
-
-        Returns how many processes were signalled. Used to stop a command that
-        ignores the hang-up tmux sends when a session is killed.
-        """
-        info = await self.session_info(name)
-        return signal_unix_session(info.pane_pid, sig)
 
     async def session_info(self, name: str) -> SessionInfo:
         session_id, pane_id, pane_pid = await self.display(
