@@ -81,6 +81,21 @@ class Settings:
     retention_days: float = 7.0
     #: output bytes kept per session (whole 1 MiB segments; the oldest are dropped)
     output_max_bytes: int = 64 << 20
+    #: an extra TCP listener for the API ("HOST:PORT"); the unix socket is always there
+    bind: str | None = None
+    #: the API's bearer token: required by the daemon from every request when set, sent by clients
+    token: str | None = attrs.field(default=None, repr=False)
+    #: where clients find the daemon: "http://HOST:PORT"; unset means the unix socket
+    url: str | None = None
+    #: largest request body the API accepts (413 beyond)
+    max_body_bytes: int = 1 << 20
+    #: largest text one input request may type into a session (413 beyond)
+    max_input_bytes: int = 256 << 10
+
+    @property
+    def api_socket(self) -> Path:
+        """The daemon's API unix socket (mode 0600, in a 0700 directory)."""
+        return self.runtime_dir / "api.sock"
 
 
 # -- parsers: each takes the raw value (str from env/flags, TOML types from the file) ----------
@@ -143,6 +158,44 @@ def _days(raw: object) -> float:
     return _seconds(raw)
 
 
+def _size(raw: object) -> int:
+    value = _count(raw)
+    if value < 1:
+        raise ValueError(f"expected a number of bytes >= 1, got {raw!r}")
+    return value
+
+
+def parse_bind(raw: object) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 as ``[::1]:PORT``) as (host, port)."""
+    if not isinstance(raw, str):
+        raise ValueError(f"expected HOST:PORT, got {raw!r}")
+    host, sep, port_text = raw.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"expected HOST:PORT with an IPv6 host in brackets, got {raw!r}")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"expected HOST:PORT (port 0-65535), got {raw!r}")
+    return host, int(port_text)
+
+
+def _bind(raw: object) -> str:
+    parse_bind(raw)
+    return str(raw)
+
+
+def _token(raw: object) -> str:
+    if not isinstance(raw, str) or len(raw) < 16 or not raw.isprintable() or " " in raw:
+        raise ValueError("expected at least 16 printable characters without spaces")
+    return raw
+
+
+def _url(raw: object) -> str:
+    if not isinstance(raw, str) or not re.match(r"^https?://[^/\s]+/?$", raw):
+        raise ValueError(f"expected http://HOST:PORT or https://HOST:PORT, got {raw!r}")
+    return raw.rstrip("/")
+
+
 @attrs.frozen
 class Setting:
     """One row of the settings table."""
@@ -150,6 +203,8 @@ class Setting:
     name: str
     parse: Callable[[object], Any]
     help: str
+    #: never shown: ``trio-bridge config`` prints only whether it is set
+    secret: bool = False
 
     @property
     def env(self) -> str:
@@ -174,6 +229,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("retention_count", _count, "ended sessions kept, newest first"),
     Setting("retention_days", _days, "days an ended session is kept at most"),
     Setting("output_max_bytes", _count, "output bytes kept per session"),
+    Setting("bind", _bind, "also serve the API on TCP HOST:PORT (non-loopback needs a token)"),
+    Setting("token", _token, "API bearer token (daemon: required from clients; client: sent)", secret=True),
+    Setting("url", _url, "daemon URL for clients, http://HOST:PORT (default: the unix socket)"),
+    Setting("max_body_bytes", _size, "largest API request body, in bytes"),
+    Setting("max_input_bytes", _size, "largest text one input request may type, in bytes"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

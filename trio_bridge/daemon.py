@@ -7,9 +7,11 @@ trio.run(_main)
     └── serve_daemon
         ├── hold_lock(state_dir/daemon.lock)       one daemon per state directory
         ├── open_session_store(state_dir/sessions.db)
+        ├── open_listeners(settings)                API sockets: unix (0600) [+ TCP --bind]
         └── nursery
             ├── Supervisor("sessions").run(SessionManager.run)   watchers of every session
-            └── Supervisor("retention").run(_retention)           prunes ended sessions hourly
+            ├── Supervisor("retention").run(_retention)           prunes ended sessions hourly
+            └── Supervisor("api").run(serve_api)                  hypercorn + stream producers
 ```
 
 Stopping the daemon never stops the user's sessions: they live on in tmux, and the next
@@ -23,6 +25,7 @@ import os
 import signal
 import sys
 import time
+from functools import partial
 
 import trio
 
@@ -73,7 +76,9 @@ async def serve_daemon(
     from ._lock import hold_lock
 
     state = settings.state_dir
-    with hold_lock(state / "daemon.lock"):
+    from .api import ApiContext, open_listeners, serve_api
+
+    with hold_lock(state / "daemon.lock"), open_listeners(settings) as listeners:
         server = TmuxServer(
             socket_name=settings.tmux_socket,
             binary=settings.tmux_binary,
@@ -82,9 +87,21 @@ async def serve_daemon(
         )
         async with open_session_store(state / "sessions.db") as store, trio.open_nursery() as nursery:
             manager = SessionManager(server, store, state, log_max_bytes=settings.output_max_bytes)
-            await nursery.start(Supervisor("sessions", policy).run, manager.run)
-            await nursery.start(Supervisor("retention", policy).run, _retention, manager, settings)
-            log.info("ready (state %s, tmux -L %s)", state, settings.tmux_socket)
+            supervisors = tuple(Supervisor(name, policy) for name in ("sessions", "retention", "api"))
+            sessions, retention, api = supervisors
+            await nursery.start(sessions.run, manager.run)
+            await nursery.start(retention.run, _retention, manager, settings)
+            context = ApiContext(
+                manager,
+                token=settings.token,
+                max_body_bytes=settings.max_body_bytes,
+                max_input_bytes=settings.max_input_bytes,
+                supervisors=supervisors,
+            )
+            # Streams get part of the shutdown deadline to end cleanly; the rest is for the others.
+            graceful = max(0.1, min(2.0, settings.shutdown_timeout / 3))
+            await nursery.start(api.run, partial(serve_api, graceful_timeout=graceful), context, listeners)
+            log.info("ready (state %s, tmux -L %s, API %s)", state, settings.tmux_socket, listeners.unix_path)
             task_status.started(manager)
             await trio.sleep_forever()
 
@@ -123,12 +140,13 @@ def run_daemon(settings: Settings) -> int:
     """The ``trio-bridge daemon`` command: runs in the foreground, logs to stderr."""
     from ._lock import AlreadyRunningError
     from ._logging import setup_logging
+    from .api import ApiBindError
 
     setup_logging(settings.log_format)
     failure: list[BaseException] = []
     try:
         return trio.run(_main, settings)
-    except* (AlreadyRunningError, CrashLoopError) as group:
+    except* (AlreadyRunningError, CrashLoopError, ApiBindError) as group:
         failure.extend(group.exceptions)
     while isinstance(failure[0], BaseExceptionGroup):
         failure[:] = failure[0].exceptions

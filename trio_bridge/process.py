@@ -46,6 +46,10 @@ class SubprocessError(Exception):
     operation: str
 
 
+#: subprocesses killed on timeout since start, in this process (for metrics)
+timeouts_total = 0
+
+
 class SubprocessTimeoutError(SubprocessError):
     """The child did not finish within ``timeout`` seconds; its group was killed and reaped."""
 
@@ -210,6 +214,8 @@ async def run_process(
         if not finished:
             await _terminate_group(proc, kill_grace)
     if not finished:
+        global timeouts_total
+        timeouts_total += 1
         raise SubprocessTimeoutError(operation, timeout, proc.pid)
     for stream in (proc.stdout, proc.stderr):
         if stream is not None:

@@ -7,7 +7,13 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..config import SETTINGS, ConfigError, resolve_settings, setting_value
+from ..config import SETTINGS, ConfigError, Setting, resolve_settings, setting_value
+
+
+def _shown(setting: Setting, value: object) -> str:
+    if value is None:
+        return "(unset)"
+    return "(set, hidden)" if setting.secret else str(value)
 
 
 def show_config(flags: Mapping[str, object], config_file: str | None, *, as_json: bool) -> int:
@@ -19,7 +25,8 @@ def show_config(flags: Mapping[str, object], config_file: str | None, *, as_json
         print(f"trio-bridge: {exc}", file=sys.stderr)
         return 2
     rows = [
-        (s.name, str(setting_value(resolved.settings, s.name)), resolved.sources[s.name]) for s in SETTINGS
+        (s.name, _shown(s, setting_value(resolved.settings, s.name)), resolved.sources[s.name])
+        for s in SETTINGS
     ]
     if as_json:
         document = {

@@ -11,7 +11,7 @@ first kept byte.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import attrs
 import trio
@@ -71,7 +71,7 @@ class OutputFeed:
     def closed(self) -> bool:
         return self._closed
 
-    async def follow(self, start: int = 0) -> AsyncIterator[Chunk | Resync]:
+    async def follow(self, start: int = 0) -> AsyncGenerator[Chunk | Resync, None]:
         """Chunks from ``start`` on, live, until the feed is closed and the log read to its end.
 
         An async generator: iterate it inside ``contextlib.aclosing``.

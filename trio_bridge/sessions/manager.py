@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -33,7 +34,10 @@ from ..tmux import (
 from ..tmux.server import read_exit_status
 from .store import SessionRecord, SessionState, SessionStore
 
-__all__ = ["HUB", "EventKind", "HubLostError", "SessionEvent", "SessionManager", "UnknownSessionError"]
+__all__ = [
+    "HUB", "EventKind", "HubLostError", "SessionEndedError", "SessionEvent", "SessionManager",
+    "UnknownSessionError",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,17 @@ class HubLostError(RuntimeError):
 class UnknownSessionError(KeyError):
     """No session with this id is known."""
 
+    def __str__(self) -> str:
+        return f"no session {self.args[0]!r}"
+
+
+class SessionEndedError(RuntimeError):
+    """The session has ended: it takes no more input."""
+
+    def __init__(self, record: SessionRecord) -> None:
+        self.record = record
+        super().__init__(f"session {record.id} has ended ({record.state})")
+
 
 class SessionManager:
     """See the module docstring. Start it with ``await nursery.start(manager.run)``."""
@@ -92,6 +107,9 @@ class SessionManager:
         self._nursery: trio.Nursery | None = None
         self._panes: dict[str, str] = {}  # session id -> pane id, while watched
         self._hub: ControlClient | None = None
+        self._ended: dict[str, trio.Event] = {}  # set when the session's end is recorded
+        #: output bytes seen since start (for metrics)
+        self.output_bytes = 0
 
     # -- running --------------------------------------------------------------
 
@@ -172,6 +190,10 @@ class SessionManager:
             raise UnknownSessionError(session_id)
         return await trio.Path(path).read_text()
 
+    def live_readers(self) -> int:
+        """Readers following some session's output now."""
+        return sum(feed.readers for feed in self._feeds.values())
+
     def subscribe(self) -> trio.MemoryReceiveChannel[SessionEvent]:
         """Session events from now on. A subscriber that falls behind is cut off (its channel ends)."""
         send, receive = trio.open_memory_channel[SessionEvent](self._event_buffer)
@@ -179,6 +201,10 @@ class SessionManager:
         return receive
 
     def _publish(self, kind: EventKind, record: SessionRecord) -> None:
+        if record.state.ended:
+            ended = self._ended.pop(record.id, None)
+            if ended is not None:
+                ended.set()
         event = SessionEvent(kind, record)
         for channel in list(self._subscribers):
             try:
@@ -188,6 +214,58 @@ class SessionManager:
                 channel.close()
 
     # -- operations -----------------------------------------------------------
+
+    async def get(self, session_id: str) -> SessionRecord:
+        """The session's record. Raises :class:`UnknownSessionError`."""
+        record = await self.store.get(session_id)
+        if record is None:
+            raise UnknownSessionError(session_id)
+        return record
+
+    async def _live(self, session_id: str) -> SessionRecord:
+        record = await self.get(session_id)
+        if record.state.ended:
+            raise SessionEndedError(record)
+        return record
+
+    async def send_text(self, session_id: str, text: str, *, enter: bool = False) -> None:
+        """Type text into a running session (see :meth:`TmuxServer.send_text`).
+
+        Raises:
+            UnknownSessionError, SessionEndedError; InvalidTextError for control characters.
+        """
+        record = await self._live(session_id)
+        await self.server.send_text(record.tmux_name, text, enter=enter)
+
+    async def send_keys(self, session_id: str, keys: Sequence[str]) -> None:
+        """Press named keys in a running session. Raises like :meth:`send_text`, and
+        InvalidKeyError."""
+        record = await self._live(session_id)
+        await self.server.send_keys(record.tmux_name, keys)
+
+    async def send_bytes(self, session_id: str, data: bytes) -> None:
+        """Write raw bytes to the session's terminal, as typed keys (an attached terminal's
+        input: control characters and escape sequences included), through the hub's client."""
+        await self._live(session_id)
+        pane_id = self._panes.get(session_id)
+        if pane_id is None or self._hub is None:
+            raise SessionEndedError(await self.get(session_id))
+        for start in range(0, len(data), 512):
+            hex_bytes = [f"{b:02x}" for b in data[start : start + 512]]
+            await self._hub.command("send-keys", "-t", pane_id, "-H", *hex_bytes)
+
+    async def wait(self, session_id: str) -> SessionRecord:
+        """Wait until the session has ended; return its final record."""
+        record = await self.get(session_id)
+        while not record.state.ended:
+            event = self._ended.setdefault(session_id, trio.Event())
+            # Re-read after registering: the end may have been recorded in between.
+            record = await self.get(session_id)
+            if record.state.ended:
+                break
+            await event.wait()
+            record = await self.get(session_id)
+        return record
 
     async def create(
         self,
@@ -269,7 +347,7 @@ class SessionManager:
                 self._panes[record.id] = pane_id
                 try:
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(_announce, output, feed, self.log_max_bytes)
+                        nursery.start_soon(self._announce, output, feed)
                         if spec is not None:
                             await self.server.release(spec)
                         if started is not None:
@@ -289,7 +367,7 @@ class SessionManager:
         await self.server.wait_drained(record.tmux_name)
         try:
             screen = await self.server.capture(record.tmux_name, history=200)
-            await trio.Path(directory / "screen.txt").write_text(screen)
+            await trio.Path(directory / "screen.txt").write_text(_without_dead_banner(screen))
         except SessionNotFoundError:
             pass  # killed: the screen went with it
         await self._kill_window(record.tmux_name)
@@ -383,22 +461,30 @@ class SessionManager:
             await started.wait()
             self._publish(EventKind.ADOPTED, running)
 
+    async def _announce(self, output: trio.MemoryReceiveChannel[bytes], feed: OutputFeed) -> None:
+        """Wake the feed's readers on each ``%output``; keep the log within bounds as it grows."""
+        since_drop = 0
+        async with output:
+            async for chunk in output:
+                feed.notify(len(chunk))
+                self.output_bytes += len(chunk)
+                since_drop += len(chunk)
+                if since_drop >= feed.log.segment_size:
+                    since_drop = 0
+                    await trio.to_thread.run_sync(feed.log.drop_to, self.log_max_bytes)
+
     async def remove(self, session_id: str) -> None:
         """Forget an ended session: its record and its files (used by retention)."""
         self._feeds.pop(session_id, None)
         await trio.to_thread.run_sync(shutil.rmtree, self._session_dir(session_id), True)
 
 
-async def _announce(output: trio.MemoryReceiveChannel[bytes], feed: OutputFeed, max_bytes: int) -> None:
-    """Wake the feed's readers on each ``%output``; keep the log within ``max_bytes`` as it grows."""
-    since_drop = 0
-    async with output:
-        async for chunk in output:
-            feed.notify(len(chunk))
-            since_drop += len(chunk)
-            if since_drop >= feed.log.segment_size:
-                since_drop = 0
-                await trio.to_thread.run_sync(feed.log.drop_to, max_bytes)
+_DEAD_BANNER = re.compile(r"\nPane is dead[^\n]*\n?$")
+
+
+def _without_dead_banner(screen: str) -> str:
+    """The screen without tmux's "Pane is dead (status N, <time>)" line (remain-on-exit's)."""
+    return _DEAD_BANNER.sub("\n", screen)
 
 
 def _pipe_command(directory: Path, segment_size: int) -> str:

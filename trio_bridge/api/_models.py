@@ -1,0 +1,142 @@
+"""The API's request and response bodies.
+
+msgspec Structs, because quart-schema validates them (unknown fields refused, constraints
+checked) and builds the OpenAPI document from them: the document cannot drift from the
+code. The rest of trio-bridge keeps its data in attrs classes; these exist only at the
+HTTP boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from ..sessions import SessionEvent, SessionRecord
+
+__all__ = [
+    "CreateSession", "Error", "ErrorBody", "EventOut", "Health", "InputBody", "KeysBody",
+    "ListQuery", "OutputQuery", "Screen", "SessionList", "SessionOut", "StreamQuery", "Version",
+    "WaitQuery", "WaitResult", "session_out",
+]  # fmt: skip
+
+Size = Annotated[int, msgspec.Meta(ge=2, le=1000)]
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class CreateSession(_Body):
+    """Start a session: ``command`` (an argv), or ``shell`` (one line for ``/bin/sh -c``), or
+    neither (an interactive login shell)."""
+
+    command: Annotated[list[str], msgspec.Meta(min_length=1, max_length=4096)] | None = None
+    shell: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    #: absolute path of an existing directory (default: the daemon's home directory)
+    cwd: str | None = None
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    title: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    width: Size = 80
+    height: Size = 24
+
+
+class InputBody(_Body):
+    """Text typed into the session (a bracketed paste when the program asked for one)."""
+
+    text: str
+    #: press Enter after the paste (sent separately, so the paste cannot swallow it)
+    enter: bool = False
+
+
+class KeysBody(_Body):
+    """Named keys pressed in order, e.g. ``["C-c"]``, ``["Up", "Enter"]``."""
+
+    keys: Annotated[list[str], msgspec.Meta(min_length=1, max_length=256)]
+
+
+class ListQuery(_Body):
+    #: comma-separated states, e.g. ``running`` or ``exited,killed``
+    state: str | None = None
+
+
+class WaitQuery(_Body):
+    #: seconds to wait at most before answering "still running"
+    timeout: Annotated[float, msgspec.Meta(ge=0, le=600)] = 30.0
+
+
+class OutputQuery(_Body):
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 1 << 16
+
+
+class StreamQuery(_Body):
+    #: first byte offset to send (default 0; ``Last-Event-ID`` wins over it)
+    offset: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class SessionOut(msgspec.Struct, kw_only=True):
+    id: str
+    title: str
+    command: list[str]
+    cwd: str
+    env_keys: list[str]
+    state: str
+    created_at: float
+    ended_at: float | None
+    exit_code: int | None
+    exit_signal: int | None
+    origin: str
+    tmux_name: str
+
+
+def session_out(record: SessionRecord) -> SessionOut:
+    return SessionOut(
+        id=record.id, title=record.title, command=list(record.command), cwd=record.cwd,
+        env_keys=list(record.env_keys), state=str(record.state), created_at=record.created_at,
+        ended_at=record.ended_at, exit_code=record.exit_code, exit_signal=record.exit_signal,
+        origin=record.origin, tmux_name=record.tmux_name,
+    )  # fmt: skip
+
+
+class SessionList(msgspec.Struct):
+    sessions: list[SessionOut]
+
+
+class Screen(msgspec.Struct):
+    id: str
+    text: str
+    #: whether the session is running (else this is the screen kept when it ended)
+    live: bool
+
+
+class WaitResult(msgspec.Struct):
+    ended: bool
+    session: SessionOut
+
+
+class EventOut(msgspec.Struct):
+    kind: str
+    session: SessionOut
+
+    @classmethod
+    def of(cls, event: SessionEvent) -> EventOut:
+        return cls(kind=str(event.kind), session=session_out(event.record))
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+class Version(msgspec.Struct):
+    version: str
+    api: str
+
+
+class ErrorBody(msgspec.Struct):
+    code: str
+    message: str
+
+
+class Error(msgspec.Struct):
+    error: ErrorBody

@@ -1,0 +1,75 @@
+"""The OpenAPI document: quart-schema's, plus what it cannot say by itself.
+
+quart-schema documents JSON bodies from the routes' models. This adds the non-JSON responses
+(raw bytes, Server-Sent Events, Prometheus text, 204s), the error body every operation may
+answer with, and the bearer-token scheme.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgspec
+from quart_schema import OpenAPIProvider
+from werkzeug.routing import Rule
+
+from ._models import Error
+
+__all__ = ["Provider", "raw_response"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_ATTRIBUTE = "_trio_bridge_raw_response"
+
+
+def raw_response(status: int, content_type: str | None, description: str) -> Callable[[F], F]:
+    """Document a response that is not a JSON model (``content_type`` None: no body)."""
+
+    def decorate(func: F) -> F:
+        setattr(func, _ATTRIBUTE, (status, content_type, description))
+        return func
+
+    return decorate
+
+
+_SCHEMAS = {
+    "application/octet-stream": {"type": "string", "format": "binary"},
+    "text/event-stream": {"type": "string"},
+    "text/plain": {"type": "string"},
+}
+
+
+class Provider(OpenAPIProvider):
+    def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
+        paths, components = super().build_paths(rule)
+        raw = getattr(self._app.view_functions[rule.endpoint], _ATTRIBUTE, None)
+        (_, error_components) = msgspec.json.schema_components([Error], ref_template="#/components/schemas/{name}")
+        components.update(error_components)
+        for operations in paths.values():
+            for operation in operations.values():
+                # String keys, as in the JSON document (mixed keys cannot be sorted).
+                responses = {str(k): v for k, v in operation["responses"].items()}
+                operation["responses"] = responses
+                if raw is not None:
+                    status, content_type, description = raw
+                    response: dict[str, Any] = {"description": description}
+                    if content_type is not None:
+                        response["content"] = {content_type: {"schema": _SCHEMAS[content_type]}}
+                    responses[str(status)] = response
+                responses["default"] = {
+                    "description": 'an error: {"error": {"code", "message"}}',
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                }
+                operation["security"] = [{}, {"bearer": []}]
+        return paths, components
+
+    def schema(self) -> dict[str, Any]:
+        document = super().schema()
+        document["components"]["securitySchemes"] = {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "required from every request when the daemon has a token",
+            }
+        }
+        return document

@@ -1,0 +1,621 @@
+"""The HTTP API: a quart-trio application over one :class:`SessionManager`.
+
+Routes live under ``/v1`` (plus ``/metrics``). Every failure becomes a JSON error body
+``{"error": {"code", "message"}}`` with a 4xx status for bad input, never a traceback, and a
+refused request changes nothing. Long-lived responses (SSE, WebSocket) end cleanly when the
+server stops: see :class:`ApiContext`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import shlex
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+import msgspec
+import trio
+from quart import Response, request, websocket
+from quart_schema import (
+    QuartSchema,
+    RequestSchemaValidationError,
+    validate_querystring,
+    validate_request,
+    validate_response,
+)
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from .._version import __version__
+from ..output import Chunk, OutputFeed, Resync
+from ..output.log import OffsetDroppedError
+from ..process import SubprocessTimeoutError
+from ..sessions import SessionManager, SessionState
+from ..sessions.manager import SessionEndedError, UnknownSessionError
+from ..supervise import Supervisor
+from ..tmux import InvalidKeyError, InvalidTextError, TmuxError, TmuxUnavailableError
+from ..tmux.server import is_env_name
+from . import _metrics
+from ._models import (
+    CreateSession,
+    EventOut,
+    Health,
+    InputBody,
+    KeysBody,
+    ListQuery,
+    OutputQuery,
+    Screen,
+    SessionList,
+    SessionOut,
+    StreamQuery,
+    Version,
+    WaitQuery,
+    WaitResult,
+    session_out,
+)
+from ._openapi import Provider, raw_response
+
+__all__ = ["API_VERSION", "ApiContext", "ApiError", "create_app"]
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "v1"
+#: bytes of one SSE output event / WebSocket message at most
+_CHUNK = 1 << 16
+#: an SSE comment this often keeps idle streams alive through proxies
+_KEEPALIVE = 15.0
+
+
+class ApiError(Exception):
+    """A request the API refuses: becomes ``{"error": {"code", "message"}}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@attrs.define
+class ApiContext:
+    """What the routes share: the manager, the limits, and the server's stop signal.
+
+    ``streams`` is the nursery the server lends for the producers of SSE responses (a response
+    body is an async generator, which must not own tasks itself); ``stopping`` is set when
+    the server begins its graceful shutdown, so every stream ends with a final event or a
+    WebSocket close frame instead of being cut.
+    """
+
+    manager: SessionManager
+    token: str | None = attrs.field(default=None, repr=False)
+    max_body_bytes: int = 1 << 20
+    max_input_bytes: int = 256 << 10
+    supervisors: tuple[Supervisor, ...] = ()
+    home: Path = attrs.field(factory=Path.home)
+    stopping: trio.Event = attrs.field(factory=trio.Event)
+    streams: trio.Nursery | None = None
+    #: open SSE/WebSocket streams (for metrics)
+    open_streams: int = 0
+
+
+def _error(status: int, code: str, message: str) -> tuple[dict[str, Any], int]:
+    return {"error": {"code": code, "message": message}}, status
+
+
+def create_app(context: ApiContext) -> QuartTrio:
+    """The application. Serve it with :func:`trio_bridge.api.serve_api`."""
+    app = QuartTrio("trio_bridge.api")
+    app.config.update(
+        MAX_CONTENT_LENGTH=context.max_body_bytes,
+        # Streams end through ApiContext.stopping, not through a response timeout.
+        RESPONSE_TIMEOUT=None,
+        BODY_TIMEOUT=30,
+        QUART_SCHEMA_CONVERSION_PREFERENCE="msgspec",
+    )
+    QuartSchema(
+        app,
+        openapi_path=f"/{API_VERSION}/openapi.json",
+        swagger_ui_path=None,
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        info={"title": "trio-bridge", "version": __version__},
+        conversion_preference="msgspec",
+        openapi_provider_class=Provider,
+    )
+    manager = context.manager
+
+    # -- access and errors -----------------------------------------------------
+
+    def check_token(authorization: str | None) -> None:
+        if context.token is None:
+            return
+        scheme, _, given = (authorization or "").partition(" ")
+        # compare_digest: the time taken says nothing about how much of the token matched.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), context.token.encode()):
+            raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required")
+
+    @app.before_request
+    async def _authorize_request() -> None:
+        check_token(request.headers.get("Authorization"))
+
+    @app.before_websocket
+    async def _authorize_websocket() -> None:
+        check_token(websocket.headers.get("Authorization"))
+        origin = websocket.headers.get("Origin")
+        if origin is not None and not _same_origin(origin, websocket.headers.get("Host", "")):
+            # A browser page from another site must not drive sessions through a user's
+            # browser (cross-site WebSocket hijacking).
+            raise ApiError(403, "cross_origin", f"WebSocket from origin {origin!r} refused")
+
+    @app.errorhandler(ApiError)
+    async def _api_error(exc: ApiError) -> Any:
+        response = _error(exc.status, exc.code, exc.message)
+        if exc.status == 401:
+            return response[0], 401, {"WWW-Authenticate": "Bearer"}
+        return response
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def _invalid(exc: RequestSchemaValidationError) -> Any:
+        return _error(422, "invalid_request", str(exc.validation_error))
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(exc: HTTPException) -> Any:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        if exc.code == 413:
+            message = f"the request body is larger than {context.max_body_bytes} bytes"
+            return _error(413, "body_too_large", message)
+        if exc.code == 400 and request.mimetype == "application/json":
+            return _error(400, "invalid_json", "the request body is not valid JSON")
+        return _error(exc.code or 500, code, exc.description or code)
+
+    @app.errorhandler(UnknownSessionError)
+    async def _unknown(exc: UnknownSessionError) -> Any:
+        return _error(404, "session_not_found", str(exc))
+
+    @app.errorhandler(SessionEndedError)
+    async def _ended(exc: SessionEndedError) -> Any:
+        return _error(409, "session_ended", str(exc))
+
+    @app.errorhandler(InvalidTextError)
+    async def _bad_text(exc: InvalidTextError) -> Any:
+        return _error(422, "invalid_text", str(exc))
+
+    @app.errorhandler(InvalidKeyError)
+    async def _bad_key(exc: InvalidKeyError) -> Any:
+        return _error(422, "unknown_key", str(exc))
+
+    @app.errorhandler(SubprocessTimeoutError)
+    async def _timeout(exc: SubprocessTimeoutError) -> Any:
+        log.warning("%s", exc)
+        return _error(504, "tmux_timeout", str(exc))
+
+    @app.errorhandler(TmuxError)
+    async def _tmux(exc: TmuxError) -> Any:
+        log.warning("tmux failed: %s", exc)
+        status = 503 if isinstance(exc, TmuxUnavailableError) else 500
+        return _error(status, "tmux_failed", str(exc))
+
+    @app.errorhandler(Exception)
+    async def _internal(exc: Exception) -> Any:
+        log.error("internal error in %s %s", request.method, request.path, exc_info=exc)
+        return _error(500, "internal", "internal error; the daemon's log has the details")
+
+    # -- service -----------------------------------------------------------------
+
+    @app.get(f"/{API_VERSION}/health")
+    @validate_response(Health)
+    async def health() -> Health:
+        """Whether the daemon is serving."""
+        return Health(status="ok")
+
+    @app.get(f"/{API_VERSION}/version")
+    @validate_response(Version)
+    async def version() -> Version:
+        """trio-bridge's version and the API version."""
+        return Version(version=__version__, api=API_VERSION)
+
+    @app.get("/metrics")
+    @raw_response(200, "text/plain", "Prometheus text exposition format")
+    async def metrics() -> Response:
+        """Prometheus metrics, in the text exposition format."""
+        body = await _metrics.render(context)
+        return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # -- sessions --------------------------------------------------------------
+
+    @app.get(f"/{API_VERSION}/sessions")
+    @validate_querystring(ListQuery)
+    @validate_response(SessionList)
+    async def list_sessions(query_args: ListQuery) -> SessionList:
+        """All sessions, newest first; ``state`` filters (comma-separated)."""
+        states = _parse_states(query_args.state)
+        records = await manager.store.all(states)
+        return SessionList(sessions=[session_out(r) for r in records])
+
+    @app.post(f"/{API_VERSION}/sessions")
+    @validate_request(CreateSession)
+    @validate_response(SessionOut, 201)
+    async def create_session(data: CreateSession) -> tuple[SessionOut, int]:
+        """Start a session; it is running when this returns."""
+        argv = _argv(data)
+        cwd = Path(data.cwd) if data.cwd is not None else context.home
+        if not cwd.is_absolute():
+            raise ApiError(422, "invalid_cwd", f"cwd must be an absolute path, not {data.cwd!r}")
+        if not await trio.Path(cwd).is_dir():
+            raise ApiError(422, "invalid_cwd", f"cwd {str(cwd)!r} is not an existing directory")
+        for name, value in data.env.items():
+            if not is_env_name(name):
+                raise ApiError(422, "invalid_env", f"invalid environment variable name {name!r}")
+            if "\0" in value:
+                raise ApiError(422, "invalid_env", f"environment variable {name} contains a NUL byte")
+        for arg in argv:
+            if "\0" in arg:
+                raise ApiError(422, "invalid_command", "command arguments cannot contain a NUL byte")
+        record = await manager.create(
+            argv, cwd=cwd, env=data.env, title=data.title, width=data.width, height=data.height,
+            origin="api",
+        )  # fmt: skip
+        return session_out(record), 201
+
+    @app.get(f"/{API_VERSION}/sessions/<session_id>")
+    @validate_response(SessionOut)
+    async def get_session(session_id: str) -> SessionOut:
+        """One session."""
+        return session_out(await manager.get(session_id))
+
+    @app.delete(f"/{API_VERSION}/sessions/<session_id>")
+    @validate_response(SessionOut)
+    async def kill_session(session_id: str) -> SessionOut:
+        """Kill a running session; answers with its final record (state ``killed``)."""
+        record = await manager.get(session_id)
+        if record.state.ended:
+            raise SessionEndedError(record)
+        await manager.kill(session_id)
+        with trio.move_on_after(manager.server.timeouts.tmux):
+            record = await manager.wait(session_id)
+        return session_out(record)
+
+    @app.post(f"/{API_VERSION}/sessions/<session_id>/input")
+    @validate_request(InputBody)
+    @raw_response(204, None, "done")
+    async def send_input(session_id: str, data: InputBody) -> tuple[str, int]:
+        """Type text into the session (then Enter, if asked)."""
+        size = len(data.text.encode("utf-8", "surrogatepass"))
+        if size > context.max_input_bytes:
+            raise ApiError(
+                413, "input_too_large", f"input is {size} bytes; at most {context.max_input_bytes} allowed"
+            )
+        await manager.send_text(session_id, data.text, enter=data.enter)
+        return "", 204
+
+    @app.post(f"/{API_VERSION}/sessions/<session_id>/keys")
+    @validate_request(KeysBody)
+    @raw_response(204, None, "done")
+    async def send_keys(session_id: str, data: KeysBody) -> tuple[str, int]:
+        """Press named keys (e.g. ``Enter``, ``C-c``, ``Up``) in order."""
+        await manager.send_keys(session_id, data.keys)
+        return "", 204
+
+    @app.get(f"/{API_VERSION}/sessions/<session_id>/screen")
+    @validate_response(Screen)
+    async def screen(session_id: str) -> Screen:
+        """The rendered screen (the last one kept, once the session ended)."""
+        record = await manager.get(session_id)
+        text = await manager.screen(session_id)
+        return Screen(id=record.id, text=text, live=not record.state.ended)
+
+    @app.get(f"/{API_VERSION}/sessions/<session_id>/output")
+    @validate_querystring(OutputQuery)
+    @raw_response(200, "application/octet-stream", "output bytes")
+    async def output(session_id: str, query_args: OutputQuery) -> Response:
+        """Raw output bytes from ``offset`` (at most ``limit``). Headers: ``X-Output-Offset``
+        (first byte's offset), ``X-Output-Next`` (offset to ask for next), ``X-Output-End``
+        (bytes written so far), ``X-Output-Complete`` (``true`` once the session ended and
+        the log is whole)."""
+        await manager.get(session_id)
+        feed = manager.feed(session_id)
+        log_ = feed.log
+        try:
+            data = await trio.to_thread.run_sync(log_.read, query_args.offset, query_args.limit)
+        except OffsetDroppedError as exc:
+            raise ApiError(410, "offset_dropped", str(exc)) from None
+        end = await trio.to_thread.run_sync(log_.end_offset)
+        headers = {
+            "X-Output-Offset": str(query_args.offset),
+            "X-Output-Next": str(query_args.offset + len(data)),
+            "X-Output-End": str(max(end, query_args.offset + len(data))),
+            "X-Output-Complete": "true" if feed.closed else "false",
+        }
+        return Response(data, content_type="application/octet-stream", headers=headers)
+
+    @app.get(f"/{API_VERSION}/sessions/<session_id>/wait")
+    @validate_querystring(WaitQuery)
+    @validate_response(WaitResult)
+    async def wait(session_id: str, query_args: WaitQuery) -> WaitResult:
+        """Wait up to ``timeout`` seconds for the session to end (long poll)."""
+        record = await manager.get(session_id)
+        with trio.move_on_after(query_args.timeout):
+            record = await manager.wait(session_id)
+        return WaitResult(ended=record.state.ended, session=session_out(record))
+
+    # -- streams ---------------------------------------------------------------
+
+    @app.get(f"/{API_VERSION}/sessions/<session_id>/stream")
+    @validate_querystring(StreamQuery)
+    @raw_response(200, "text/event-stream", "Server-Sent Events")
+    async def stream(session_id: str, query_args: StreamQuery) -> Response:
+        """Output as Server-Sent Events. Each ``output`` event's data is JSON ``{"offset",
+        "data"}`` (UTF-8 text; a character split between reads waits for its end) and its id
+        is the offset after it, so reconnecting with ``Last-Event-ID`` resumes exactly there.
+        ``resync`` says output was dropped by retention; ``end`` carries the final session record;
+        ``shutdown`` says the daemon is stopping (reconnect later)."""
+        await manager.get(session_id)
+        start = query_args.offset or 0
+        last_id = request.headers.get("Last-Event-ID")
+        if last_id is not None:
+            if not last_id.isdigit():
+                raise ApiError(
+                    400, "invalid_last_event_id", f"Last-Event-ID must be an offset, not {last_id!r}"
+                )
+            start = int(last_id)
+        feed = manager.feed(session_id)
+
+        async def events(send: trio.MemorySendChannel[bytes]) -> None:
+            async for event in _output_events(feed, start):
+                await send.send(event)
+            record = await manager.get(session_id)
+            await send.send(_sse("end", msgspec.json.encode(session_out(record)).decode()))
+
+        return _sse_response(context, events)
+
+    @app.get(f"/{API_VERSION}/events")
+    @raw_response(200, "text/event-stream", "Server-Sent Events")
+    async def events() -> Response:
+        """Session lifecycle events as Server-Sent Events (``created``, ``running``,
+        ``exited``, ``killed``, ``lost``, ``adopted``), from now on. A client that falls far
+        behind gets ``overflow`` and the stream ends."""
+        subscription = manager.subscribe()
+
+        async def produce(send: trio.MemorySendChannel[bytes]) -> None:
+            async with subscription:
+                async for event in subscription:
+                    await send.send(_sse(str(event.kind), msgspec.json.encode(EventOut.of(event)).decode()))
+            await send.send(_sse("overflow", "{}"))
+
+        return _sse_response(context, produce)
+
+    @app.websocket(f"/{API_VERSION}/sessions/<session_id>/ws")
+    async def session_ws(session_id: str) -> None:
+        """Output out (binary messages, raw bytes) and input in (binary: raw bytes typed as
+        keys; text: JSON ``{"type": "input", "text", "enter"}`` or ``{"type": "keys",
+        "keys"}``). The first message is JSON ``{"type": "hello", "offset", "session"}``;
+        ``?offset=N`` starts there, ``?offset=end`` at the end, ``?screen=1`` sends the
+        rendered screen first as ``{"type": "screen", "text"}``. When the session ends:
+        ``{"type": "end", "session"}`` and close code 1000; when the daemon stops: 1001."""
+        record = await manager.get(session_id)
+        feed = manager.feed(session_id)
+        await websocket.accept()
+        context.open_streams += 1
+        try:
+            await _serve_ws(context, record.id, feed)
+        finally:
+            context.open_streams -= 1
+
+    return app
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _same_origin(origin: str, host: str) -> bool:
+    parts = urlsplit(origin)
+    return bool(parts.netloc) and parts.netloc.lower() == host.lower()
+
+
+def _parse_states(text: str | None) -> list[SessionState] | None:
+    if not text:
+        return None
+    states = []
+    for name in text.split(","):
+        try:
+            states.append(SessionState(name.strip()))
+        except ValueError:
+            known = ", ".join(s.value for s in SessionState)
+            raise ApiError(422, "invalid_state", f"unknown state {name!r}; one of: {known}") from None
+    return states
+
+
+def _argv(data: CreateSession) -> list[str]:
+    if data.command is not None and data.shell is not None:
+        raise ApiError(422, "invalid_command", "give either command or shell, not both")
+    if data.command is not None:
+        if not data.command[0]:
+            raise ApiError(422, "invalid_command", "the command's program must not be empty")
+        return list(data.command)
+    if data.shell is not None:
+        return ["/bin/sh", "-c", data.shell]
+    shell = os.environ.get("SHELL") or "/bin/sh"
+    return [shlex.split(shell)[0] if shell.strip() else "/bin/sh", "-l"]
+
+
+def _sse(event: str, data: str, event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {data}\n\n".encode()
+
+
+def _utf8_cut(data: bytes) -> int:
+    """Where ``data`` stops being whole UTF-8 characters (an incomplete last one waits)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # a lead byte (or ASCII)
+            need = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
+            return len(data) - back if back < need and byte >= 0xC0 else len(data)
+    return len(data)
+
+
+async def _output_events(feed: OutputFeed, start: int) -> AsyncIterator[bytes]:
+    pending = b""
+    pending_offset = start
+    async with aclosing(feed.follow(start)) as chunks:
+        async for item in chunks:
+            if isinstance(item, Resync):
+                pending = b""
+                pending_offset = item.offset
+                body = json.dumps({"requested": item.requested, "offset": item.offset})
+                yield _sse("resync", body, item.offset)
+                continue
+            assert isinstance(item, Chunk)
+            data = pending + item.data
+            offset = pending_offset
+            cut = _utf8_cut(data)
+            pending, pending_offset = data[cut:], offset + cut
+            if cut:
+                text = data[:cut].decode("utf-8", "replace")
+                yield _sse("output", json.dumps({"offset": offset, "data": text}), offset + cut)
+    if pending:
+        text = pending.decode("utf-8", "replace")
+        yield _sse(
+            "output", json.dumps({"offset": pending_offset, "data": text}), pending_offset + len(pending)
+        )
+
+
+Producer = Callable[[trio.MemorySendChannel[bytes]], Awaitable[None]]
+
+
+def _sse_response(context: ApiContext, produce: Producer) -> Response:
+    """A streaming response whose events come from ``produce``, run in the server's stream
+    nursery: when the server stops, it is cancelled and the stream ends with ``shutdown``;
+    when the client goes away, its channel breaks and it ends."""
+    if context.streams is None or context.stopping.is_set():
+        raise ApiError(503, "shutting_down", "the daemon is shutting down")
+    send, receive = trio.open_memory_channel[bytes](16)
+
+    async def run() -> None:
+        async with send:
+            context.open_streams += 1
+            try:
+                with trio.CancelScope() as scope:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(_cancel_on, context.stopping, scope)
+                        nursery.start_soon(_keepalive, send)
+                        await produce(send)
+                        nursery.cancel_scope.cancel()
+                if scope.cancelled_caught:
+                    with trio.move_on_after(1):
+                        await send.send(_sse("shutdown", "{}"))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the client went away
+            finally:
+                context.open_streams -= 1
+
+    context.streams.start_soon(run)
+
+    async def body() -> AsyncIterator[bytes]:
+        async with receive:
+            async for event in receive:
+                yield event
+
+    response = Response(body(), content_type="text/event-stream")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Accel-Buffering"] = "no"
+    response.timeout = None
+    return response
+
+
+async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+async def _keepalive(send: trio.MemorySendChannel[bytes]) -> None:
+    while True:
+        await trio.sleep(_KEEPALIVE)
+        await send.send(b": keepalive\n\n")
+
+
+async def _serve_ws(context: ApiContext, session_id: str, feed: OutputFeed) -> None:
+    manager = context.manager
+    args = websocket.args
+    offset_arg = args.get("offset", "0")
+    if offset_arg == "end":
+        start = await trio.to_thread.run_sync(feed.log.end_offset)
+    elif offset_arg.isdigit():
+        start = int(offset_arg)
+    else:
+        await websocket.send(json.dumps({"type": "error", "message": f"bad offset {offset_arg!r}"}))
+        await websocket.close(1008)
+        return
+    record = await manager.get(session_id)
+    await websocket.send(
+        json.dumps({"type": "hello", "offset": start, "session": msgspec.to_builtins(session_out(record))})
+    )
+    if args.get("screen") in ("1", "true"):
+        text = await manager.screen(session_id)
+        await websocket.send(json.dumps({"type": "screen", "text": text}))
+
+    async def pump_output(done: trio.CancelScope) -> None:
+        async with aclosing(feed.follow(start)) as chunks:
+            async for item in chunks:
+                if isinstance(item, Resync):
+                    await websocket.send(
+                        json.dumps({"type": "resync", "requested": item.requested, "offset": item.offset})
+                    )
+                    continue
+                assert isinstance(item, Chunk)
+                await websocket.send(item.data)
+        final = await manager.get(session_id)
+        await websocket.send(json.dumps({"type": "end", "session": msgspec.to_builtins(session_out(final))}))
+        await websocket.close(1000)
+        done.cancel()
+
+    async def take_input() -> None:
+        while True:
+            message = await websocket.receive()
+            try:
+                if isinstance(message, bytes):
+                    await manager.send_bytes(session_id, message)
+                    continue
+                await _ws_command(context, session_id, message)
+            except SessionEndedError:
+                return  # the output side says so and closes
+            except (ApiError, InvalidTextError, InvalidKeyError) as exc:
+                await websocket.send(json.dumps({"type": "error", "message": str(exc)}))
+
+    async def stop_on_shutdown(done: trio.CancelScope) -> None:
+        await context.stopping.wait()
+        await websocket.close(1001, "the daemon is shutting down")
+        done.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pump_output, nursery.cancel_scope)
+        nursery.start_soon(take_input)
+        nursery.start_soon(stop_on_shutdown, nursery.cancel_scope)
+
+
+async def _ws_command(context: ApiContext, session_id: str, message: str) -> None:
+    try:
+        command = json.loads(message)
+    except ValueError:
+        raise ApiError(400, "invalid_message", "text messages must be JSON objects") from None
+    kind = command.get("type") if isinstance(command, dict) else None
+    if kind == "input":
+        text = command.get("text")
+        if not isinstance(text, str):
+            raise ApiError(422, "invalid_message", "input needs a string 'text'")
+        if len(text.encode("utf-8", "surrogatepass")) > context.max_input_bytes:
+            raise ApiError(413, "input_too_large", f"input is larger than {context.max_input_bytes} bytes")
+        await context.manager.send_text(session_id, text, enter=bool(command.get("enter")))
+    elif kind == "keys":
+        keys = command.get("keys")
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise ApiError(422, "invalid_message", "keys needs a list of key names")
+        await context.manager.send_keys(session_id, keys)
+    else:
+        raise ApiError(422, "invalid_message", "type must be 'input' or 'keys'")
