@@ -202,7 +202,7 @@ async def _shutdown(settings: Any, sessions: int, readers: int) -> dict[str, Any
 
     marker = str(settings.state_dir)
     async with trio.open_nursery() as outer:
-        manager = await outer.start(serve_daemon, settings)
+        manager = (await outer.start(serve_daemon, settings)).manager
         records = [await manager.create(["sleep", "3600"], cwd=Path("/tmp")) for _ in range(sessions)]
         for record in records[:readers]:
             outer.start_soon(read_forever, manager, record.id)

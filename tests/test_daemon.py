@@ -62,13 +62,13 @@ async def test_in_process_daemon_keeps_sessions_across_restarts(sandbox: Sandbox
     settings = resolve_settings(sandbox.env).settings
     script = "import time\nfor i in range(30):\n    print(f'tick {i:02d}', flush=True)\n    time.sleep(0.05)"
     async with trio.open_nursery() as nursery:
-        manager = await nursery.start(serve_daemon, settings)
+        manager = (await nursery.start(serve_daemon, settings)).manager
         record = await manager.create([sys.executable, "-c", script], cwd=tmp_path)
         first, offset = await read_until(manager.feed(record.id), 0, b"tick 03")
         nursery.cancel_scope.cancel()  # the daemon stops; the session does not
     assert record_state(sandbox, record.id) == "running"
     async with trio.open_nursery() as nursery:
-        manager = await nursery.start(serve_daemon, settings)
+        manager = (await nursery.start(serve_daemon, settings)).manager
         rest, _ = await read_until(manager.feed(record.id), offset, b"tick 29")
         nursery.cancel_scope.cancel()
     lines = (first + rest).decode().split("\r\n")[:-1]
@@ -96,7 +96,7 @@ def test_sigkill_and_restart_readopt_sessions(sandbox: Sandbox, tmp_path: Path) 
 
     async def create() -> str:
         async with trio.open_nursery() as nursery:
-            manager = await nursery.start(serve_daemon, settings)
+            manager = (await nursery.start(serve_daemon, settings)).manager
             record = await manager.create(["sleep", "300"], cwd=tmp_path)
             nursery.cancel_scope.cancel()
         return record.id
@@ -116,7 +116,7 @@ def test_sigkill_and_restart_readopt_sessions(sandbox: Sandbox, tmp_path: Path) 
 async def test_retention_removes_old_ended_sessions(sandbox: Sandbox, tmp_path: Path) -> None:
     settings = attrs.evolve(resolve_settings(sandbox.env).settings, retention_count=1)
     async with trio.open_nursery() as nursery:
-        manager = await nursery.start(serve_daemon, settings)
+        manager = (await nursery.start(serve_daemon, settings)).manager
         ids = []
         for n in range(3):
             record = await manager.create(["sh", "-c", f"exit {n}"], cwd=tmp_path)
@@ -126,7 +126,7 @@ async def test_retention_removes_old_ended_sessions(sandbox: Sandbox, tmp_path: 
                     await trio.sleep(0.02)
         nursery.cancel_scope.cancel()
     async with trio.open_nursery() as nursery:
-        manager = await nursery.start(serve_daemon, settings)
+        manager = (await nursery.start(serve_daemon, settings)).manager
         kept = [r.id for r in await manager.store.all()]
         nursery.cancel_scope.cancel()
     assert len(kept) == 1
@@ -164,7 +164,7 @@ async def test_orderly_shutdown_with_active_readers(sandbox: Sandbox, tmp_path: 
                 pass
 
     async with trio.open_nursery() as nursery:
-        manager = await nursery.start(serve_daemon, settings)
+        manager = (await nursery.start(serve_daemon, settings)).manager
         records = [await manager.create(["sh", "-c", "echo hi; sleep 300"], cwd=tmp_path) for _ in range(5)]
         for record in records:
             nursery.start_soon(reader, manager, record.id)

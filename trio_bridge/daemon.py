@@ -26,7 +26,9 @@ import signal
 import sys
 import time
 from functools import partial
+from pathlib import Path
 
+import attrs
 import trio
 
 from .config import Settings
@@ -34,7 +36,7 @@ from .sessions import SessionManager, open_session_store
 from .supervise import CrashLoopError, RestartPolicy, Supervisor
 from .tmux import TmuxServer
 
-__all__ = ["run_daemon", "serve_daemon"]
+__all__ = ["RunningDaemon", "run_daemon", "serve_daemon"]
 
 log = logging.getLogger("trio_bridge.daemon")
 
@@ -61,16 +63,29 @@ async def _retention(
         await trio.sleep(_RETENTION_INTERVAL)
 
 
+@attrs.frozen
+class RunningDaemon:
+    """What :func:`serve_daemon` reports when it is ready."""
+
+    manager: SessionManager
+    #: the API's unix socket
+    api_socket: Path
+    #: ``http://host:port`` of the API's TCP listener, if one was asked for
+    api_url: str | None
+
+
 async def serve_daemon(
     settings: Settings,
     *,
     policy: RestartPolicy | None = None,
-    task_status: trio.TaskStatus[SessionManager] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[RunningDaemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the daemon's components until cancelled; report the session manager when ready.
+    """Run the daemon's components until cancelled; report a :class:`RunningDaemon` when ready.
 
     Raises:
         AlreadyRunningError: another daemon holds this state directory.
+        ApiBindError: the API cannot listen (socket served by another daemon, address taken,
+            non-loopback address without a token).
         CrashLoopError: a component kept crashing.
     """
     from ._lock import hold_lock
@@ -102,7 +117,7 @@ async def serve_daemon(
             graceful = max(0.1, min(2.0, settings.shutdown_timeout / 3))
             await nursery.start(api.run, partial(serve_api, graceful_timeout=graceful), context, listeners)
             log.info("ready (state %s, tmux -L %s, API %s)", state, settings.tmux_socket, listeners.unix_path)
-            task_status.started(manager)
+            task_status.started(RunningDaemon(manager, listeners.unix_path, listeners.tcp_url))
             await trio.sleep_forever()
 
 

@@ -43,7 +43,9 @@ class Provider(OpenAPIProvider):
     def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
         paths, components = super().build_paths(rule)
         raw = getattr(self._app.view_functions[rule.endpoint], _ATTRIBUTE, None)
-        (_, error_components) = msgspec.json.schema_components([Error], ref_template="#/components/schemas/{name}")
+        (_, error_components) = msgspec.json.schema_components(
+            [Error], ref_template="#/components/schemas/{name}"
+        )
         components.update(error_components)
         for operations in paths.values():
             for operation in operations.values():
