@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
@@ -41,7 +42,7 @@ class Daemon:
 @asynccontextmanager
 async def running_daemon(sandbox: Sandbox, **overrides: Any) -> AsyncIterator[Daemon]:
     """A daemon in this test's event loop (its API really listening), stopped on exit."""
-    settings = attrs.evolve(resolve_settings(sandbox.env).settings, **overrides)
+    settings = dataclasses.replace(resolve_settings(sandbox.env).settings, **overrides)
     async with trio.open_nursery() as nursery:
         running = await nursery.start(serve_daemon, settings)
         yield Daemon(settings, running)

@@ -7,6 +7,7 @@ anything the test left behind.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -100,7 +101,7 @@ class Sandbox:
         return TmuxServer(
             socket_name=self.socket_name,
             config_path=self.state_dir / "tmux.conf",
-            timeouts=attrs.evolve(Timeouts(), **timeouts),
+            timeouts=dataclasses.replace(Timeouts(), **timeouts),
         )
 
 

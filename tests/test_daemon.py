@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sqlite3
 import subprocess
@@ -12,7 +13,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import trio
 
@@ -114,7 +114,7 @@ def test_sigkill_and_restart_readopt_sessions(sandbox: Sandbox, tmp_path: Path) 
 
 
 async def test_retention_removes_old_ended_sessions(sandbox: Sandbox, tmp_path: Path) -> None:
-    settings = attrs.evolve(resolve_settings(sandbox.env).settings, retention_count=1)
+    settings = dataclasses.replace(resolve_settings(sandbox.env).settings, retention_count=1)
     async with trio.open_nursery() as nursery:
         manager = (await nursery.start(serve_daemon, settings)).manager
         ids = []
@@ -137,7 +137,7 @@ async def test_a_crashing_component_is_restarted_then_a_crash_loop_stops_the_dae
     sandbox: Sandbox, caplog: pytest.LogCaptureFixture
 ) -> None:
     # tmux that cannot run: the session manager crashes at every start
-    settings = attrs.evolve(resolve_settings(sandbox.env).settings, tmux_binary="/nonexistent/tmux")
+    settings = dataclasses.replace(resolve_settings(sandbox.env).settings, tmux_binary="/nonexistent/tmux")
     policy = RestartPolicy(initial_backoff=0.01, max_restarts=3, window=60)
     with pytest.raises(BaseExceptionGroup) as info:
         async with trio.open_nursery() as nursery:

@@ -7,9 +7,11 @@ when it runs, so start-up stays fast (``--help`` does not even import Trio).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .._version import __version__
 
@@ -100,9 +102,73 @@ def _build_parser() -> argparse.ArgumentParser:
         type=_positive_seconds,
         help="stop CMD after this many seconds and exit with 124",
     )
-    run.add_argument("--keep", action="store_true", help="keep the tmux session after CMD ends")
+    run.add_argument(
+        "--keep", action="store_true", help="keep the tmux session after CMD ends (embedded mode)"
+    )
+    run.add_argument(
+        "--embedded",
+        action="store_true",
+        help="run without the daemon even if one is running (the session is not in `ls`)",
+    )
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    _add_client_commands(commands, settings)
+    completion = commands.add_parser(
+        "completion", help="print a shell completion script (bash, zsh or fish)", parents=[settings]
+    )
+    completion.add_argument("shell", choices=["bash", "zsh", "fish"])
     return parser
+
+
+def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> None:
+    """The commands that talk to a running daemon (see ``_client.py``)."""
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="JSON output, for scripts")
+
+    def add(name: str, help: str, *, json: bool = True) -> argparse.ArgumentParser:
+        parents = [settings, json_flag] if json else [settings]
+        return commands.add_parser(name, help=help, parents=parents)  # type: ignore[no-any-return]
+
+    ls = add("ls", "list sessions")
+    ls.add_argument("--state", metavar="STATES", help="only these states, comma-separated (e.g. running)")
+
+    new = add("new", "start a session in the daemon and print its id")
+    new.add_argument("--cwd", metavar="DIR", help="working directory (default: the current one)")
+    new.add_argument("--env", metavar="K=V", action="append", default=[], help="set a variable (repeatable)")
+    new.add_argument("--title", help="a title shown by ls")
+    new.add_argument("--shell", metavar="CMDLINE", help="run CMDLINE with /bin/sh -c instead of CMD")
+    new.add_argument("--width", type=int, default=None, help="terminal columns (default 80)")
+    new.add_argument("--height", type=int, default=None, help="terminal rows (default 24)")
+    new.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+    send = add("send", "type text into a session, then Enter", json=False)
+    send.add_argument("id")
+    send.add_argument("text", nargs="+", metavar="TEXT", help="words joined by spaces; '-' reads stdin")
+    send.add_argument("--no-enter", action="store_true", help="do not press Enter after the text")
+
+    keys = add("keys", "press named keys in a session (Enter, C-c, Up, F1, ...)", json=False)
+    keys.add_argument("id")
+    keys.add_argument("keys", nargs="+", metavar="KEY")
+
+    screen = add("screen", "print a session's rendered screen")
+    screen.add_argument("id")
+
+    tail = add("tail", "print a session's output (-f: follow it until it ends)", json=False)
+    tail.add_argument("id")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    tail.add_argument("-n", "--lines", type=int, default=10, help="start this many lines from the end")
+    tail.add_argument("--from", dest="from_", type=int, metavar="OFFSET", help="start at this byte offset")
+
+    attach = add("attach", "interactive view of a session; Ctrl-] detaches", json=False)
+    attach.add_argument("id")
+
+    kill = add("kill", "kill running sessions", json=False)
+    kill.add_argument("ids", nargs="+", metavar="ID")
+
+    wait = add("wait", "wait for a session to end; exit with its exit code (124: --timeout)")
+    wait.add_argument("id")
+    wait.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS")
+
+    add("status", "whether the daemon is running, and a summary of its sessions")
 
 
 def _positive_seconds(text: str) -> float:
@@ -122,10 +188,30 @@ def _config_path(args: argparse.Namespace) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+_CLIENT_COMMANDS = {"ls", "new", "send", "keys", "screen", "tail", "kill", "wait", "status"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trio-bridge`` console script; returns the exit code."""
     parser = _build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # a shell asks for completions (see `completion`)
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
+    if args.command in _CLIENT_COMMANDS:
+        from ._client import run_client_command
+
+        return run_client_command(args, settings_flags(args))
+    if args.command == "attach":
+        from ._attach import attach
+
+        return attach(args, settings_flags(args))
+    if args.command == "completion":
+        from argcomplete.shell_integration import shellcode
+
+        print(shellcode(["trio-bridge"], shell=args.shell))
+        return 0
     if args.command == "run":
         cmd = list(args.cmd)
         if cmd[:1] == ["--"]:
@@ -140,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             env_pairs=args.env,
             timeout=args.timeout,
             keep=args.keep,
+            embedded=args.embedded,
             flags=settings_flags(args),
             config_file=getattr(args, "config", None),
         )

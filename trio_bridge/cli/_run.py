@@ -97,10 +97,15 @@ def run_command(
     env_pairs: Sequence[str],
     timeout: float | None,
     keep: bool,
+    embedded: bool = False,
     flags: Mapping[str, object] | None = None,
     config_file: str | None = None,
 ) -> int:
-    """Run ``trio-bridge run``; returns the process exit code."""
+    """Run ``trio-bridge run``; returns the process exit code.
+
+    Through the daemon when one answers (the session then shows in ``ls`` and can be
+    attached while it runs), else embedded: on trio-bridge's tmux server, in this process.
+    """
     try:
         settings = resolve_settings(
             flags=flags, config_file=Path(config_file).expanduser() if config_file else None
@@ -113,6 +118,8 @@ def run_command(
 
         env = pane_environment(env_extra)
         _check_command(cmd[0], workdir, env.get("PATH"))
+        if not (keep or embedded) and _daemon_answers(settings):
+            return trio.run(_run_via_daemon, settings, cmd, workdir, env, timeout)
         if shutil.which(settings.tmux_binary) is None:
             raise StartFailed(
                 f"tmux is not installed ({settings.tmux_binary!r} not found); "
@@ -203,3 +210,122 @@ async def _run(
         _error("the session ended without an exit status (was it killed from outside?)")
         return EXIT_START_FAILED
     return code
+
+
+def _daemon_answers(settings: Settings) -> bool:
+    """Whether a daemon listens where clients look (a quick connect; no request)."""
+    import socket
+
+    if settings.url:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(settings.url)
+        address: tuple[object, ...] | str = (
+            parts.hostname,
+            parts.port or (443 if parts.scheme == "https" else 80),
+        )
+        family = socket.AF_INET6 if ":" in (parts.hostname or "") else socket.AF_INET
+    else:
+        address, family = str(settings.api_socket), socket.AF_UNIX
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(address)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+async def _run_via_daemon(
+    settings: Settings, cmd: list[str], workdir: Path, env: dict[str, str], time_limit: float | None
+) -> int:
+    """`run` as a daemon session: create it, stream its output over its WebSocket (resuming by
+    offset if the connection drops), and on Ctrl-C/--timeout kill it. Same exit codes."""
+    from trio_websocket import ConnectionClosed, HandshakeError
+
+    from ..client import async_client
+    from ._ws import control_message, open_session_socket
+
+    width, height = 80, 24
+    if os.isatty(sys.stdout.fileno()):
+        width, height = shutil.get_terminal_size((80, 24))
+    body = {
+        "command": cmd, "cwd": str(workdir), "env": env,
+        "width": max(2, min(width, 1000)), "height": max(2, min(height, 1000)),
+    }  # fmt: skip
+    async with async_client(settings.api_socket, settings.url, settings.token) as http:
+        try:
+            response = await http.post("/v1/sessions", json=body)
+        except OSError as exc:
+            _error(f"the daemon went away: {exc}")
+            return EXIT_START_FAILED
+        if response.status_code != 201:
+            _error(_api_message(response))
+            return EXIT_START_FAILED
+        session_id = response.json()["id"]
+        stdout = _Stdout()
+        stopped_by: list[int] = []
+        final: dict[str, object] | None = None
+        offset = 0
+        try:
+            with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
+                async with trio.open_nursery() as nursery:
+
+                    async def stop_on_signal() -> None:
+                        async for signum in signals:
+                            stopped_by.append(signum)
+                            run_scope.cancel()
+                            return
+
+                    nursery.start_soon(stop_on_signal)
+                    with trio.CancelScope() as run_scope:
+                        if time_limit is not None:
+                            run_scope.deadline = trio.current_time() + time_limit
+                        while final is None:
+                            try:
+                                async with open_session_socket(settings, session_id, offset=offset) as ws:
+                                    while True:
+                                        message = await ws.get_message()
+                                        if isinstance(message, bytes):
+                                            await stdout.write(message)
+                                            offset += len(message)
+                                            continue
+                                        control = control_message(message)
+                                        if control["type"] == "resync":
+                                            offset = int(control["offset"])
+                                        elif control["type"] == "end":
+                                            final = control["session"]
+                                            break
+                            except (ConnectionClosed, HandshakeError, OSError):
+                                # The daemon restarts or the connection dropped: resume at offset.
+                                await trio.sleep(0.2)
+                    nursery.cancel_scope.cancel()
+        except* BrokenPipeError:
+            stopped_by.append(signal.SIGPIPE)
+        if final is None:
+            # Ctrl-C, a signal, --timeout or a closed stdout: the session goes too.
+            with trio.CancelScope(shield=True), trio.move_on_after(settings.timeouts.tmux + 5):
+                try:
+                    await http.delete(f"/v1/sessions/{session_id}")
+                except OSError:
+                    _error(f"could not kill session {session_id}: the daemon is unreachable")
+            return 128 + stopped_by[0] if stopped_by else EXIT_TIMEOUT
+        stdout.flush()
+    from ._client import exit_status
+
+    if final.get("exit_code") is None and not final.get("exit_signal"):
+        _error(f"the session ended without an exit status ({final.get('state')})")
+        return EXIT_START_FAILED
+    return exit_status(final)
+
+
+def _api_message(response: object) -> str:
+    import httpx
+
+    assert isinstance(response, httpx.Response)
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"the daemon answered HTTP {response.status_code}"

@@ -1,0 +1,230 @@
+"""A client of the daemon's HTTP API (httpx), for the CLI and for scripts.
+
+Imports only httpx and the standard library at module level, so CLI commands built on it
+start fast; it never loads the server stack. Synchronous (one request at a time is what a
+command needs); the streaming commands that must also react to signals use
+:func:`async_client` with Trio.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "ApiError",
+    "Client",
+    "DaemonUnavailableError",
+    "SseEvent",
+    "async_client",
+    "client_target",
+    "iter_sse",
+]
+
+#: the API version prefix this client speaks
+PREFIX = "/v1"
+
+
+class DaemonUnavailableError(Exception):
+    """No daemon answers where the client looked (one line, saying how to start one)."""
+
+
+class ApiError(Exception):
+    """The daemon refused a request: its HTTP status, error code and message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def client_target(socket_path: Path, url: str | None) -> tuple[str, httpx.HTTPTransport | None, str]:
+    """(base URL, transport, description) for the unix socket or ``url``."""
+    if url:
+        # Certificates are loaded (tens of ms) only for https.
+        return url, httpx.HTTPTransport(verify=url.startswith("https:")), url
+    return "http://trio-bridge", httpx.HTTPTransport(uds=str(socket_path), verify=False), str(socket_path)
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "http_error", f"HTTP {response.status_code}: {response.text[:200]}"
+    raise ApiError(response.status_code, code, message)
+
+
+def _unavailable(where: str, exc: Exception) -> DaemonUnavailableError:
+    return DaemonUnavailableError(
+        f"the trio-bridge daemon is not running (nothing answers at {where}); "
+        "start it with: trio-bridge daemon"
+    )
+
+
+class Client:
+    """A connection to the daemon. Use as a context manager (it owns an httpx client)."""
+
+    def __init__(self, socket_path: Path, url: str | None = None, token: str | None = None) -> None:
+        base_url, transport, self.where = client_target(socket_path, url)
+        self._http = httpx.Client(
+            base_url=base_url,
+            transport=transport,
+            headers=_headers(token),
+            trust_env=False,  # no proxy for the daemon (and no proxy transports to build)
+            # Long polls and streams set their own read timeouts per request.
+            timeout=httpx.Timeout(30.0, connect=5.0),
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request. Raises :class:`ApiError` (4xx/5xx) or :class:`DaemonUnavailableError`."""
+        try:
+            response = self._http.request(method, PREFIX + path, **kwargs)
+        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError) as exc:
+            raise _unavailable(self.where, exc) from None
+        _raise_for(response)
+        return response
+
+    # -- the API, one method per endpoint ---------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/health").json())
+
+    def version(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/version").json())
+
+    def sessions(self, states: Sequence[str] = ()) -> list[dict[str, Any]]:
+        params = {"state": ",".join(states)} if states else {}
+        return list(self.request("GET", "/sessions", params=params).json()["sessions"])
+
+    def create(
+        self,
+        command: Sequence[str] | None = None,
+        *,
+        shell: str | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        title: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"env": dict(env or {})}
+        optional = {
+            "command": list(command) if command is not None else None, "shell": shell, "cwd": cwd,
+            "title": title, "width": width, "height": height,
+        }  # fmt: skip
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return dict(self.request("POST", "/sessions", json=body).json())
+
+    def get(self, session_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/sessions/{session_id}").json())
+
+    def kill(self, session_id: str) -> dict[str, Any]:
+        return dict(self.request("DELETE", f"/sessions/{session_id}").json())
+
+    def send_text(self, session_id: str, text: str, *, enter: bool = False) -> None:
+        self.request("POST", f"/sessions/{session_id}/input", json={"text": text, "enter": enter})
+
+    def send_keys(self, session_id: str, keys: Sequence[str]) -> None:
+        self.request("POST", f"/sessions/{session_id}/keys", json={"keys": list(keys)})
+
+    def screen(self, session_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/sessions/{session_id}/screen").json())
+
+    def output(self, session_id: str, offset: int = 0, limit: int = 1 << 20) -> tuple[bytes, int, int, bool]:
+        """(bytes, next offset, end offset, complete) of the output from ``offset``."""
+        response = self.request(
+            "GET", f"/sessions/{session_id}/output", params={"offset": offset, "limit": limit}
+        )
+        headers = response.headers
+        return (
+            response.content,
+            int(headers["X-Output-Next"]),
+            int(headers["X-Output-End"]),
+            headers.get("X-Output-Complete") == "true",
+        )
+
+    def wait(self, session_id: str, timeout: float) -> dict[str, Any]:
+        """Long-poll up to ``timeout`` seconds; ``{"ended": bool, "session": {...}}``."""
+        return dict(
+            self.request(
+                "GET",
+                f"/sessions/{session_id}/wait",
+                params={"timeout": timeout},
+                timeout=httpx.Timeout(timeout + 30.0, connect=5.0),
+            ).json()
+        )
+
+    def stream(self, session_id: str, offset: int = 0) -> Iterator[SseEvent]:
+        """The session's output events from ``offset`` (see ``GET /v1/sessions/{id}/stream``)."""
+        try:
+            with self._http.stream(
+                "GET",
+                f"{PREFIX}/sessions/{session_id}/stream",
+                headers={"Last-Event-ID": str(offset)},
+                timeout=httpx.Timeout(None, connect=5.0),
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for(response)
+                yield from iter_sse(response.iter_lines())
+        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError) as exc:
+            raise _unavailable(self.where, exc) from None
+
+
+class SseEvent:
+    """One Server-Sent Event."""
+
+    __slots__ = ("data", "event", "id")
+
+    def __init__(self, event: str, data: str, id: str | None) -> None:
+        self.event = event
+        self.data = data
+        self.id = id
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+def iter_sse(lines: Iterator[str]) -> Iterator[SseEvent]:
+    """Events from the lines of an SSE body (comments skipped)."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            if fields:
+                yield SseEvent(fields.get("event", "message"), fields.get("data", ""), fields.get("id"))
+            fields = {}
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        fields[name] = f"{fields[name]}\n{value}" if name == "data" and name in fields else value
+
+
+def async_client(socket_path: Path, url: str | None = None, token: str | None = None) -> httpx.AsyncClient:
+    """An httpx.AsyncClient on the daemon (for Trio code)."""
+    if url:
+        transport = httpx.AsyncHTTPTransport(verify=url.startswith("https:"))
+        return httpx.AsyncClient(base_url=url, transport=transport, headers=_headers(token), timeout=30.0)
+    transport = httpx.AsyncHTTPTransport(uds=str(socket_path), verify=False)
+    return httpx.AsyncClient(
+        base_url="http://trio-bridge", transport=transport, headers=_headers(token), timeout=30.0
+    )
