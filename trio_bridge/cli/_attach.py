@@ -47,7 +47,7 @@ async def _attach(settings: Settings, session_id: str) -> int:
     outcome: list[str | int] = []
     try:
         async with open_session_socket(settings, session_id, offset="end", screen=1) as ws:
-            tty.setraw(stdin)
+            tty.setraw(stdin, termios.TCSANOW)  # keep what the user typed ahead
             async with trio.open_nursery() as nursery:
 
                 async def keyboard() -> None:
