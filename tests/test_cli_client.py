@@ -124,7 +124,8 @@ def test_run_through_the_daemon_is_visible_and_ctrl_c_kills_it(
     sandbox: Sandbox, daemon: object, tmp_path: Path
 ) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trio_bridge", "run", "--cwd", str(tmp_path), "--", "sh", "-c", "echo started; sleep 300"],
+        [sys.executable, "-m", "trio_bridge", "run", "--cwd", str(tmp_path), "--",
+         "sh", "-c", "echo started; sleep 300"],
         env=sandbox.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -197,7 +198,8 @@ def test_completion_script(sandbox: Sandbox) -> None:
 def test_ls_does_not_import_the_server_stack(sandbox: Sandbox, daemon: object) -> None:
     code = (
         "import sys; from trio_bridge.cli import main; rc = main(['ls']); "
-        "print(sorted(m for m in ('quart', 'hypercorn', 'trio', 'attrs', 'trio_bridge.api') if m in sys.modules))"
+        "print(sorted(m for m in ('quart', 'hypercorn', 'trio', 'attrs', 'trio_bridge.api') "
+        "if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], env=sandbox.env, capture_output=True, timeout=30)
     assert result.stdout.decode().splitlines()[-1] == "[]", result.stderr.decode()
