@@ -381,6 +381,8 @@ def create_app(context: ApiContext) -> QuartTrio:
         """Session lifecycle events as Server-Sent Events (``created``, ``running``,
         ``exited``, ``killed``, ``lost``, ``adopted``), from now on. A client that falls far
         behind gets ``overflow`` and the stream ends."""
+        # Subscribed before answering: a client that sees the response can count on every
+        # event after it.
         subscription = manager.subscribe()
 
         async def produce(send: trio.MemorySendChannel[bytes]) -> None:
@@ -389,7 +391,11 @@ def create_app(context: ApiContext) -> QuartTrio:
                     await send.send(_sse(str(event.kind), msgspec.json.encode(EventOut.of(event)).decode()))
             await send.send(_sse("overflow", "{}"))
 
-        return _sse_response(context, produce)
+        try:
+            return _sse_response(context, produce)
+        except ApiError:
+            subscription.close()
+            raise
 
     @app.websocket(f"/{API_VERSION}/sessions/<session_id>/ws")
     async def session_ws(session_id: str) -> None:
