@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import shlex
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from .._version import __version__
 from ..output import Chunk, OutputFeed, Resync
 from ..output.log import OffsetDroppedError
 from ..process import SubprocessTimeoutError
-from ..sessions import SessionManager, SessionState
+from ..sessions import SessionManager, SessionRecord, SessionState
 from ..sessions.manager import SessionEndedError, UnknownSessionError
 from ..supervise import Supervisor
 from ..tmux import InvalidKeyError, InvalidTextError, TmuxError, TmuxUnavailableError
@@ -368,9 +368,10 @@ def create_app(context: ApiContext) -> QuartTrio:
         feed = manager.feed(session_id)
 
         async def events(send: trio.MemorySendChannel[bytes]) -> None:
-            async for event in _output_events(feed, start):
-                await send.send(event)
-            record = await manager.get(session_id)
+            async with aclosing(_output_events(feed, start)) as events:
+                async for event in events:
+                    await send.send(event)
+            record = await _final_record(manager, session_id)
             await send.send(_sse("end", msgspec.json.encode(session_out(record)).decode()))
 
         return _sse_response(context, events)
@@ -420,6 +421,13 @@ def create_app(context: ApiContext) -> QuartTrio:
 # -- helpers ---------------------------------------------------------------------------------
 
 
+async def _final_record(manager: SessionManager, session_id: str) -> SessionRecord:
+    """The record once the session's end is recorded: its log is complete a moment before."""
+    with trio.move_on_after(manager.server.timeouts.tmux):
+        return await manager.wait(session_id)
+    return await manager.get(session_id)
+
+
 def _same_origin(origin: str, host: str) -> bool:
     parts = urlsplit(origin)
     return bool(parts.netloc) and parts.netloc.lower() == host.lower()
@@ -466,7 +474,7 @@ def _utf8_cut(data: bytes) -> int:
     return len(data)
 
 
-async def _output_events(feed: OutputFeed, start: int) -> AsyncIterator[bytes]:
+async def _output_events(feed: OutputFeed, start: int) -> AsyncGenerator[bytes, None]:
     pending = b""
     pending_offset = start
     async with aclosing(feed.follow(start)) as chunks:
@@ -516,8 +524,11 @@ def _sse_response(context: ApiContext, produce: Producer) -> Response:
                 if scope.cancelled_caught:
                     with trio.move_on_after(1):
                         await send.send(_sse("shutdown", "{}"))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+            except* (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the client went away
+            except* Exception as group:
+                # One stream's failure ends that stream, never the server's other streams.
+                log.error("an event stream failed", exc_info=group)  # noqa: TRY400
             finally:
                 context.open_streams -= 1
 
@@ -576,7 +587,7 @@ async def _serve_ws(context: ApiContext, session_id: str, feed: OutputFeed) -> N
                     continue
                 assert isinstance(item, Chunk)
                 await websocket.send(item.data)
-        final = await manager.get(session_id)
+        final = await _final_record(manager, session_id)
         await websocket.send(json.dumps({"type": "end", "session": msgspec.to_builtins(session_out(final))}))
         await websocket.close(1000)
         done.cancel()

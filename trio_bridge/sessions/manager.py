@@ -25,8 +25,10 @@ from ..output.log import split_command
 from ..process import ExitWatch, SubprocessFailedError
 from ..tmux import (
     ControlClient,
+    ControlClientClosedError,
     SessionNotFoundError,
     SessionSpec,
+    TmuxCommandError,
     TmuxServer,
     new_session_id,
     open_control_client,
@@ -108,8 +110,9 @@ class SessionManager:
         self._panes: dict[str, str] = {}  # session id -> pane id, while watched
         self._hub: ControlClient | None = None
         self._ended: dict[str, trio.Event] = {}  # set when the session's end is recorded
-        #: output bytes seen since start (for metrics)
+        #: output bytes written by sessions since start (for metrics)
         self.output_bytes = 0
+        self._counted: dict[str, int] = {}  # of output_bytes, per watched session
 
     # -- running --------------------------------------------------------------
 
@@ -183,8 +186,11 @@ class SessionManager:
         """The rendered screen: live through the session's control client, or the last one kept."""
         pane_id = self._panes.get(session_id)
         if pane_id is not None and self._hub is not None:
-            lines = await self._hub.command("capture-pane", "-p", "-t", pane_id)
-            return "".join(line.decode("utf-8", "replace") + "\n" for line in lines)
+            try:
+                lines = await self._hub.command("capture-pane", "-p", "-t", pane_id)
+                return "".join(line.decode("utf-8", "replace") + "\n" for line in lines)
+            except (TmuxCommandError, ControlClientClosedError):
+                pass  # it ended just now: its last screen has been kept
         path = self._session_dir(session_id) / "screen.txt"
         if not await trio.Path(path).exists():
             raise UnknownSessionError(session_id)
@@ -347,7 +353,7 @@ class SessionManager:
                 self._panes[record.id] = pane_id
                 try:
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._announce, output, feed)
+                        nursery.start_soon(self._announce, record.id, output, feed)
                         if spec is not None:
                             await self.server.release(spec)
                         if started is not None:
@@ -377,6 +383,9 @@ class SessionManager:
             with ExitWatch(writer) as done, trio.move_on_after(self.server.timeouts.tmux):
                 await done.wait()
         feed.close()
+        # %output can miss bytes (see docs/decisions.md); the log cannot: count what it has.
+        end = await trio.to_thread.run_sync(feed.log.end_offset)
+        self.output_bytes += max(0, end - self._counted.pop(record.id, 0))
         await self._record_end(record, directory)
         await trio.to_thread.run_sync(
             SegmentLog(directory / "log", self.segment_size).drop_to, self.log_max_bytes
@@ -461,13 +470,16 @@ class SessionManager:
             await started.wait()
             self._publish(EventKind.ADOPTED, running)
 
-    async def _announce(self, output: trio.MemoryReceiveChannel[bytes], feed: OutputFeed) -> None:
+    async def _announce(
+        self, session_id: str, output: trio.MemoryReceiveChannel[bytes], feed: OutputFeed
+    ) -> None:
         """Wake the feed's readers on each ``%output``; keep the log within bounds as it grows."""
         since_drop = 0
         async with output:
             async for chunk in output:
                 feed.notify(len(chunk))
                 self.output_bytes += len(chunk)
+                self._counted[session_id] = self._counted.get(session_id, 0) + len(chunk)
                 since_drop += len(chunk)
                 if since_drop >= feed.log.segment_size:
                     since_drop = 0
