@@ -15,9 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import daemon, run_cli
+from . import api, daemon, run_cli
 
-BENCHMARKS = {"run_cli": run_cli, "daemon": daemon}
+BENCHMARKS = {"run_cli": run_cli, "daemon": daemon, "api": api}
 
 
 def machine() -> dict[str, object]:

@@ -26,9 +26,9 @@ from quart import Response, request, websocket
 from quart_schema import (
     QuartSchema,
     RequestSchemaValidationError,
+    document_response,
     validate_querystring,
     validate_request,
-    validate_response,
 )
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -210,16 +210,16 @@ def create_app(context: ApiContext) -> QuartTrio:
     # -- service -----------------------------------------------------------------
 
     @app.get(f"/{API_VERSION}/health")
-    @validate_response(Health)
-    async def health() -> Health:
+    @document_response(Health)
+    async def health() -> Response:
         """Whether the daemon is serving."""
-        return Health(status="ok")
+        return _json(Health(status="ok"))
 
     @app.get(f"/{API_VERSION}/version")
-    @validate_response(Version)
-    async def version() -> Version:
+    @document_response(Version)
+    async def version() -> Response:
         """trio-bridge's version and the API version."""
-        return Version(version=__version__, api=API_VERSION)
+        return _json(Version(version=__version__, api=API_VERSION))
 
     @app.get("/metrics")
     @raw_response(200, "text/plain", "Prometheus text exposition format")
@@ -232,17 +232,17 @@ def create_app(context: ApiContext) -> QuartTrio:
 
     @app.get(f"/{API_VERSION}/sessions")
     @validate_querystring(ListQuery)
-    @validate_response(SessionList)
-    async def list_sessions(query_args: ListQuery) -> SessionList:
+    @document_response(SessionList)
+    async def list_sessions(query_args: ListQuery) -> Response:
         """All sessions, newest first; ``state`` filters (comma-separated)."""
         states = _parse_states(query_args.state)
         records = await manager.store.all(states)
-        return SessionList(sessions=[session_out(r) for r in records])
+        return _json(SessionList(sessions=[session_out(r) for r in records]))
 
     @app.post(f"/{API_VERSION}/sessions")
     @validate_request(CreateSession)
-    @validate_response(SessionOut, 201)
-    async def create_session(data: CreateSession) -> tuple[SessionOut, int]:
+    @document_response(SessionOut, 201)
+    async def create_session(data: CreateSession) -> Response:
         """Start a session; it is running when this returns."""
         argv = _argv(data)
         cwd = Path(data.cwd) if data.cwd is not None else context.home
@@ -262,17 +262,17 @@ def create_app(context: ApiContext) -> QuartTrio:
             argv, cwd=cwd, env=data.env, title=data.title, width=data.width, height=data.height,
             origin="api",
         )  # fmt: skip
-        return session_out(record), 201
+        return _json(session_out(record), 201)
 
     @app.get(f"/{API_VERSION}/sessions/<session_id>")
-    @validate_response(SessionOut)
-    async def get_session(session_id: str) -> SessionOut:
+    @document_response(SessionOut)
+    async def get_session(session_id: str) -> Response:
         """One session."""
-        return session_out(await manager.get(session_id))
+        return _json(session_out(await manager.get(session_id)))
 
     @app.delete(f"/{API_VERSION}/sessions/<session_id>")
-    @validate_response(SessionOut)
-    async def kill_session(session_id: str) -> SessionOut:
+    @document_response(SessionOut)
+    async def kill_session(session_id: str) -> Response:
         """Kill a running session; answers with its final record (state ``killed``)."""
         record = await manager.get(session_id)
         if record.state.ended:
@@ -280,7 +280,7 @@ def create_app(context: ApiContext) -> QuartTrio:
         await manager.kill(session_id)
         with trio.move_on_after(manager.server.timeouts.tmux):
             record = await manager.wait(session_id)
-        return session_out(record)
+        return _json(session_out(record))
 
     @app.post(f"/{API_VERSION}/sessions/<session_id>/input")
     @validate_request(InputBody)
@@ -304,12 +304,12 @@ def create_app(context: ApiContext) -> QuartTrio:
         return "", 204
 
     @app.get(f"/{API_VERSION}/sessions/<session_id>/screen")
-    @validate_response(Screen)
-    async def screen(session_id: str) -> Screen:
+    @document_response(Screen)
+    async def screen(session_id: str) -> Response:
         """The rendered screen (the last one kept, once the session ended)."""
         record = await manager.get(session_id)
         text = await manager.screen(session_id)
-        return Screen(id=record.id, text=text, live=not record.state.ended)
+        return _json(Screen(id=record.id, text=text, live=not record.state.ended))
 
     @app.get(f"/{API_VERSION}/sessions/<session_id>/output")
     @validate_querystring(OutputQuery)
@@ -337,13 +337,13 @@ def create_app(context: ApiContext) -> QuartTrio:
 
     @app.get(f"/{API_VERSION}/sessions/<session_id>/wait")
     @validate_querystring(WaitQuery)
-    @validate_response(WaitResult)
-    async def wait(session_id: str, query_args: WaitQuery) -> WaitResult:
+    @document_response(WaitResult)
+    async def wait(session_id: str, query_args: WaitQuery) -> Response:
         """Wait up to ``timeout`` seconds for the session to end (long poll)."""
         record = await manager.get(session_id)
         with trio.move_on_after(query_args.timeout):
             record = await manager.wait(session_id)
-        return WaitResult(ended=record.state.ended, session=session_out(record))
+        return _json(WaitResult(ended=record.state.ended, session=session_out(record)))
 
     # -- streams ---------------------------------------------------------------
 
@@ -426,6 +426,11 @@ async def _final_record(manager: SessionManager, session_id: str) -> SessionReco
     with trio.move_on_after(manager.server.timeouts.tmux):
         return await manager.wait(session_id)
     return await manager.get(session_id)
+
+
+def _json(value: msgspec.Struct, status: int = 200) -> Response:
+    """A JSON response encoded by msgspec (several times faster than the json module)."""
+    return Response(msgspec.json.encode(value), status=status, content_type="application/json")
 
 
 def _same_origin(origin: str, host: str) -> bool:

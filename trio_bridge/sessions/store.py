@@ -97,11 +97,19 @@ def _record(row: sqlite3.Row) -> SessionRecord:
 
 
 class SessionStore:
-    """Async access to the session table; get one from :func:`open_session_store`."""
+    """Async access to the session table; get one from :func:`open_session_store`.
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    Reads are served from memory: the store is the database's only writer (one daemon per
+    state directory, by its lock), so a write-through copy of the rows is always current, and
+    listing sessions costs no thread hop nor query (the API's hottest path: with this and
+    msgspec encoding, ``GET /v1/sessions`` with 50 sessions went from 36% to 87% of a bare
+    quart-trio route's requests/s, see benchmarks/api.py).
+    """
+
+    def __init__(self, connection: sqlite3.Connection, records: Sequence[SessionRecord] = ()) -> None:
         self._db = connection
         self._lock = trio.Lock()
+        self._records = {record.id: record for record in records}
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         async with self._lock:
@@ -116,29 +124,19 @@ class SessionStore:
                 db.execute(f"INSERT INTO sessions ({_COLUMNS}) VALUES ({', '.join('?' * 12)})", _row(record))
 
         await self._call(insert)
+        self._records[record.id] = record
 
     async def get(self, session_id: str) -> SessionRecord | None:
-        def select(db: sqlite3.Connection) -> SessionRecord | None:
-            row = db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
-            return _record(row) if row else None
-
-        return await self._call(select)
+        await trio.lowlevel.checkpoint()
+        return self._records.get(session_id)
 
     async def all(self, states: Sequence[SessionState] | None = None) -> list[SessionRecord]:
         """Records, oldest first, optionally only those in ``states``."""
-
-        def select(db: sqlite3.Connection) -> list[SessionRecord]:
-            if states is None:
-                rows = db.execute(f"SELECT {_COLUMNS} FROM sessions ORDER BY created_at, id").fetchall()
-            else:
-                marks = ", ".join("?" * len(states))
-                rows = db.execute(
-                    f"SELECT {_COLUMNS} FROM sessions WHERE state IN ({marks}) ORDER BY created_at, id",
-                    [s.value for s in states],
-                ).fetchall()
-            return [_record(r) for r in rows]
-
-        return await self._call(select)
+        await trio.lowlevel.checkpoint()
+        records = sorted(self._records.values(), key=lambda r: (r.created_at, r.id))
+        if states is None:
+            return records
+        return [r for r in records if r.state in states]
 
     async def update(self, record: SessionRecord) -> None:
         """Replace the record with the same id. Raises KeyError if there is none."""
@@ -154,6 +152,7 @@ class SessionStore:
                 raise KeyError(record.id)
 
         await self._call(replace)
+        self._records[record.id] = record
 
     async def prune(self, *, keep: int, older_than: float) -> list[str]:
         """Delete ended sessions beyond the newest ``keep`` or ended before ``older_than``.
@@ -178,7 +177,10 @@ class SessionStore:
                 db.executemany("DELETE FROM sessions WHERE id = ?", [(i,) for i in doomed])
             return doomed
 
-        return await self._call(delete)
+        doomed = await self._call(delete)
+        for session_id in doomed:
+            self._records.pop(session_id, None)
+        return doomed
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -208,7 +210,10 @@ async def open_session_store(path: Path) -> AsyncIterator[SessionStore]:
     """
     db = await trio.to_thread.run_sync(_connect, path)
     try:
-        yield SessionStore(db)
+        rows = await trio.to_thread.run_sync(
+            lambda: db.execute(f"SELECT {_COLUMNS} FROM sessions").fetchall()
+        )
+        yield SessionStore(db, [_record(row) for row in rows])
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(db.close)
