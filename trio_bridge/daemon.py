@@ -49,8 +49,8 @@ async def _retention(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Remove ended sessions beyond the retention limits, now and then every hour."""
-    task_status.started()
+    """Remove ended sessions beyond the retention limits, now (before reporting ready) and then
+    every hour."""
     while True:
         cutoff = time.time() - settings.retention_days * 86400
         # Records and files go together: a shutdown must not split them.
@@ -60,6 +60,8 @@ async def _retention(
                 await manager.remove(session_id)
         if removed:
             log.info("retention removed %d ended sessions", len(removed))
+        task_status.started()
+        task_status = trio.TASK_STATUS_IGNORED
         await trio.sleep(_RETENTION_INTERVAL)
 
 
