@@ -110,6 +110,9 @@ class Client:
     def version(self) -> dict[str, Any]:
         return dict(self.request("GET", "/version").json())
 
+    def computers(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/computers").json())
+
     def sessions(self, states: Sequence[str] = ()) -> list[dict[str, Any]]:
         params = {"state": ",".join(states)} if states else {}
         return list(self.request("GET", "/sessions", params=params).json()["sessions"])

@@ -91,6 +91,14 @@ class Settings:
     max_body_bytes: int = 1 << 20
     #: largest text one input request may type into a session (413 beyond)
     max_input_bytes: int = 256 << 10
+    #: the Redis of a mesh of computers ("redis://[:password@]host:port/db", "rediss://" for
+    #: TLS); unset: this computer alone, and Redis is never loaded
+    redis: str | None = dataclasses.field(default=None, repr=False)
+    #: this computer's name in the mesh (default: the host name)
+    computer: str | None = None
+    #: seconds between heartbeats, and how long one is valid
+    heartbeat_interval: float = 5.0
+    heartbeat_ttl: float = 15.0
 
     @property
     def api_socket(self) -> Path:
@@ -190,6 +198,18 @@ def _token(raw: object) -> str:
     return raw
 
 
+def _redis_url(raw: object) -> str:
+    if not isinstance(raw, str) or not re.match(r"^(redis|rediss|unix)://\S+$", raw):
+        raise ValueError("expected redis://[:PASSWORD@]HOST:PORT[/DB] (rediss:// for TLS)")
+    return raw
+
+
+def _computer(raw: object) -> str:
+    if not isinstance(raw, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", raw):
+        raise ValueError(f"expected 1-63 letters, digits, '.', '_' or '-', got {raw!r}")
+    return raw
+
+
 def _url(raw: object) -> str:
     if not isinstance(raw, str) or not re.match(r"^https?://[^/\s]+/?$", raw):
         raise ValueError(f"expected http://HOST:PORT or https://HOST:PORT, got {raw!r}")
@@ -234,6 +254,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("url", _url, "daemon URL for clients, http://HOST:PORT (default: the unix socket)"),
     Setting("max_body_bytes", _size, "largest API request body, in bytes"),
     Setting("max_input_bytes", _size, "largest text one input request may type, in bytes"),
+    Setting(
+        "redis", _redis_url, "Redis URL of a mesh of computers (unset: this computer alone)", secret=True
+    ),
+    Setting("computer", _computer, "this computer's name in the mesh (default: the host name)"),
+    Setting("heartbeat_interval", _seconds, "seconds between this computer's heartbeats"),
+    Setting("heartbeat_ttl", _seconds, "seconds a heartbeat stays valid (offline after)"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -344,6 +370,11 @@ def resolve_settings(
     settings = Settings(
         timeouts=timeouts, **{k: v for k, v in values.items() if not k.startswith("timeouts.")}
     )
+    if settings.heartbeat_ttl <= settings.heartbeat_interval:
+        raise ConfigError(
+            f"heartbeat_ttl ({settings.heartbeat_ttl:g} s) must be longer than "
+            f"heartbeat_interval ({settings.heartbeat_interval:g} s)"
+        )
     return Resolved(settings, sources, config_file)
 
 

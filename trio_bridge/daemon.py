@@ -8,7 +8,7 @@ trio.run(_main)
         ├── hold_lock(state_dir/daemon.lock)       one daemon per state directory
         ├── open_session_store(state_dir/sessions.db)
         ├── open_listeners(settings)                API sockets: unix (0600) [+ TCP --bind]
-        └── nursery
+        └── nursery (+ open_mesh when --redis: Redis client, heartbeat task)
             ├── Supervisor("sessions").run(SessionManager.run)   watchers of every session
             ├── Supervisor("retention").run(_retention)           prunes ended sessions hourly
             └── Supervisor("api").run(serve_api)                  hypercorn + stream producers
@@ -20,6 +20,7 @@ daemon re-adopts them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -102,18 +103,28 @@ async def serve_daemon(
             config_path=state / "tmux.conf",
             timeouts=settings.timeouts,
         )
-        async with open_session_store(state / "sessions.db") as store, trio.open_nursery() as nursery:
+        async with (
+            open_session_store(state / "sessions.db") as store,
+            trio.open_nursery() as nursery,
+            contextlib.AsyncExitStack() as stack,
+        ):
             manager = SessionManager(server, store, state, log_max_bytes=settings.output_max_bytes)
             supervisors = tuple(Supervisor(name, policy) for name in ("sessions", "retention", "api"))
             sessions, retention, api = supervisors
             await nursery.start(sessions.run, manager.run)
             await nursery.start(retention.run, _retention, manager, settings)
+            mesh = None
+            if settings.redis is not None:
+                from .mesh import open_mesh
+
+                mesh = await stack.enter_async_context(open_mesh(settings, manager))
             context = ApiContext(
                 manager,
                 token=settings.token,
                 max_body_bytes=settings.max_body_bytes,
                 max_input_bytes=settings.max_input_bytes,
                 supervisors=supervisors,
+                mesh=mesh,
             )
             # Streams get part of the shutdown deadline to end cleanly; the rest is for the others.
             graceful = max(0.1, min(2.0, settings.shutdown_timeout / 3))
@@ -159,11 +170,16 @@ def run_daemon(settings: Settings) -> int:
     from ._logging import setup_logging
     from .api import ApiBindError
 
+    fatal: tuple[type[Exception], ...] = (AlreadyRunningError, CrashLoopError, ApiBindError)
+    if settings.redis is not None:
+        from .mesh import DuplicateComputerError, RedisUnavailableError
+
+        fatal += (DuplicateComputerError, RedisUnavailableError)
     setup_logging(settings.log_format)
     failure: list[BaseException] = []
     try:
         return trio.run(_main, settings)
-    except* (AlreadyRunningError, CrashLoopError, ApiBindError) as group:
+    except* fatal as group:
         failure.extend(group.exceptions)
     while isinstance(failure[0], BaseExceptionGroup):
         failure[:] = failure[0].exceptions

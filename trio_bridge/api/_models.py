@@ -15,6 +15,7 @@ import msgspec
 from ..sessions import SessionEvent, SessionRecord
 
 __all__ = [
+    "ComputerList", "ComputerOut",
     "CreateSession", "Error", "ErrorBody", "EventOut", "Health", "InputBody", "KeysBody",
     "ListQuery", "OutputQuery", "Screen", "SessionList", "SessionOut", "StreamQuery", "Version",
     "WaitQuery", "WaitResult", "session_out",
@@ -122,6 +123,27 @@ class EventOut(msgspec.Struct):
     @classmethod
     def of(cls, event: SessionEvent) -> EventOut:
         return cls(kind=str(event.kind), session=session_out(event.record))
+
+
+class ComputerOut(msgspec.Struct, kw_only=True):
+    name: str
+    online: bool
+    #: this daemon's own computer
+    local: bool
+    #: seconds since its last heartbeat
+    age: float
+    version: str
+    capabilities: list[str]
+    #: its running sessions, as of its last heartbeat
+    sessions: int
+    started_at: float
+    host: str
+
+
+class ComputerList(msgspec.Struct):
+    computers: list[ComputerOut]
+    #: whether this daemon is part of a Redis mesh
+    mesh: bool
 
 
 class Health(msgspec.Struct):

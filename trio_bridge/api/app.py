@@ -44,6 +44,8 @@ from ..tmux import InvalidKeyError, InvalidTextError, TmuxError, TmuxUnavailable
 from ..tmux.server import is_env_name
 from . import _metrics
 from ._models import (
+    ComputerList,
+    ComputerOut,
     CreateSession,
     EventOut,
     Health,
@@ -103,6 +105,8 @@ class ApiContext:
     streams: trio.Nursery | None = None
     #: open SSE/WebSocket streams (for metrics)
     open_streams: int = 0
+    #: this daemon's membership of a Redis mesh (``trio_bridge.mesh.Mesh``), if any
+    mesh: Any = None
 
 
 def _error(status: int, code: str, message: str) -> tuple[dict[str, Any], int]:
@@ -227,6 +231,29 @@ def create_app(context: ApiContext) -> QuartTrio:
         """Prometheus metrics, in the text exposition format."""
         body = await _metrics.render(context)
         return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get(f"/{API_VERSION}/computers")
+    @document_response(ComputerList)
+    async def computers() -> Response:
+        """The computers of the mesh with online/offline and the age of their last heartbeat
+        (without a mesh: this computer alone)."""
+        if context.mesh is None:
+            import socket
+
+            running = await manager.store.all([SessionState.STARTING, SessionState.RUNNING])
+            local = ComputerOut(
+                name=socket.gethostname().split(".")[0], online=True, local=True, age=0.0,
+                version=__version__, capabilities=[], sessions=len(running), started_at=0.0,
+                host=socket.gethostname(),
+            )  # fmt: skip
+            return _json(ComputerList(computers=[local], mesh=False))
+        found = await context.mesh.computers()
+        return _json(
+            ComputerList(
+                computers=[_computer_out(c, local=c.name == context.mesh.name) for c in found],
+                mesh=True,
+            )
+        )
 
     # -- sessions --------------------------------------------------------------
 
@@ -419,6 +446,14 @@ def create_app(context: ApiContext) -> QuartTrio:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _computer_out(computer: Any, *, local: bool) -> ComputerOut:
+    return ComputerOut(
+        name=computer.name, online=computer.online, local=local, age=computer.age,
+        version=computer.version, capabilities=list(computer.capabilities), sessions=computer.sessions,
+        started_at=computer.started_at, host=computer.host,
+    )  # fmt: skip
 
 
 async def _final_record(manager: SessionManager, session_id: str) -> SessionRecord:

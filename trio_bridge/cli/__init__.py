@@ -169,6 +169,7 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
     wait.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS")
 
     add("status", "whether the daemon is running, and a summary of its sessions")
+    add("computers", "the computers of the mesh: online/offline, last heartbeat, sessions")
 
 
 def _positive_seconds(text: str) -> float:
@@ -188,7 +189,7 @@ def _config_path(args: argparse.Namespace) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-_CLIENT_COMMANDS = {"ls", "new", "send", "keys", "screen", "tail", "kill", "wait", "status"}
+_CLIENT_COMMANDS = {"ls", "new", "send", "keys", "screen", "tail", "kill", "wait", "status", "computers"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -348,6 +348,35 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_computers(client: Client, args: argparse.Namespace) -> int:
+    found = client.computers()
+    if args.json:
+        _print_json(found)
+        return 0
+    paint = _colour(_use_colour())
+    rows = [
+        (
+            c["name"] + (" (this)" if c["local"] else ""),
+            "online" if c["online"] else "offline",
+            _age(c["age"]),
+            str(c["sessions"]),
+            c["version"],
+            c["host"],
+        )
+        for c in found["computers"]
+    ]
+    header = ("NAME", "STATE", "SEEN", "SESSIONS", "VERSION", "HOST")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    print(paint("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(), "1"))
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        cells[1] = paint(cells[1], "32" if row[1] == "online" else "31")
+        print("  ".join(cells).rstrip())
+    if not found["mesh"]:
+        print("(no mesh: start the daemon with --redis URL to join one)", file=sys.stderr)
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "ls": cmd_ls,
     "new": cmd_new,
@@ -358,4 +387,5 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "kill": cmd_kill,
     "wait": cmd_wait,
     "status": cmd_status,
+    "computers": cmd_computers,
 }

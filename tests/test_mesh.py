@@ -1,0 +1,242 @@
+"""The Redis mesh: scan_keys, computers' heartbeats, discovery and names, with a real redis-server
+that each test starts on a free loopback port (and stops, by its PID)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import aclosing
+from pathlib import Path
+
+import pytest
+import trio
+
+from trio_bridge.mesh import open_redis, scan_keys
+
+from .conftest import REPO, Sandbox
+from .test_daemon import stop
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def test_scan_keys_walks_empty_batches_and_yields_each_key_once(redis_url: str) -> None:
+    with trio.fail_after(30):
+        async with open_redis(redis_url) as redis:
+            for start in range(0, 10_000, 1000):
+                await redis.pipeline([("SET", f"other:{n}", n) for n in range(start, start + 1000)])
+            wanted = {f"tb:computer:{name}" for name in ("a", "b", "c", "dd", "e-1")}
+            await redis.pipeline([("SET", key, "x") for key in wanted])
+            calls_before = int(
+                (await redis.call("INFO", "commandstats")).get("cmdstat_scan", {}).get("calls", 0)
+            )
+            async with aclosing(scan_keys(redis, "tb:computer:*", count=10)) as keys:
+                found = [key async for key in keys]
+            stats = (await redis.call("INFO", "commandstats"))["cmdstat_scan"]
+    assert sorted(found) == sorted(wanted)  # each exactly once
+    # with COUNT 10 over ~10,005 keys the walk took hundreds of calls, nearly all empty batches
+    assert int(stats["calls"]) - calls_before > 500
+
+
+def test_keys_is_never_called() -> None:
+    offenders = []
+    for path in (REPO / "trio_bridge").rglob("*.py"):
+        text = path.read_text()
+        if re.search(r"""["']KEYS["']|\.keys\(\s*["'*]""", text):
+            offenders.append(str(path))
+    assert offenders == []
+
+
+class Computer:
+    """A daemon process on its own state dir, runtime dir and tmux server, in the mesh."""
+
+    def __init__(self, sandbox: Sandbox, name: str, redis_url: str, **extra: str) -> None:
+        root = sandbox.root / name
+        root.mkdir(exist_ok=True)
+        self.sandbox = sandbox
+        self.socket = f"{sandbox.socket_name}-{name}"
+        self.env = {
+            **sandbox.env,
+            "TRIO_BRIDGE_STATE_DIR": str(root / "state"),
+            "TRIO_BRIDGE_RUNTIME_DIR": str(root / "run"),
+            "TRIO_BRIDGE_TMUX_SOCKET": self.socket,
+            "TRIO_BRIDGE_REDIS": redis_url,
+            "TRIO_BRIDGE_COMPUTER": name,
+            "TRIO_BRIDGE_HEARTBEAT_INTERVAL": "0.2",
+            "TRIO_BRIDGE_HEARTBEAT_TTL": "1",
+            **extra,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> str:
+        """Start it; return the first stderr line that says ready, or what it said instead."""
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "trio_bridge", "daemon"], env=self.env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + 15
+        seen = ""
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline().decode()
+            seen += line
+            if "ready" in line or not line:
+                break
+        return seen
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        return self.sandbox.cli(*args, env=self.env)
+
+    def computers(self) -> dict[str, dict[str, object]]:
+        result = self.cli("computers", "--json")
+        assert result.returncode == 0, result.stderr.decode()
+        return {c["name"]: c for c in json.loads(result.stdout)["computers"]}
+
+    def wait_exit(self) -> int:
+        """Wait for it to exit by itself; its exit code."""
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout=20)
+        finally:
+            for stream in (self.proc.stdout, self.proc.stderr):
+                assert stream is not None
+                stream.close()
+            self.proc = None
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        code = stop(self.proc, sig)
+        self.proc = None
+        return code
+
+    def cleanup(self) -> None:
+        if self.proc is not None:
+            self.stop(signal.SIGKILL)
+        subprocess.run(
+            ["tmux", "-L", self.socket, "kill-server"], env=self.env, capture_output=True, check=False
+        )
+
+
+@pytest.fixture
+def computers(sandbox: Sandbox, redis_url: str) -> Iterator[list[Computer]]:
+    made: list[Computer] = []
+    yield made
+    for computer in made:
+        computer.cleanup()
+
+
+def wait_until(predicate: object, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_discovery_offline_detection_and_unique_names(
+    sandbox: Sandbox, redis_url: str, computers: list[Computer]
+) -> None:
+    alpha, beta = Computer(sandbox, "alpha", redis_url), Computer(sandbox, "beta", redis_url)
+    computers += [alpha, beta]
+    assert "ready" in alpha.start()
+    assert "ready" in beta.start()
+    seen = alpha.computers()
+    assert set(seen) == {"alpha", "beta"} and all(c["online"] for c in seen.values())
+    assert seen["alpha"]["local"] and not seen["beta"]["local"]
+    assert "sessions" in seen["beta"]["capabilities"]  # type: ignore[operator]
+    table = alpha.cli("computers").stdout.decode()
+    assert re.search(r"^beta\s+online", table, re.M)
+
+    # the same name, while alpha lives: refused, in one line, and alpha is untouched
+    twin = Computer(sandbox, "alpha", redis_url, TRIO_BRIDGE_STATE_DIR=str(sandbox.root / "twin"),
+                    TRIO_BRIDGE_RUNTIME_DIR=str(sandbox.root / "twin-run"))  # fmt: skip
+    computers.append(twin)
+    said = twin.start()
+    assert twin.wait_exit() == 1
+    assert "computer name 'alpha' is in use" in said
+    assert beta.computers()["alpha"]["online"]
+
+    # a daemon killed outright: offline once its heartbeat's TTL has passed, still listed
+    assert beta.stop(signal.SIGKILL) == -signal.SIGKILL
+    assert alpha.computers()["beta"]["online"]
+    wait_until(lambda: not alpha.computers()["beta"]["online"], timeout=5)
+    assert float(alpha.computers()["beta"]["age"]) >= 0.8  # type: ignore[arg-type]
+    # ... and it can come back at once under its name (the holder is a dead process)
+    assert "ready" in beta.start()
+    assert alpha.computers()["beta"]["online"]
+    # a graceful stop goes offline at once
+    assert beta.stop() == 0
+    assert not alpha.computers()["beta"]["online"]
+
+
+def test_unreachable_redis_is_one_clear_line(sandbox: Sandbox, computers: list[Computer]) -> None:
+    lonely = Computer(sandbox, "lonely", f"redis://127.0.0.1:{free_port()}/0")
+    computers.append(lonely)
+    said = lonely.start()
+    assert lonely.wait_exit() == 1
+    last = said.strip().splitlines()[-1]
+    assert last.startswith("trio-bridge daemon: Redis at redis://127.0.0.1:") and "Traceback" not in said
+
+
+def test_without_a_mesh_computers_lists_this_one(sandbox: Sandbox) -> None:
+    from .test_daemon import start_daemon
+
+    daemon = start_daemon(sandbox)
+    try:
+        result = sandbox.cli("computers", "--json")
+        assert result.returncode == 0
+        document = json.loads(result.stdout)
+        assert document["mesh"] is False and [c["local"] for c in document["computers"]] == [True]
+    finally:
+        assert stop(daemon) == 0
+
+
+def test_single_computer_use_never_imports_the_mesh(sandbox: Sandbox) -> None:
+    code = (
+        "import sys, trio; from trio_bridge.config import resolve_settings; "
+        "from trio_bridge.daemon import serve_daemon\n"
+        "async def main():\n"
+        "    async with trio.open_nursery() as n:\n"
+        "        await n.start(serve_daemon, resolve_settings().settings); n.cancel_scope.cancel()\n"
+        "trio.run(main)\n"
+        "print(sorted(m for m in ('redis', 'trio_asyncio', 'trio_bridge.mesh') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=sandbox.env, capture_output=True, timeout=30)
+    assert result.stdout.decode().splitlines()[-1] == "[]", result.stderr.decode()

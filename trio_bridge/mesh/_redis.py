@@ -1,0 +1,140 @@
+"""All of trio-bridge's Redis access: redis-py's asyncio client, driven from Trio through trio-asyncio.
+
+The only module that imports ``redis``, ``asyncio`` or ``trio_asyncio``; it is imported only when
+the mesh is enabled (single-computer use never loads it, which also keeps it working where
+trio-asyncio does not import, e.g. Python 3.14). Callers see plain Trio functions.
+
+Traps it handles (measured, see ``../shared/reference/trio-stack.md`` section 2):
+- every call must cross the bridge (``aio_as_trio``): a bare await fails;
+- redis-py 8's defaults (``socket_timeout=5``, 10 retries) break blocking reads longer than
+  5 s: commands here get a short socket timeout and few retries; a blocking read gets its own
+  connection without a read timeout (:meth:`Redis.blocking`);
+- no async generator crosses the bridge: :func:`scan_keys` walks the cursor with plain calls.
+
+``KEYS`` is never used: it blocks Redis for the whole keyspace. Keys are walked with
+:func:`scan_keys` only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+import trio_asyncio  # type: ignore[import-untyped]
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+__all__ = ["Redis", "RedisUnavailableError", "open_redis", "scan_keys"]
+
+log = logging.getLogger(__name__)
+
+#: seconds one ordinary command may take (connect, send, reply)
+COMMAND_TIMEOUT = 5.0
+
+
+class RedisUnavailableError(Exception):
+    """Redis cannot be reached (or broke the connection); the message names the URL."""
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest
+
+
+class Redis:
+    """One Redis client (a pool of connections owned by redis-py), for Trio code.
+
+    Methods return decoded replies (``str``). Connection problems raise
+    :class:`RedisUnavailableError`; other errors Redis answers with (a wrong type, a script
+    error) raise ``RuntimeError`` with Redis's words.
+    """
+
+    def __init__(self, client: AsyncRedis, url: str) -> None:
+        self._client = client
+        self.url = _safe_url(url)
+
+    async def call(self, *args: Any) -> Any:
+        """One command, e.g. ``await redis.call("SET", key, value, "PX", 1000)``."""
+        try:
+            return await trio_asyncio.aio_as_trio(self._client.execute_command)(*args)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise RedisUnavailableError(f"Redis at {self.url}: {exc}") from exc
+        except RedisError as exc:
+            raise RuntimeError(f"Redis refused {args[0]}: {exc}") from exc
+
+    async def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Several commands in one round trip (no transaction); their replies, in order."""
+        if not commands:
+            return []
+
+        async def run() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                return list(await pipe.execute())
+
+        try:
+            replies: list[Any] = await trio_asyncio.aio_as_trio(run)()
+            return replies
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise RedisUnavailableError(f"Redis at {self.url}: {exc}") from exc
+        except RedisError as exc:
+            raise RuntimeError(f"Redis refused a pipeline: {exc}") from exc
+
+
+async def scan_keys(redis: Redis, pattern: str, *, count: int = 1000) -> AsyncGenerator[str, None]:
+    """Every key matching ``pattern``, once, by walking the ``SCAN`` cursor until it returns to 0.
+
+    SCAN may return a key more than once (when the table is resized during the walk) and may
+    return empty batches (most of them, when few keys match): duplicates are dropped, empty
+    batches walked through. Each SCAN call is O(count): Redis is never blocked the way
+    ``KEYS`` blocks it.
+    """
+    seen: set[str] = set()
+    cursor = "0"
+    while True:
+        cursor, batch = await redis.call("SCAN", cursor, "MATCH", pattern, "COUNT", count)
+        for key in batch:
+            if key not in seen:
+                seen.add(key)
+                yield key
+        if str(cursor) == "0":
+            return
+
+
+@asynccontextmanager
+async def open_redis(url: str) -> AsyncIterator[Redis]:
+    """A Redis client for ``url`` (``redis://``, ``rediss://`` for TLS; a password in the URL).
+
+    Owns a trio-asyncio loop and redis-py's connection pool; both are closed on exit
+    (shielded, bounded). Checks the connection first.
+
+    Raises:
+        RedisUnavailableError: Redis cannot be reached or refuses the credentials.
+    """
+    async with trio_asyncio.open_loop():
+        client = AsyncRedis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=COMMAND_TIMEOUT,
+            socket_connect_timeout=COMMAND_TIMEOUT,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 2),
+            health_check_interval=30,
+        )
+        redis = Redis(client, url)
+        try:
+            await redis.call("PING")
+            yield redis
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await trio_asyncio.aio_as_trio(client.aclose)()
