@@ -240,3 +240,83 @@ def test_single_computer_use_never_imports_the_mesh(sandbox: Sandbox) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], env=sandbox.env, capture_output=True, timeout=30)
     assert result.stdout.decode().splitlines()[-1] == "[]", result.stderr.decode()
+
+
+def redis_do(url: str, *commands: tuple[object, ...]) -> list[object]:
+    """Run Redis commands (in order) through trio-bridge's own client."""
+
+    async def run() -> list[object]:
+        async with open_redis(url) as redis:
+            return [await redis.call(*command) for command in commands]
+
+    return trio.run(run)
+
+
+def test_remote_sessions_through_the_cli(sandbox: Sandbox, redis_url: str, computers: list[Computer]) -> None:
+    alpha, beta = Computer(sandbox, "alpha", redis_url), Computer(sandbox, "beta", redis_url)
+    computers += [alpha, beta]
+    assert "ready" in alpha.start()
+    assert "ready" in beta.start()
+
+    def ok(result: subprocess.CompletedProcess[bytes]) -> str:
+        assert result.returncode == 0, result.stderr.decode()
+        return result.stdout.decode()
+
+    sid = ok(
+        alpha.cli("new", "--computer", "beta", "--", "sh", "-c", 'read x; echo "got $x"; exit 6')
+    ).strip()
+    # it runs on beta, not on alpha
+    assert sid in ok(beta.cli("ls")) and sid not in ok(alpha.cli("ls"))
+    (record,) = json.loads(ok(alpha.cli("ls", "--computer", "beta", "--json")))
+    assert record["computer"] == "beta" and record["state"] == "running"
+    local = ok(alpha.cli("new", "--", "sleep", "300")).strip()
+    everywhere = json.loads(ok(alpha.cli("ls", "--computer", "*", "--json")))
+    assert {(s["computer"], s["id"]) for s in everywhere} == {("beta", sid), ("alpha", local)}
+    ok(alpha.cli("send", "--computer", "beta", sid, "there"))
+    assert alpha.cli("wait", "--computer", "beta", sid, "--timeout", "15").returncode == 6
+    assert ok(alpha.cli("tail", "--computer", "beta", sid)).splitlines()[-1] == "got there"
+    assert "got there" in ok(alpha.cli("screen", "--computer", "beta", sid))
+    sleeper = ok(alpha.cli("new", "--computer", "beta", "--", "sleep", "300")).strip()
+    ok(alpha.cli("keys", "--computer", "beta", sleeper, "C-c"))
+    assert alpha.cli("wait", "--computer", "beta", sleeper, "--timeout", "15").returncode == 130
+    other = ok(alpha.cli("new", "--computer", "beta", "--", "sleep", "300")).strip()
+    assert ok(alpha.cli("kill", "--computer", "beta", other)).split() == [other, "killed"]
+    # refusals come back as refusals, naming what was wrong
+    refused = alpha.cli("kill", "--computer", "beta", other)
+    assert refused.returncode == 1 and "has ended" in refused.stderr.decode()
+    unknown = alpha.cli("ls", "--computer", "gamma")
+    assert unknown.returncode == 1 and "no computer 'gamma'" in unknown.stderr.decode()
+    ok(alpha.cli("kill", local))
+    assert beta.stop() == 0
+    offline = alpha.cli("ls", "--computer", "beta")
+    assert offline.returncode == 1 and "'beta' is offline" in offline.stderr.decode()
+
+
+def test_a_request_left_unacknowledged_is_handled_after_a_restart_once(
+    sandbox: Sandbox, redis_url: str, computers: list[Computer], tmp_path: Path
+) -> None:
+    beta = Computer(sandbox, "beta", redis_url)
+    computers.append(beta)
+    assert "ready" in beta.start()  # creates the inbox and its consumer group
+    assert beta.stop() == 0
+    body = {"method": "POST", "path": "/v1/sessions", "query": {}, "content_type": "application/json",
+            "data_b64": __import__("base64").b64encode(json.dumps(
+                {"command": ["sh", "-c", "echo once"], "cwd": str(tmp_path)}).encode()).decode()}  # fmt: skip
+    entry = ["id", "req-1", "from", "alpha", "session", "", "body", json.dumps(body)]
+    # delivered to beta's consumer but never acknowledged: as if beta died while handling it
+    delivered = redis_do(
+        redis_url,
+        ("XADD", "tb:inbox:beta", "*", *entry),
+        ("XREADGROUP", "GROUP", "tb", "beta", "COUNT", 10, "STREAMS", "tb:inbox:beta", ">"),
+        ("XPENDING", "tb:inbox:beta", "tb"),
+    )
+    assert delivered[2]["pending"] == 1  # type: ignore[index]
+    assert "ready" in beta.start()
+    wait_until(lambda: redis_do(redis_url, ("XPENDING", "tb:inbox:beta", "tb"))[0]["pending"] == 0)  # type: ignore[index]
+    (reply,) = redis_do(redis_url, ("LRANGE", "tb:reply:alpha:req-1", 0, -1))
+    assert len(reply) == 1 and json.loads(reply[0])["status"] == 201  # type: ignore[arg-type]
+    # the same request again (a requester retrying): answered again, not handled again
+    redis_do(redis_url, ("XADD", "tb:inbox:beta", "*", *entry))
+    wait_until(lambda: len(redis_do(redis_url, ("LRANGE", "tb:reply:alpha:req-1", 0, -1))[0]) == 2)  # type: ignore[arg-type]
+    sessions = json.loads(beta.cli("ls", "--json").stdout)
+    assert [s["command"] for s in sessions] == [["sh", "-c", "echo once"]]

@@ -76,7 +76,11 @@ def _unavailable(where: str, exc: Exception) -> DaemonUnavailableError:
 class Client:
     """A connection to the daemon. Use as a context manager (it owns an httpx client)."""
 
-    def __init__(self, socket_path: Path, url: str | None = None, token: str | None = None) -> None:
+    def __init__(
+        self, socket_path: Path, url: str | None = None, token: str | None = None, computer: str | None = None
+    ) -> None:
+        #: sessions are on this computer of the mesh (None: the daemon's own; "*": all, for listing)
+        self.computer = computer
         base_url, transport, self.where = client_target(socket_path, url)
         self._http = httpx.Client(
             base_url=base_url,
@@ -95,6 +99,8 @@ class Client:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One request. Raises :class:`ApiError` (4xx/5xx) or :class:`DaemonUnavailableError`."""
+        if self.computer is not None and path.startswith("/sessions"):
+            kwargs["params"] = {**kwargs.get("params", {}), "computer": self.computer}
         try:
             response = self._http.request(method, PREFIX + path, **kwargs)
         except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError) as exc:
@@ -181,6 +187,7 @@ class Client:
             with self._http.stream(
                 "GET",
                 f"{PREFIX}/sessions/{session_id}/stream",
+                params={"computer": self.computer} if self.computer is not None else {},
                 headers={"Last-Event-ID": str(offset)},
                 timeout=httpx.Timeout(None, connect=5.0),
             ) as response:

@@ -125,7 +125,16 @@ async def serve_daemon(
                 max_input_bytes=settings.max_input_bytes,
                 supervisors=supervisors,
                 mesh=mesh,
+                computer_name=mesh.name if mesh is not None else ApiContext.default_computer_name(),
             )
+            if mesh is not None:
+                from .api import create_app
+                from .api._remote import remote_handler
+
+                inbox = Supervisor("inbox", policy)
+                context.supervisors += (inbox,)
+                handler = remote_handler(create_app(context), settings.token)
+                await nursery.start(inbox.run, mesh.serve_inbox, handler)
             # Streams get part of the shutdown deadline to end cleanly; the rest is for the others.
             graceful = max(0.1, min(2.0, settings.shutdown_timeout / 3))
             await nursery.start(api.run, partial(serve_api, graceful_timeout=graceful), context, listeners)

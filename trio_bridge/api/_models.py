@@ -56,22 +56,27 @@ class KeysBody(_Body):
     keys: Annotated[list[str], msgspec.Meta(min_length=1, max_length=256)]
 
 
-class ListQuery(_Body):
+class _OnComputer(_Body):
+    #: the computer the session lives on (default: this one; ``*`` lists all of them)
+    computer: str | None = None
+
+
+class ListQuery(_OnComputer):
     #: comma-separated states, e.g. ``running`` or ``exited,killed``
     state: str | None = None
 
 
-class WaitQuery(_Body):
+class WaitQuery(_OnComputer):
     #: seconds to wait at most before answering "still running"
     timeout: Annotated[float, msgspec.Meta(ge=0, le=600)] = 30.0
 
 
-class OutputQuery(_Body):
+class OutputQuery(_OnComputer):
     offset: Annotated[int, msgspec.Meta(ge=0)] = 0
     limit: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 1 << 16
 
 
-class StreamQuery(_Body):
+class StreamQuery(_OnComputer):
     #: first byte offset to send (default 0; ``Last-Event-ID`` wins over it)
     offset: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
@@ -89,14 +94,16 @@ class SessionOut(msgspec.Struct, kw_only=True):
     exit_signal: int | None
     origin: str
     tmux_name: str
+    #: the computer it runs on
+    computer: str = ""
 
 
-def session_out(record: SessionRecord) -> SessionOut:
+def session_out(record: SessionRecord, computer: str = "") -> SessionOut:
     return SessionOut(
         id=record.id, title=record.title, command=list(record.command), cwd=record.cwd,
         env_keys=list(record.env_keys), state=str(record.state), created_at=record.created_at,
         ended_at=record.ended_at, exit_code=record.exit_code, exit_signal=record.exit_signal,
-        origin=record.origin, tmux_name=record.tmux_name,
+        origin=record.origin, tmux_name=record.tmux_name, computer=computer,
     )  # fmt: skip
 
 
@@ -121,8 +128,8 @@ class EventOut(msgspec.Struct):
     session: SessionOut
 
     @classmethod
-    def of(cls, event: SessionEvent) -> EventOut:
-        return cls(kind=str(event.kind), session=session_out(event.record))
+    def of(cls, event: SessionEvent, computer: str = "") -> EventOut:
+        return cls(kind=str(event.kind), session=session_out(event.record, computer))
 
 
 class ComputerOut(msgspec.Struct, kw_only=True):

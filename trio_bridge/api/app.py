@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shlex
+import socket
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
@@ -107,6 +108,12 @@ class ApiContext:
     open_streams: int = 0
     #: this daemon's membership of a Redis mesh (``trio_bridge.mesh.Mesh``), if any
     mesh: Any = None
+    #: this computer's name (in the mesh, else the host name)
+    computer_name: str = attrs.field(factory=lambda: ApiContext.default_computer_name())
+
+    @staticmethod
+    def default_computer_name() -> str:
+        return socket.gethostname().split(".")[0] or "localhost"
 
 
 def _error(status: int, code: str, message: str) -> tuple[dict[str, Any], int]:
@@ -148,6 +155,35 @@ def create_app(context: ApiContext) -> QuartTrio:
     @app.before_request
     async def _authorize_request() -> None:
         check_token(request.headers.get("Authorization"))
+
+    @app.before_request
+    async def _route_to_computer() -> Response | None:
+        # ?computer=NAME: a session operation on another computer of the mesh.
+        computer = request.args.get("computer")
+        if computer is None or not request.path.startswith(f"/{API_VERSION}/sessions"):
+            return None
+        if computer in ("", context.computer_name):
+            return None
+        if context.mesh is None:
+            if computer == "*":
+                return None
+            raise ApiError(404, "unknown_computer", f"no computer {computer!r}: this daemon is not in a mesh")
+        from . import _remote
+
+        if computer == "*":
+            if request.method == "GET" and request.path == f"/{API_VERSION}/sessions":
+                local = [
+                    msgspec.to_builtins(session_out(r, context.computer_name))
+                    for r in await manager.store.all()
+                ]
+                states = _parse_states(request.args.get("state"))
+                if states is not None:
+                    local = [s for s in local if s["state"] in states]
+                return await _remote.list_everywhere(context, local)
+            raise ApiError(422, "invalid_computer", "computer=* is only for listing sessions")
+        if request.path.endswith("/stream"):
+            raise ApiError(501, "not_implemented", "output streams across computers are not implemented yet")
+        return await _remote.forward(context, computer)
 
     @app.before_websocket
     async def _authorize_websocket() -> None:
@@ -264,7 +300,7 @@ def create_app(context: ApiContext) -> QuartTrio:
         """All sessions, newest first; ``state`` filters (comma-separated)."""
         states = _parse_states(query_args.state)
         records = await manager.store.all(states)
-        return _json(SessionList(sessions=[session_out(r) for r in records]))
+        return _json(SessionList(sessions=[session_out(r, context.computer_name) for r in records]))
 
     @app.post(f"/{API_VERSION}/sessions")
     @validate_request(CreateSession)
@@ -289,13 +325,13 @@ def create_app(context: ApiContext) -> QuartTrio:
             argv, cwd=cwd, env=data.env, title=data.title, width=data.width, height=data.height,
             origin="api",
         )  # fmt: skip
-        return _json(session_out(record), 201)
+        return _json(session_out(record, context.computer_name), 201)
 
     @app.get(f"/{API_VERSION}/sessions/<session_id>")
     @document_response(SessionOut)
     async def get_session(session_id: str) -> Response:
         """One session."""
-        return _json(session_out(await manager.get(session_id)))
+        return _json(session_out(await manager.get(session_id), context.computer_name))
 
     @app.delete(f"/{API_VERSION}/sessions/<session_id>")
     @document_response(SessionOut)
@@ -307,7 +343,7 @@ def create_app(context: ApiContext) -> QuartTrio:
         await manager.kill(session_id)
         with trio.move_on_after(manager.server.timeouts.tmux):
             record = await manager.wait(session_id)
-        return _json(session_out(record))
+        return _json(session_out(record, context.computer_name))
 
     @app.post(f"/{API_VERSION}/sessions/<session_id>/input")
     @validate_request(InputBody)
@@ -370,7 +406,7 @@ def create_app(context: ApiContext) -> QuartTrio:
         record = await manager.get(session_id)
         with trio.move_on_after(query_args.timeout):
             record = await manager.wait(session_id)
-        return _json(WaitResult(ended=record.state.ended, session=session_out(record)))
+        return _json(WaitResult(ended=record.state.ended, session=session_out(record, context.computer_name)))
 
     # -- streams ---------------------------------------------------------------
 
@@ -399,7 +435,9 @@ def create_app(context: ApiContext) -> QuartTrio:
                 async for event in events:
                     await send.send(event)
             record = await _final_record(manager, session_id)
-            await send.send(_sse("end", msgspec.json.encode(session_out(record)).decode()))
+            await send.send(
+                _sse("end", msgspec.json.encode(session_out(record, context.computer_name)).decode())
+            )
 
         return _sse_response(context, events)
 
@@ -416,7 +454,12 @@ def create_app(context: ApiContext) -> QuartTrio:
         async def produce(send: trio.MemorySendChannel[bytes]) -> None:
             async with subscription:
                 async for event in subscription:
-                    await send.send(_sse(str(event.kind), msgspec.json.encode(EventOut.of(event)).decode()))
+                    await send.send(
+                        _sse(
+                            str(event.kind),
+                            msgspec.json.encode(EventOut.of(event, context.computer_name)).decode(),
+                        )
+                    )
             await send.send(_sse("overflow", "{}"))
 
         try:
@@ -611,7 +654,13 @@ async def _serve_ws(context: ApiContext, session_id: str, feed: OutputFeed) -> N
         return
     record = await manager.get(session_id)
     await websocket.send(
-        json.dumps({"type": "hello", "offset": start, "session": msgspec.to_builtins(session_out(record))})
+        json.dumps(
+            {
+                "type": "hello",
+                "offset": start,
+                "session": msgspec.to_builtins(session_out(record, context.computer_name)),
+            }
+        )
     )
     if args.get("screen") in ("1", "true"):
         text = await manager.screen(session_id)
@@ -628,7 +677,11 @@ async def _serve_ws(context: ApiContext, session_id: str, feed: OutputFeed) -> N
                 assert isinstance(item, Chunk)
                 await websocket.send(item.data)
         final = await _final_record(manager, session_id)
-        await websocket.send(json.dumps({"type": "end", "session": msgspec.to_builtins(session_out(final))}))
+        await websocket.send(
+            json.dumps(
+                {"type": "end", "session": msgspec.to_builtins(session_out(final, context.computer_name))}
+            )
+        )
         await websocket.close(1000)
         done.cancel()
 

@@ -18,8 +18,8 @@ from .._version import __version__
 __all__ = ["main"]
 
 
-def _settings_parser() -> argparse.ArgumentParser:
-    """Flags for every setting, accepted before or after the command name."""
+def _settings_parser(*, exclude: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    """Flags for every setting (but ``exclude``), accepted before or after the command name."""
     from ..config import SETTINGS
 
     parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
@@ -31,6 +31,8 @@ def _settings_parser() -> argparse.ArgumentParser:
         help="config file (default: $XDG_CONFIG_HOME/trio-bridge/config.toml)",
     )
     for setting in SETTINGS:
+        if setting.name in exclude:
+            continue
         group.add_argument(
             setting.flag,
             dest=_dest(setting.name),
@@ -111,7 +113,8 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run without the daemon even if one is running (the session is not in `ls`)",
     )
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
-    _add_client_commands(commands, settings)
+    # In client commands --computer names the session's computer, not this daemon's name.
+    _add_client_commands(commands, _settings_parser(exclude=("computer",)))
     completion = commands.add_parser(
         "completion", help="print a shell completion script (bash, zsh or fish)", parents=[settings]
     )
@@ -124,11 +127,16 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
     json_flag = argparse.ArgumentParser(add_help=False)
     json_flag.add_argument("--json", action="store_true", help="JSON output, for scripts")
 
-    def add(name: str, help: str, *, json: bool = True) -> argparse.ArgumentParser:
-        parents = [settings, json_flag] if json else [settings]
+    on_computer = argparse.ArgumentParser(add_help=False)
+    on_computer.add_argument(
+        "--computer", metavar="NAME", help="the session's computer in the mesh (default: this one)"
+    )
+
+    def add(name: str, help: str, *, json: bool = True, mesh: bool = True) -> argparse.ArgumentParser:
+        parents = [settings] + ([json_flag] if json else []) + ([on_computer] if mesh else [])
         return commands.add_parser(name, help=help, parents=parents)  # type: ignore[no-any-return]
 
-    ls = add("ls", "list sessions")
+    ls = add("ls", "list sessions (--computer '*': on every computer of the mesh)")
     ls.add_argument("--state", metavar="STATES", help="only these states, comma-separated (e.g. running)")
 
     new = add("new", "start a session in the daemon and print its id")
@@ -158,7 +166,7 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
     tail.add_argument("-n", "--lines", type=int, default=10, help="start this many lines from the end")
     tail.add_argument("--from", dest="from_", type=int, metavar="OFFSET", help="start at this byte offset")
 
-    attach = add("attach", "interactive view of a session; Ctrl-] detaches", json=False)
+    attach = add("attach", "interactive view of a session; Ctrl-] detaches", json=False, mesh=False)
     attach.add_argument("id")
 
     kill = add("kill", "kill running sessions", json=False)
@@ -168,8 +176,8 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
     wait.add_argument("id")
     wait.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS")
 
-    add("status", "whether the daemon is running, and a summary of its sessions")
-    add("computers", "the computers of the mesh: online/offline, last heartbeat, sessions")
+    add("status", "whether the daemon is running, and a summary of its sessions", mesh=False)
+    add("computers", "the computers of the mesh: online/offline, last heartbeat, sessions", mesh=False)
 
 
 def _positive_seconds(text: str) -> float:

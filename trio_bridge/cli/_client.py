@@ -48,10 +48,6 @@ def load_client_settings(flags: Mapping[str, object], config_file: str | None) -
     ).settings
 
 
-def connect(settings: Settings) -> Client:
-    return Client(settings.api_socket, settings.url, settings.token)
-
-
 def _import_httpcore_without_async_libraries() -> None:
     """Import httpcore without letting it import trio, anyio and h2.
 
@@ -82,7 +78,9 @@ def run_client_command(args: argparse.Namespace, flags: Mapping[str, object]) ->
         return EXIT_USAGE
     command = _COMMANDS[args.command]
     try:
-        with connect(settings) as client:
+        with Client(
+            settings.api_socket, settings.url, settings.token, getattr(args, "computer", None)
+        ) as client:
             return command(client, args)
     except DaemonUnavailableError as exc:
         _error(str(exc))
@@ -148,6 +146,8 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     now = time.time()
     rows = [(s["id"], s["state"], _exit_text(s), _age(now - s["created_at"]), s["title"]) for s in sessions]
     header = ("ID", "STATE", "EXIT", "AGE", "TITLE")
+    if args.computer == "*":
+        rows = [(f"{s['computer']}:{s['id']}", *row[1:]) for s, row in zip(sessions, rows, strict=True)]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
     title_width = max(10, _terminal_width() - sum(widths) - 8)
     print(paint("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)) + "  TITLE", "1"))
@@ -183,12 +183,15 @@ def cmd_new(client: Client, args: argparse.Namespace) -> int:
         command = command[1:]
     if command and args.shell is not None:
         raise ApiError(422, "invalid_command", "give a command or --shell, not both")
-    cwd = str(Path(args.cwd).expanduser().resolve()) if args.cwd else os.getcwd()
+    remote = args.computer is not None
+    # On another computer: its paths and environment, not ours (only --cwd and --env travel).
+    cwd = args.cwd if remote else str(Path(args.cwd).expanduser().resolve()) if args.cwd else os.getcwd()
+    env = _env_pairs(args.env) if remote else pane_environment(_env_pairs(args.env))
     session = client.create(
         command or None,
         shell=args.shell,
         cwd=cwd,
-        env=pane_environment(_env_pairs(args.env)),
+        env=env,
         title=args.title,
         width=args.width,
         height=args.height,

@@ -59,14 +59,23 @@ class Redis:
     error) raise ``RuntimeError`` with Redis's words.
     """
 
-    def __init__(self, client: AsyncRedis, url: str) -> None:
+    def __init__(self, client: AsyncRedis, url: str, blocking: AsyncRedis) -> None:
         self._client = client
+        self._blocking = blocking
         self.url = _safe_url(url)
 
     async def call(self, *args: Any) -> Any:
         """One command, e.g. ``await redis.call("SET", key, value, "PX", 1000)``."""
+        return await self._call(self._client, args)
+
+    async def blocking_call(self, *args: Any) -> Any:
+        """A blocking command (``XREADGROUP ... BLOCK``, ``BLPOP``), on connections without a
+        read timeout. Cancelling it drops its connection (the owed reply cannot be matched)."""
+        return await self._call(self._blocking, args)
+
+    async def _call(self, client: AsyncRedis, args: tuple[Any, ...]) -> Any:
         try:
-            return await trio_asyncio.aio_as_trio(self._client.execute_command)(*args)
+            return await trio_asyncio.aio_as_trio(client.execute_command)(*args)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise RedisUnavailableError(f"Redis at {self.url}: {exc}") from exc
         except RedisError as exc:
@@ -116,25 +125,32 @@ async def scan_keys(redis: Redis, pattern: str, *, count: int = 1000) -> AsyncGe
 async def open_redis(url: str) -> AsyncIterator[Redis]:
     """A Redis client for ``url`` (``redis://``, ``rediss://`` for TLS; a password in the URL).
 
-    Owns a trio-asyncio loop and redis-py's connection pool; both are closed on exit
-    (shielded, bounded). Checks the connection first.
+    Owns a trio-asyncio loop and two redis-py connection pools in it: one for ordinary
+    commands (short timeouts), one for blocking commands (:meth:`Redis.blocking_call`); all are
+    closed on exit (shielded, bounded). Checks the connection first.
 
     Raises:
         RedisUnavailableError: Redis cannot be reached or refuses the credentials.
     """
     async with trio_asyncio.open_loop():
-        client = AsyncRedis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=COMMAND_TIMEOUT,
-            socket_connect_timeout=COMMAND_TIMEOUT,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 2),
-            health_check_interval=30,
-        )
-        redis = Redis(client, url)
+        clients = [
+            AsyncRedis.from_url(
+                url,
+                decode_responses=True,
+                # Blocking reads get no read timeout: a long block is not a dead connection
+                # (callers bound their waits with cancel scopes instead).
+                socket_timeout=None if blocking else COMMAND_TIMEOUT,
+                socket_connect_timeout=COMMAND_TIMEOUT,
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 2),
+                health_check_interval=30,
+            )
+            for blocking in (False, True)
+        ]
+        redis = Redis(clients[0], url, clients[1])
         try:
             await redis.call("PING")
             yield redis
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await trio_asyncio.aio_as_trio(client.aclose)()
+                for client in clients:
+                    await trio_asyncio.aio_as_trio(client.aclose)()

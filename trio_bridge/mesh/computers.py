@@ -191,6 +191,24 @@ class Mesh:
                 found[name] = _computer(value, False, now)
         return sorted(found.values(), key=lambda c: (not c.online, c.name))
 
+    async def request(
+        self, computer: str, body: dict[str, Any], *, session: str = "", limit: float = 15.0
+    ) -> dict[str, Any]:
+        """Have ``computer`` handle ``body``; its reply (see :func:`trio_bridge.mesh.rpc.request`)."""
+        from .rpc import request
+
+        return await request(
+            self.redis, sender=self.name, computer=computer, body=body, session=session, limit=limit
+        )
+
+    async def serve_inbox(
+        self, handler: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Handle requests addressed to this computer until cancelled (see :class:`rpc.Inbox`)."""
+        from .rpc import Inbox
+
+        await Inbox(self.redis, self.name, handler).serve(task_status=task_status)
+
     async def serve_heartbeat(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Beat every ``heartbeat_interval`` until cancelled. Redis outages are logged and
         retried with a backoff that resets after a success; they never end the daemon."""

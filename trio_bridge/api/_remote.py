@@ -1,0 +1,132 @@
+"""Session operations on other computers: the API forwards the request itself.
+
+A request with ``?computer=NAME`` (another computer of the mesh) travels, as an HTTP request
+(method, path, query without ``computer``, raw body), through that computer's inbox
+(:mod:`trio_bridge.mesh.rpc`); there :func:`remote_handler` runs it against the daemon's own
+application (in process, no network), and the response comes back as it is: same validation,
+same errors, same status codes as a local request. Only the two directions live here.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import trio
+from quart import Response, request
+
+if TYPE_CHECKING:
+    from quart_trio import QuartTrio
+
+    from .app import ApiContext
+
+__all__ = ["forward", "list_everywhere", "remote_handler"]
+
+#: seconds a forwarded request may take, beyond its own wait (``/wait?timeout=``)
+LIMIT = 15.0
+_SESSION = re.compile(r"^/v1/sessions/([^/]+)")
+
+
+def remote_handler(app: QuartTrio, token: str | None) -> Any:
+    """The inbox handler: one forwarded request in, its response (as a dict) out."""
+
+    async def handle(body: dict[str, Any]) -> dict[str, Any]:
+        client = app.test_client()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if body.get("content_type"):
+            headers["Content-Type"] = body["content_type"]
+        data = base64.b64decode(body.get("data_b64") or "")
+        response = await client.open(  # type: ignore[call-arg]  # (json: optional in fact)
+            body["path"],
+            method=body["method"],
+            query_string=body.get("query") or None,
+            data=data if data else None,
+            headers=headers,
+        )
+        payload = await response.get_data(as_text=False)
+        assert isinstance(payload, bytes)
+        kept = {k: v for k, v in response.headers.items() if k.lower().startswith("x-output-")}
+        return {
+            "status": response.status_code,
+            "content_type": response.headers.get("Content-Type", "application/json"),
+            "headers": kept,
+            "body_b64": base64.b64encode(payload).decode(),
+        }
+
+    return handle
+
+
+def _response(reply: dict[str, Any]) -> Response:
+    body = base64.b64decode(reply["body_b64"]) if "body_b64" in reply else str(reply.get("body", "")).encode()
+    return Response(
+        body,
+        status=int(reply["status"]),
+        content_type=reply.get("content_type"),
+        headers=reply.get("headers") or {},
+    )
+
+
+async def _send(
+    context: ApiContext, computer: str, body: dict[str, Any], session: str, limit: float
+) -> dict[str, Any]:
+    from ..mesh import RedisUnavailableError
+    from ..mesh.rpc import ComputerUnavailableError, UnknownComputerError
+    from .app import ApiError
+
+    try:
+        return await context.mesh.request(computer, body, session=session, limit=limit)  # type: ignore[no-any-return]
+    except UnknownComputerError:
+        raise ApiError(404, "unknown_computer", f"no computer {computer!r} in the mesh") from None
+    except ComputerUnavailableError as exc:
+        raise ApiError(503, "computer_unavailable", str(exc)) from None
+    except RedisUnavailableError as exc:
+        raise ApiError(503, "mesh_unavailable", str(exc)) from None
+
+
+async def forward(context: ApiContext, computer: str) -> Response:
+    """Send the current request to ``computer`` and answer with its response."""
+    query = {k: v for k, v in request.args.items() if k != "computer"}
+    body: dict[str, Any] = {"method": request.method, "path": request.path, "query": query}
+    data = await request.get_data(as_text=False)
+    assert isinstance(data, bytes)
+    if data:
+        body["data_b64"] = base64.b64encode(data).decode()
+        body["content_type"] = request.headers.get("Content-Type", "")
+    limit = LIMIT
+    if request.path.endswith("/wait"):
+        try:
+            limit += min(600.0, max(0.0, float(query.get("timeout", 30))))
+        except ValueError:
+            pass  # the remote refuses it
+    match = _SESSION.match(request.path)
+    return _response(await _send(context, computer, body, match[1] if match else "", limit))
+
+
+async def list_everywhere(context: ApiContext, local: list[Any]) -> Response:
+    """``GET /v1/sessions?computer=*``: this computer's sessions and every online computer's."""
+    query = {k: v for k, v in request.args.items() if k != "computer"}
+    computers = [c.name for c in await context.mesh.computers() if c.online and c.name != context.mesh.name]
+    gathered: list[Any] = list(local)
+    failures: list[str] = []
+
+    async def one(name: str) -> None:
+        try:
+            reply = await _send(
+                context, name, {"method": "GET", "path": "/v1/sessions", "query": query}, "", LIMIT
+            )
+        except Exception as exc:
+            failures.append(f"{name}: {exc}")
+            return
+        if int(reply["status"]) == 200:
+            gathered.extend(msgspec.json.decode(base64.b64decode(reply["body_b64"]))["sessions"])
+
+    async with trio.open_nursery() as nursery:
+        for name in computers:
+            nursery.start_soon(one, name)
+    gathered.sort(key=lambda s: (s["created_at"], s["id"]))
+    headers = {"X-Unreachable-Computers": "; ".join(failures)} if failures else {}
+    return Response(
+        msgspec.json.encode({"sessions": gathered}), content_type="application/json", headers=headers
+    )

@@ -1,0 +1,208 @@
+"""Requests between computers: a per-computer inbox stream, replies on per-request lists.
+
+Protocol (Redis keys):
+
+- ``tb:inbox:<computer>``: a stream (trimmed to about 10,000 entries) read through the consumer
+  group ``tb`` by the computer's daemon, as consumer ``<computer>``. Entry fields: ``id`` (the
+  request id), ``from`` (the requesting computer), ``session`` (the session it concerns, or
+  empty), ``body`` (JSON: an HTTP request for the computer's own API: method, path, query,
+  json).
+- An entry is acknowledged (``XACK``) only after its reply was stored and sent, so a daemon that
+  dies while handling it finds it among its pending entries when it restarts, and handles it
+  then (at-least-once). Handling is idempotent by request id: the reply is kept under
+  ``tb:done:<computer>:<id>`` for an hour and re-sent instead of handling the request twice.
+- Requests for one session are handled in order; others concurrently (at most 16 at a time).
+- ``tb:reply:<requester>:<id>``: a list the reply is pushed to (expires after 60 s); the
+  requester waits on it with ``BLPOP``, bounded by the request's own limit.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from ._redis import Redis
+
+__all__ = ["ComputerUnavailableError", "Inbox", "UnknownComputerError", "request"]
+
+log = logging.getLogger(__name__)
+
+GROUP = "tb"
+INBOX_MAXLEN = 10_000
+DONE_TTL = 3600
+REPLY_TTL = 60
+CONCURRENCY = 16
+
+#: handles one request body, returns the reply (a JSON-able dict)
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class UnknownComputerError(LookupError):
+    """No computer of that name ever joined the mesh."""
+
+
+class ComputerUnavailableError(Exception):
+    """The computer is offline, or did not answer within the limit (the message says which)."""
+
+
+def inbox_key(computer: str) -> str:
+    return f"tb:inbox:{computer}"
+
+
+async def request(
+    redis: Redis, *, sender: str, computer: str, body: dict[str, Any], session: str = "", limit: float = 15.0
+) -> dict[str, Any]:
+    """Send ``body`` to ``computer``'s inbox and wait at most ``limit`` seconds for its reply.
+
+    Raises:
+        UnknownComputerError: the computer never joined the mesh.
+        ComputerUnavailableError: it is offline (no heartbeat), or silent past ``limit``.
+        RedisUnavailableError: Redis cannot be reached.
+    """
+    known, online = await redis.pipeline(
+        [("HEXISTS", "tb:computers", computer), ("EXISTS", f"tb:computer:{computer}")]
+    )
+    if not known:
+        raise UnknownComputerError(computer)
+    if not online:
+        raise ComputerUnavailableError(f"computer {computer!r} is offline (no heartbeat)")
+    request_id = uuid.uuid4().hex
+    reply_key = f"tb:reply:{sender}:{request_id}"
+    fields = {
+        "id": request_id,
+        "from": sender,
+        "session": session,
+        "body": json.dumps(body),
+        "time": time.time(),
+    }
+    await redis.call("XADD", inbox_key(computer), "MAXLEN", "~", INBOX_MAXLEN, "*", *_flatten(fields))
+    with trio.move_on_after(limit):
+        popped = await redis.blocking_call("BLPOP", reply_key, max(1, int(limit) + 1))
+        if popped:
+            await redis.call("DEL", reply_key)
+            return dict(json.loads(popped[1]))
+    raise ComputerUnavailableError(f"computer {computer!r} did not answer within {limit:g} s")
+
+
+def _flatten(fields: dict[str, Any]) -> list[Any]:
+    return [item for pair in fields.items() for item in pair]
+
+
+class Inbox:
+    """Serves the requests addressed to one computer (see the module docstring)."""
+
+    def __init__(self, redis: Redis, computer: str, handler: Handler) -> None:
+        self.redis = redis
+        self.computer = computer
+        self.handler = handler
+        self._queues: dict[str, collections.deque[tuple[str, dict[str, str]]]] = {}
+        self._limiter = trio.CapacityLimiter(CONCURRENCY)
+        #: requests handled since start (a re-sent reply counts too)
+        self.handled = 0
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Read and handle requests until cancelled. Owns one task per session being served.
+
+        Raises:
+            RedisUnavailableError: Redis went away (the caller's supervisor restarts us; what
+                we had not acknowledged is read again then).
+        """
+        stream = inbox_key(self.computer)
+        try:
+            await self.redis.call("XGROUP", "CREATE", stream, GROUP, "0", "MKSTREAM")
+        except RuntimeError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        async with trio.open_nursery() as nursery:
+            # First what was delivered to us before but never acknowledged (we died handling
+            # it), then new entries.
+            after = "0"
+            while True:
+                reply = await self.redis.blocking_call(
+                    "XREADGROUP", "GROUP", GROUP, self.computer, "COUNT", 64, "STREAMS", stream, after
+                )
+                entries = reply[0][1] if reply else []
+                if not entries:
+                    break
+                for entry_id, fields in entries:
+                    after = entry_id
+                    if fields:  # a pending entry trimmed away has no fields left
+                        self._enqueue(nursery, entry_id, fields)
+                    else:
+                        await self.redis.call("XACK", stream, GROUP, entry_id)
+            task_status.started()
+            while True:
+                reply = await self.redis.blocking_call(
+                    "XREADGROUP",
+                    "GROUP",
+                    GROUP,
+                    self.computer,
+                    "COUNT",
+                    64,
+                    "BLOCK",
+                    2000,
+                    "STREAMS",
+                    stream,
+                    ">",
+                )
+                for _, entries in reply or []:
+                    for entry_id, fields in entries:
+                        self._enqueue(nursery, entry_id, fields)
+
+    def _enqueue(self, nursery: trio.Nursery, entry_id: str, fields: dict[str, str]) -> None:
+        # One queue per session keeps its requests in order; others run side by side.
+        key = fields.get("session") or fields.get("id") or entry_id
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = collections.deque()
+            nursery.start_soon(self._drain, key, queue)
+        queue.append((entry_id, fields))
+
+    async def _drain(self, key: str, queue: collections.deque[tuple[str, dict[str, str]]]) -> None:
+        try:
+            while queue:
+                entry_id, fields = queue[0]
+                async with self._limiter:
+                    await self._handle(entry_id, fields)
+                queue.popleft()
+        finally:
+            if self._queues.get(key) is queue:
+                del self._queues[key]
+
+    async def _handle(self, entry_id: str, fields: dict[str, str]) -> None:
+        request_id, sender = fields.get("id", entry_id), fields.get("from", "")
+        done_key = f"tb:done:{self.computer}:{request_id}"
+        reply = await self.redis.call("GET", done_key)
+        if reply is None:
+            try:
+                body = json.loads(fields.get("body", "{}"))
+                result = await self.handler(body)
+            except Exception as exc:
+                # Handler errors come back as errors, never as silence.
+                log.error("request %s from %s failed", request_id, sender, exc_info=exc)  # noqa: TRY400
+                result = _failure(500, "remote_failure", f"computer {self.computer!r} failed: {exc}")
+            reply = json.dumps(result)
+            await self.redis.call("SET", done_key, reply, "EX", DONE_TTL)
+        else:
+            log.info("request %s was handled before: re-sending its reply", request_id)
+        reply_key = f"tb:reply:{sender}:{request_id}"
+        await self.redis.pipeline(
+            [
+                ("RPUSH", reply_key, reply),
+                ("EXPIRE", reply_key, REPLY_TTL),
+                ("XACK", inbox_key(self.computer), GROUP, entry_id),
+            ]
+        )
+        self.handled += 1
+
+
+def _failure(status: int, code: str, message: str) -> dict[str, Any]:
+    body = json.dumps({"error": {"code": code, "message": message}})
+    return {"status": status, "content_type": "application/json", "headers": {}, "body": body}
