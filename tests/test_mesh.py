@@ -105,6 +105,8 @@ class Computer:
             **extra,
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        #: what the daemon wrote to stderr (complete once it stopped)
+        self.log = ""
 
     def start(self) -> str:
         """Start it; return the first stderr line that says ready, or what it said instead."""
@@ -120,6 +122,7 @@ class Computer:
             seen += line
             if "ready" in line or not line:
                 break
+        self.log += seen
         return seen
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -142,7 +145,9 @@ class Computer:
             self.proc = None
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.proc is not None
+        assert self.proc is not None and self.proc.stderr is not None
+        self.proc.send_signal(sig)
+        self.log += self.proc.stderr.read().decode()
         code = stop(self.proc, sig)
         self.proc = None
         return code
@@ -320,3 +325,41 @@ def test_a_request_left_unacknowledged_is_handled_after_a_restart_once(
     wait_until(lambda: len(redis_do(redis_url, ("LRANGE", "tb:reply:alpha:req-1", 0, -1))[0]) == 2)  # type: ignore[arg-type]
     sessions = json.loads(beta.cli("ls", "--json").stdout)
     assert [s["command"] for s in sessions] == [["sh", "-c", "echo once"]]
+
+
+def test_with_a_secret_forged_requests_are_refused_and_logged(
+    sandbox: Sandbox, redis_url: str, computers: list[Computer], tmp_path: Path
+) -> None:
+    secret = {"TRIO_BRIDGE_MESH_SECRET": "s3cret-shared-by-the-mesh"}
+    alpha, beta = (
+        Computer(sandbox, "alpha", redis_url, **secret),
+        Computer(sandbox, "beta", redis_url, **secret),
+    )
+    computers += [alpha, beta]
+    assert "ready" in alpha.start()
+    assert "ready" in beta.start()
+    # signed requests work
+    created = alpha.cli("new", "--computer", "beta", "--", "sleep", "300")
+    assert created.returncode == 0, created.stderr.decode()
+    sid = created.stdout.decode().strip()
+    assert alpha.cli("kill", "--computer", "beta", sid).returncode == 0
+    body = json.dumps({"method": "POST", "path": "/v1/sessions", "query": {}, "content_type": "application/json",
+                       "data_b64": __import__("base64").b64encode(json.dumps(
+                           {"command": ["touch", str(tmp_path / "pwned")], "cwd": "/"}).encode()).decode()})  # fmt: skip
+    now = repr(time.time())
+    for name, fields in {
+        "unsigned": ["id", "f-1", "from", "alpha", "session", "", "time", now, "body", body],
+        "forged": ["id", "f-2", "from", "alpha", "session", "", "time", now, "body", body, "sig", "0" * 64],
+    }.items():
+        redis_do(redis_url, ("XADD", "tb:inbox:beta", "*", *fields))
+    wait_until(lambda: redis_do(redis_url, ("XPENDING", "tb:inbox:beta", "tb"))[0]["pending"] == 0)  # type: ignore[index]
+    time.sleep(0.3)
+    assert not (tmp_path / "pwned").exists()
+    assert redis_do(redis_url, ("EXISTS", "tb:reply:alpha:f-1", "tb:reply:alpha:f-2")) == [0]
+    assert [s["id"] for s in json.loads(beta.cli("ls", "--json").stdout)] == [sid]
+    assert beta.stop() == 0
+    assert beta_log_mentions(beta, "refused request f-1") and beta_log_mentions(beta, "refused request f-2")
+
+
+def beta_log_mentions(computer: Computer, text: str) -> bool:
+    return text in computer.log

@@ -99,6 +99,9 @@ class Settings:
     #: seconds between heartbeats, and how long one is valid
     heartbeat_interval: float = 5.0
     heartbeat_ttl: float = 15.0
+    #: a secret shared by the mesh's computers: every request and reply is signed with it
+    #: (HMAC-SHA256) and unsigned or forged ones are refused
+    mesh_secret: str | None = dataclasses.field(default=None, repr=False)
 
     @property
     def api_socket(self) -> Path:
@@ -260,6 +263,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("computer", _computer, "this computer's name in the mesh (default: the host name)"),
     Setting("heartbeat_interval", _seconds, "seconds between this computer's heartbeats"),
     Setting("heartbeat_ttl", _seconds, "seconds a heartbeat stays valid (offline after)"),
+    Setting("mesh_secret", _token, "shared secret signing every mesh request and reply (HMAC)", secret=True),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

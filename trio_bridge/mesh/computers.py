@@ -195,19 +195,22 @@ class Mesh:
         self, computer: str, body: dict[str, Any], *, session: str = "", limit: float = 15.0
     ) -> dict[str, Any]:
         """Have ``computer`` handle ``body``; its reply (see :func:`trio_bridge.mesh.rpc.request`)."""
-        from .rpc import request
+        from .rpc import Signer, request
 
         return await request(
-            self.redis, sender=self.name, computer=computer, body=body, session=session, limit=limit
-        )
+            self.redis, sender=self.name, computer=computer, body=body, session=session, limit=limit,
+            signer=Signer(self._settings.mesh_secret),
+        )  # fmt: skip
 
     async def serve_inbox(
         self, handler: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Handle requests addressed to this computer until cancelled (see :class:`rpc.Inbox`)."""
-        from .rpc import Inbox
+        from .rpc import Inbox, Signer
 
-        await Inbox(self.redis, self.name, handler).serve(task_status=task_status)
+        await Inbox(self.redis, self.name, handler, Signer(self._settings.mesh_secret)).serve(
+            task_status=task_status
+        )
 
     async def serve_heartbeat(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Beat every ``heartbeat_interval`` until cancelled. Redis outages are logged and

@@ -14,11 +14,18 @@ Protocol (Redis keys):
 - Requests for one session are handled in order; others concurrently (at most 16 at a time).
 - ``tb:reply:<requester>:<id>``: a list the reply is pushed to (expires after 60 s); the
   requester waits on it with ``BLPOP``, bounded by the request's own limit.
+
+Trust: anyone who can write to the Redis can ask a computer to run commands. With a mesh secret,
+every request carries ``sig`` = HMAC-SHA256(secret, id, from, session, time, body) and every reply
+is ``{"sig", "reply"}`` signed over the request id and the reply; unsigned, forged or stale
+(more than 5 minutes off) requests are refused and logged, forged replies ignored.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -30,7 +37,7 @@ import trio
 
 from ._redis import Redis
 
-__all__ = ["ComputerUnavailableError", "Inbox", "UnknownComputerError", "request"]
+__all__ = ["ComputerUnavailableError", "Inbox", "Signer", "UnknownComputerError", "request"]
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +59,70 @@ class ComputerUnavailableError(Exception):
     """The computer is offline, or did not answer within the limit (the message says which)."""
 
 
+#: a signed request older (or newer) than this is refused: a replay cannot outlive the
+#: idempotency record
+MAX_SKEW = 300.0
+
+
+class Signer:
+    """Signs and checks mesh messages with the shared secret (or does nothing without one)."""
+
+    def __init__(self, secret: str | None) -> None:
+        self._key = secret.encode() if secret else None
+
+    def _mac(self, *parts: str) -> str:
+        assert self._key is not None
+        return hmac.new(self._key, "\x1f".join(parts).encode(), hashlib.sha256).hexdigest()
+
+    def sign_request(self, fields: dict[str, Any]) -> None:
+        if self._key is not None:
+            fields["sig"] = self._mac(*(str(fields[k]) for k in ("id", "from", "session", "time", "body")))
+
+    def check_request(self, fields: dict[str, str]) -> str | None:
+        """Why the request must be refused, or None."""
+        if self._key is None:
+            return None
+        try:
+            expected = self._mac(*(fields[k] for k in ("id", "from", "session", "time", "body")))
+            sent_at = float(fields["time"])
+        except (KeyError, ValueError):
+            return "unsigned or incomplete"
+        if not hmac.compare_digest(expected, fields.get("sig", "")):
+            return "bad signature"
+        if abs(time.time() - sent_at) > MAX_SKEW:
+            return "stale"
+        return None
+
+    def wrap_reply(self, request_id: str, reply: str) -> str:
+        if self._key is None:
+            return reply
+        return json.dumps({"sig": self._mac(request_id, reply), "reply": reply})
+
+    def unwrap_reply(self, request_id: str, raw: str) -> str | None:
+        """The reply, or None if it is not genuine."""
+        if self._key is None:
+            return raw
+        try:
+            wrapped = json.loads(raw)
+            reply, sig = str(wrapped["reply"]), str(wrapped["sig"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        return reply if hmac.compare_digest(self._mac(request_id, reply), sig) else None
+
+
 def inbox_key(computer: str) -> str:
     return f"tb:inbox:{computer}"
 
 
 async def request(
-    redis: Redis, *, sender: str, computer: str, body: dict[str, Any], session: str = "", limit: float = 15.0
+    redis: Redis,
+    *,
+    sender: str,
+    computer: str,
+    body: dict[str, Any],
+    session: str = "",
+    limit: float = 15.0,
+    signer: Signer | None = None,
 ) -> dict[str, Any]:
     """Send ``body`` to ``computer``'s inbox and wait at most ``limit`` seconds for its reply.
 
@@ -75,19 +140,27 @@ async def request(
         raise ComputerUnavailableError(f"computer {computer!r} is offline (no heartbeat)")
     request_id = uuid.uuid4().hex
     reply_key = f"tb:reply:{sender}:{request_id}"
-    fields = {
+    signer = signer or Signer(None)
+    fields: dict[str, Any] = {
         "id": request_id,
         "from": sender,
         "session": session,
         "body": json.dumps(body),
-        "time": time.time(),
+        "time": repr(time.time()),
     }
+    signer.sign_request(fields)
     await redis.call("XADD", inbox_key(computer), "MAXLEN", "~", INBOX_MAXLEN, "*", *_flatten(fields))
     with trio.move_on_after(limit):
-        popped = await redis.blocking_call("BLPOP", reply_key, max(1, int(limit) + 1))
-        if popped:
+        while True:
+            popped = await redis.blocking_call("BLPOP", reply_key, max(1, int(limit) + 1))
+            if not popped:
+                break
+            reply = signer.unwrap_reply(request_id, popped[1])
+            if reply is None:
+                log.warning("ignored a forged reply to request %s (from %s)", request_id, computer)
+                continue
             await redis.call("DEL", reply_key)
-            return dict(json.loads(popped[1]))
+            return dict(json.loads(reply))
     raise ComputerUnavailableError(f"computer {computer!r} did not answer within {limit:g} s")
 
 
@@ -98,8 +171,11 @@ def _flatten(fields: dict[str, Any]) -> list[Any]:
 class Inbox:
     """Serves the requests addressed to one computer (see the module docstring)."""
 
-    def __init__(self, redis: Redis, computer: str, handler: Handler) -> None:
+    def __init__(self, redis: Redis, computer: str, handler: Handler, signer: Signer | None = None) -> None:
         self.redis = redis
+        self.signer = signer or Signer(None)
+        #: requests refused for their signature since start
+        self.refused = 0
         self.computer = computer
         self.handler = handler
         self._queues: dict[str, collections.deque[tuple[str, dict[str, str]]]] = {}
@@ -178,6 +254,12 @@ class Inbox:
 
     async def _handle(self, entry_id: str, fields: dict[str, str]) -> None:
         request_id, sender = fields.get("id", entry_id), fields.get("from", "")
+        problem = self.signer.check_request(fields)
+        if problem is not None:
+            self.refused += 1
+            log.warning("refused request %s claiming to be from %r: %s", request_id, sender, problem)
+            await self.redis.call("XACK", inbox_key(self.computer), GROUP, entry_id)
+            return
         done_key = f"tb:done:{self.computer}:{request_id}"
         reply = await self.redis.call("GET", done_key)
         if reply is None:
@@ -195,7 +277,7 @@ class Inbox:
         reply_key = f"tb:reply:{sender}:{request_id}"
         await self.redis.pipeline(
             [
-                ("RPUSH", reply_key, reply),
+                ("RPUSH", reply_key, self.signer.wrap_reply(request_id, reply)),
                 ("EXPIRE", reply_key, REPLY_TTL),
                 ("XACK", inbox_key(self.computer), GROUP, entry_id),
             ]
