@@ -3,6 +3,7 @@ that each test starts on a free loopback port (and stops, by its PID)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -247,6 +248,15 @@ def test_single_computer_use_never_imports_the_mesh(sandbox: Sandbox) -> None:
     assert result.stdout.decode().splitlines()[-1] == "[]", result.stderr.decode()
 
 
+def forwarded_create(command: list[str], cwd: str) -> dict[str, object]:
+    """The inbox body of a forwarded ``POST /v1/sessions``."""
+    data = json.dumps({"command": command, "cwd": cwd}).encode()
+    return {
+        "method": "POST", "path": "/v1/sessions", "query": {}, "content_type": "application/json",
+        "data_b64": base64.b64encode(data).decode(),
+    }  # fmt: skip
+
+
 def redis_do(url: str, *commands: tuple[object, ...]) -> list[object]:
     """Run Redis commands (in order) through trio-bridge's own client."""
 
@@ -304,9 +314,7 @@ def test_a_request_left_unacknowledged_is_handled_after_a_restart_once(
     computers.append(beta)
     assert "ready" in beta.start()  # creates the inbox and its consumer group
     assert beta.stop() == 0
-    body = {"method": "POST", "path": "/v1/sessions", "query": {}, "content_type": "application/json",
-            "data_b64": __import__("base64").b64encode(json.dumps(
-                {"command": ["sh", "-c", "echo once"], "cwd": str(tmp_path)}).encode()).decode()}  # fmt: skip
+    body = forwarded_create(["sh", "-c", "echo once"], str(tmp_path))
     entry = ["id", "req-1", "from", "alpha", "session", "", "body", json.dumps(body)]
     # delivered to beta's consumer but never acknowledged: as if beta died while handling it
     delivered = redis_do(
@@ -343,14 +351,12 @@ def test_with_a_secret_forged_requests_are_refused_and_logged(
     assert created.returncode == 0, created.stderr.decode()
     sid = created.stdout.decode().strip()
     assert alpha.cli("kill", "--computer", "beta", sid).returncode == 0
-    body = json.dumps({"method": "POST", "path": "/v1/sessions", "query": {}, "content_type": "application/json",
-                       "data_b64": __import__("base64").b64encode(json.dumps(
-                           {"command": ["touch", str(tmp_path / "pwned")], "cwd": "/"}).encode()).decode()})  # fmt: skip
+    body = json.dumps(forwarded_create(["touch", str(tmp_path / "pwned")], "/"))
     now = repr(time.time())
-    for name, fields in {
-        "unsigned": ["id", "f-1", "from", "alpha", "session", "", "time", now, "body", body],
-        "forged": ["id", "f-2", "from", "alpha", "session", "", "time", now, "body", body, "sig", "0" * 64],
-    }.items():
+    for fields in (
+        ["id", "f-1", "from", "alpha", "session", "", "time", now, "body", body],  # unsigned
+        ["id", "f-2", "from", "alpha", "session", "", "time", now, "body", body, "sig", "0" * 64],  # forged
+    ):
         redis_do(redis_url, ("XADD", "tb:inbox:beta", "*", *fields))
     wait_until(lambda: redis_do(redis_url, ("XPENDING", "tb:inbox:beta", "tb"))[0]["pending"] == 0)  # type: ignore[index]
     time.sleep(0.3)
