@@ -33,30 +33,58 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
+class RedisServer:
+    """A redis-server of this test's, on a free loopback port; it can be killed and restarted."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
         deadline = time.monotonic() + 10
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
                     conn.sendall(b"PING\r\n")
                     if conn.recv(16).startswith(b"+PONG"):
-                        break
+                        return
             except OSError:
                 pass
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}/0"
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.proc = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        if server.proc is not None:
+            server.proc.terminate()
+            server.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
 
 
 async def test_scan_keys_walks_empty_batches_and_yields_each_key_once(redis_url: str) -> None:
@@ -369,3 +397,35 @@ def test_with_a_secret_forged_requests_are_refused_and_logged(
 
 def beta_log_mentions(computer: Computer, text: str) -> bool:
     return text in computer.log
+
+
+def test_a_remote_reader_loses_nothing_when_redis_restarts(
+    sandbox: Sandbox, redis_server: RedisServer, computers: list[Computer]
+) -> None:
+    alpha, beta = Computer(sandbox, "alpha", redis_server.url), Computer(sandbox, "beta", redis_server.url)
+    computers += [alpha, beta]
+    assert "ready" in alpha.start()
+    assert "ready" in beta.start()
+    printer = "import time\nfor i in range(80):\n    print(f'line {i:03d}', flush=True)\n    time.sleep(0.05)"
+    created = alpha.cli("new", "--computer", "beta", "--", sys.executable, "-c", printer)
+    assert created.returncode == 0, created.stderr.decode()
+    sid = created.stdout.decode().strip()
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "trio_bridge", "tail", "-f", "--from", "0", "--computer", "beta", sid],
+        env=alpha.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        time.sleep(1.0)
+        redis_server.kill()  # mid-stream
+        time.sleep(1.0)
+        redis_server.start()  # empty: streams, groups and heartbeats are gone
+        out, err = reader.communicate(timeout=45)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.communicate()
+    assert reader.returncode == 0, err.decode()
+    assert out.decode().splitlines() == [f"line {i:03d}" for i in range(80)]  # no gap, no duplicate
+    # and both daemons are back in the mesh
+    wait_until(lambda: all(c["online"] for c in alpha.computers().values()), timeout=10)
+    assert set(alpha.computers()) == {"alpha", "beta"}

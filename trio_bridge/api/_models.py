@@ -17,7 +17,7 @@ from ..sessions import SessionEvent, SessionRecord
 __all__ = [
     "ComputerList", "ComputerOut",
     "CreateSession", "Error", "ErrorBody", "EventOut", "Health", "InputBody", "KeysBody",
-    "ListQuery", "OutputQuery", "Screen", "SessionList", "SessionOut", "StreamQuery", "Version",
+    "ListQuery", "OutputQuery", "RelayQuery", "Screen", "SessionList", "SessionOut", "StreamQuery", "Version",
     "WaitQuery", "WaitResult", "session_out",
 ]  # fmt: skip
 
@@ -74,6 +74,10 @@ class WaitQuery(_OnComputer):
 class OutputQuery(_OnComputer):
     offset: Annotated[int, msgspec.Meta(ge=0)] = 0
     limit: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 1 << 16
+
+
+class RelayQuery(_Body):
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 class StreamQuery(_OnComputer):

@@ -10,6 +10,7 @@ same errors, same status codes as a local request. Only the two directions live 
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
 
     from .app import ApiContext
 
-__all__ = ["forward", "list_everywhere", "remote_handler"]
+__all__ = ["forward", "list_everywhere", "remote_handler", "stream_remote"]
+
+log = logging.getLogger(__name__)
 
 #: seconds a forwarded request may take, beyond its own wait (``/wait?timeout=``)
 LIMIT = 15.0
@@ -130,3 +133,113 @@ async def list_everywhere(context: ApiContext, local: list[Any]) -> Response:
     return Response(
         msgspec.json.encode({"sessions": gathered}), content_type="application/json", headers=headers
     )
+
+
+_DROPPED = re.compile(r"the log starts at (\d+)")
+
+
+async def stream_remote(context: ApiContext, computer: str, session_id: str, start: int) -> Response:
+    """``GET /v1/sessions/{id}/stream?computer=NAME``: the same events as a local stream, from
+    the session's relay stream in Redis (``tb:out:<computer>:<session>``), which the owning
+    computer writes while readers renew it. Bytes are placed by offset: whatever a reader
+    misses (an entry trimmed, Redis restarted) is fetched from the owner's output range, so the
+    stream has no gap and no duplicate."""
+    from ..mesh import RedisUnavailableError
+    from ..mesh.computers import RELAY_IDLE, relay_key
+    from .app import ApiError, SseOutput, _sse, _sse_response
+
+    probe = await _send(context, computer, _get(f"/v1/sessions/{session_id}"), session_id, LIMIT)
+    if int(probe["status"]) != 200:
+        return _response(probe)
+    redis = context.mesh.redis
+    key = relay_key(computer, session_id)
+
+    async def output_range(offset: int) -> tuple[bytes, int, int | None]:
+        """(bytes, next offset, first kept offset if ``offset`` was dropped)."""
+        reply = await _send(
+            context,
+            computer,
+            _get(f"/v1/sessions/{session_id}/output", offset=offset, limit=1 << 20),
+            session_id,
+            LIMIT,
+        )
+        body = base64.b64decode(reply["body_b64"])
+        if int(reply["status"]) == 410:
+            found = _DROPPED.search(body.decode("utf-8", "replace"))
+            return b"", offset, int(found[1]) if found else offset
+        if int(reply["status"]) != 200:
+            raise ApiError(int(reply["status"]), "remote_failure", body.decode("utf-8", "replace"))
+        return body, int(reply["headers"].get("X-Output-Next", offset + len(body))), None
+
+    async def produce(send: trio.MemorySendChannel[bytes]) -> None:
+        encoder = SseOutput(start)
+        expected = start
+
+        async def fill(target: int) -> None:
+            nonlocal expected
+            while expected < target:
+                data, _, first = await output_range(expected)
+                if first is not None:
+                    await send.send(encoder.resync(expected, first))
+                    expected = first
+                    continue
+                if not data:
+                    return
+                data = data[: target - expected]
+                if event := encoder.feed(expected, data):
+                    await send.send(event)
+                expected += len(data)
+
+        last_id = "0"
+        renew_at = 0.0
+        backoff = 0.1
+        while True:
+            try:
+                if trio.current_time() >= renew_at:
+                    relay = _post(f"/v1/sessions/{session_id}/relay", offset=expected)
+                    answer = await _send(context, computer, relay, session_id, LIMIT)
+                    if int(answer["status"]) != 204:
+                        raise ApiError(int(answer["status"]), "remote_failure", "the relay was refused")
+                    renew_at = trio.current_time() + RELAY_IDLE / 3
+                reply = await redis.blocking_call(
+                    "XREAD", "COUNT", 64, "BLOCK", 1000, "STREAMS", key, last_id
+                )
+                for _, entries in reply or []:
+                    for entry_id, fields in entries:
+                        last_id = entry_id
+                        if "end" in fields:
+                            await fill(int(fields["end"]))
+                            if event := encoder.flush():
+                                await send.send(event)
+                            final = await _send(
+                                context, computer, _get(f"/v1/sessions/{session_id}"), session_id, LIMIT
+                            )
+                            record = base64.b64decode(final["body_b64"]).decode()
+                            await send.send(_sse("end", record))
+                            return
+                        offset, data = int(fields["offset"]), base64.b64decode(fields["data"])
+                        if offset > expected:
+                            await fill(offset)  # missed entries (trimmed, or lost with Redis)
+                        if offset + len(data) <= expected:
+                            continue
+                        data = data[max(0, expected - offset) :]
+                        if event := encoder.feed(expected, data):
+                            await send.send(event)
+                        expected += len(data)
+                backoff = 0.1
+            except (RedisUnavailableError, ApiError) as exc:
+                # Redis restarting, the owner briefly unreachable: keep the reader, retry.
+                log.info("remote stream of %s on %s: %s; retrying", session_id, computer, exc)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                renew_at = 0.0
+
+    return _sse_response(context, produce)
+
+
+def _get(path: str, **query: object) -> dict[str, Any]:
+    return {"method": "GET", "path": path, "query": {k: str(v) for k, v in query.items()}}
+
+
+def _post(path: str, **query: object) -> dict[str, Any]:
+    return {"method": "POST", "path": path, "query": {k: str(v) for k, v in query.items()}}

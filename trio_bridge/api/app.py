@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import shlex
 import socket
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -54,6 +55,7 @@ from ._models import (
     KeysBody,
     ListQuery,
     OutputQuery,
+    RelayQuery,
     Screen,
     SessionList,
     SessionOut,
@@ -181,8 +183,14 @@ def create_app(context: ApiContext) -> QuartTrio:
                     local = [s for s in local if s["state"] in states]
                 return await _remote.list_everywhere(context, local)
             raise ApiError(422, "invalid_computer", "computer=* is only for listing sessions")
-        if request.path.endswith("/stream"):
-            raise ApiError(501, "not_implemented", "output streams across computers are not implemented yet")
+        stream = re.fullmatch(f"/{API_VERSION}/sessions/([^/]+)/stream", request.path)
+        if stream is not None and request.method == "GET":
+            last_id = request.headers.get("Last-Event-ID")
+            offset = request.args.get("offset", "0")
+            start = last_id if last_id is not None else offset
+            if not start.isdigit():
+                raise ApiError(400, "invalid_offset", f"the start offset must be a number, not {start!r}")
+            return await _remote.stream_remote(context, computer, stream[1], int(start))
         return await _remote.forward(context, computer)
 
     @app.before_websocket
@@ -408,6 +416,18 @@ def create_app(context: ApiContext) -> QuartTrio:
             record = await manager.wait(session_id)
         return _json(WaitResult(ended=record.state.ended, session=session_out(record, context.computer_name)))
 
+    @app.post(f"/{API_VERSION}/sessions/<session_id>/relay")
+    @validate_querystring(RelayQuery)
+    @raw_response(204, None, "relaying")
+    async def relay(session_id: str, query_args: RelayQuery) -> tuple[str, int]:
+        """For other computers of the mesh: relay this session's output from ``offset`` into
+        its Redis stream (``tb:out:<computer>:<session>``) for the next minute."""
+        await manager.get(session_id)
+        if context.mesh is None:
+            raise ApiError(409, "no_mesh", "this daemon is not in a mesh")
+        context.mesh.ensure_relay(session_id, query_args.offset)
+        return "", 204
+
     # -- streams ---------------------------------------------------------------
 
     @app.get(f"/{API_VERSION}/sessions/<session_id>/stream")
@@ -557,30 +577,54 @@ def _utf8_cut(data: bytes) -> int:
     return len(data)
 
 
+class SseOutput:
+    """Output bytes -> SSE ``output`` events whose ids are offsets, never splitting a UTF-8
+    character (an incomplete last one waits for the next bytes)."""
+
+    def __init__(self, start: int) -> None:
+        self._pending = b""
+        self._offset = start
+
+    def feed(self, offset: int, data: bytes) -> bytes:
+        if offset != self._offset + len(self._pending):
+            self._pending, self._offset = b"", offset  # after a resync
+        data = self._pending + data
+        cut = _utf8_cut(data)
+        start = self._offset
+        self._pending, self._offset = data[cut:], start + cut
+        if not cut:
+            return b""
+        text = data[:cut].decode("utf-8", "replace")
+        return _sse("output", json.dumps({"offset": start, "data": text}), start + cut)
+
+    def resync(self, requested: int, offset: int) -> bytes:
+        self._pending, self._offset = b"", offset
+        return _sse("resync", json.dumps({"requested": requested, "offset": offset}), offset)
+
+    def flush(self) -> bytes:
+        if not self._pending:
+            return b""
+        text = self._pending.decode("utf-8", "replace")
+        event = _sse(
+            "output", json.dumps({"offset": self._offset, "data": text}), self._offset + len(self._pending)
+        )
+        self._offset += len(self._pending)
+        self._pending = b""
+        return event
+
+
 async def _output_events(feed: OutputFeed, start: int) -> AsyncGenerator[bytes, None]:
-    pending = b""
-    pending_offset = start
+    encoder = SseOutput(start)
     async with aclosing(feed.follow(start)) as chunks:
         async for item in chunks:
             if isinstance(item, Resync):
-                pending = b""
-                pending_offset = item.offset
-                body = json.dumps({"requested": item.requested, "offset": item.offset})
-                yield _sse("resync", body, item.offset)
+                yield encoder.resync(item.requested, item.offset)
                 continue
             assert isinstance(item, Chunk)
-            data = pending + item.data
-            offset = pending_offset
-            cut = _utf8_cut(data)
-            pending, pending_offset = data[cut:], offset + cut
-            if cut:
-                text = data[:cut].decode("utf-8", "replace")
-                yield _sse("output", json.dumps({"offset": offset, "data": text}), offset + cut)
-    if pending:
-        text = pending.decode("utf-8", "replace")
-        yield _sse(
-            "output", json.dumps({"offset": pending_offset, "data": text}), pending_offset + len(pending)
-        )
+            if event := encoder.feed(item.offset, item.data):
+                yield event
+    if event := encoder.flush():
+        yield event
 
 
 Producer = Callable[[trio.MemorySendChannel[bytes]], Awaitable[None]]

@@ -15,6 +15,7 @@ in one pipelined round trip.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -38,6 +39,17 @@ __all__ = ["API_CAPABILITIES", "Computer", "DuplicateComputerError", "Mesh", "op
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "tb:computer:"
+#: a session's output relay: entries {offset, data (base64)}, then {end}
+RELAY_MAXLEN = 1000
+#: seconds a relay runs without a reader renewing it; seconds its stream is kept after the end
+RELAY_IDLE = 60.0
+RELAY_KEEP = 300
+
+
+def relay_key(computer: str, session_id: str) -> str:
+    return f"tb:out:{computer}:{session_id}"
+
+
 REGISTRY = "tb:computers"
 #: what this daemon's API can do, announced in its heartbeat
 API_CAPABILITIES = ("sessions", "input", "keys", "screen", "output", "wait", "stream", "events")
@@ -112,6 +124,8 @@ class Mesh:
         self._manager = manager
         self._started_at = time.time()
         self._last_value: str | None = None
+        self._nursery: trio.Nursery | None = None
+        self._relays: dict[str, trio.CancelScope] = {}  # session id -> its relay's scope
 
     @property
     def key(self) -> str:
@@ -212,6 +226,55 @@ class Mesh:
             task_status=task_status
         )
 
+    # -- output relay ----------------------------------------------------------------
+
+    def ensure_relay(self, session_id: str, offset: int) -> None:
+        """Relay the session's output from ``offset`` into ``tb:out:<computer>:<session>`` (if no
+        relay runs yet), for another RELAY_IDLE seconds: readers renew it while they read.
+
+        Raises:
+            UnknownSessionError: no such session.
+        """
+        feed = self._manager.feed(session_id)  # raises for an unknown session
+        scope = self._relays.get(session_id)
+        if scope is not None:
+            scope.deadline = trio.current_time() + RELAY_IDLE
+            return
+        assert self._nursery is not None
+        scope = trio.CancelScope(deadline=trio.current_time() + RELAY_IDLE)
+        self._relays[session_id] = scope
+        self._nursery.start_soon(self._relay, session_id, feed, offset, scope)
+
+    async def _relay(self, session_id: str, feed: Any, start: int, scope: trio.CancelScope) -> None:
+        from ..output import Chunk
+
+        key = relay_key(self.name, session_id)
+        end = start
+        try:
+            with scope:
+                async with aclosing(feed.follow(start)) as chunks:
+                    async for item in chunks:
+                        if not isinstance(item, Chunk):
+                            continue  # dropped by retention: readers find out by offset
+                        fields = ("offset", item.offset, "data", base64.b64encode(item.data).decode())
+                        await self._retrying(("XADD", key, "MAXLEN", "~", RELAY_MAXLEN, "*", *fields))
+                        end = item.offset + len(item.data)
+                await self._retrying(("XADD", key, "MAXLEN", "~", RELAY_MAXLEN, "*", "end", end))
+                await self._retrying(("EXPIRE", key, RELAY_KEEP))
+        finally:
+            self._relays.pop(session_id, None)
+
+    async def _retrying(self, command: tuple[Any, ...]) -> None:
+        """A relay write survives Redis going away (readers fill any gap by offset)."""
+        backoff = 0.1
+        while True:
+            try:
+                await self.redis.call(*command)
+                return
+            except RedisUnavailableError:
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
     async def serve_heartbeat(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Beat every ``heartbeat_interval`` until cancelled. Redis outages are logged and
         retried with a backoff that resets after a success; they never end the daemon."""
@@ -255,6 +318,7 @@ async def open_mesh(settings: Settings, manager: SessionManager) -> AsyncIterato
         await mesh.beat()
         try:
             async with trio.open_nursery() as nursery:
+                mesh._nursery = nursery
                 await nursery.start(mesh.serve_heartbeat)
                 log.info("joined the mesh at %s as %r", redis.url, mesh.name)
                 yield mesh

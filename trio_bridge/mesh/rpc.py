@@ -35,7 +35,7 @@ from typing import Any
 
 import trio
 
-from ._redis import Redis
+from ._redis import Redis, RedisUnavailableError
 
 __all__ = ["ComputerUnavailableError", "Inbox", "Signer", "UnknownComputerError", "request"]
 
@@ -186,51 +186,63 @@ class Inbox:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Read and handle requests until cancelled. Owns one task per session being served.
 
-        Raises:
-            RedisUnavailableError: Redis went away (the caller's supervisor restarts us; what
-                we had not acknowledged is read again then).
+        Survives Redis going away: it reconnects here, with a backoff that resets after a
+        success, re-creates its consumer group if Redis lost it, and re-reads what it had not
+        acknowledged (handling is idempotent).
         """
         stream = inbox_key(self.computer)
+        backoff = 0.1
+        started = False
+        async with trio.open_nursery() as nursery:  # handlers outlive a reconnect
+            while True:
+                try:
+                    await self._ensure_group(stream)
+                    await self._read_pending(nursery, stream)
+                    if not started:
+                        task_status.started()
+                        started = True
+                    backoff = 0.1
+                    while True:
+                        reply = await self.redis.blocking_call(
+                            "XREADGROUP", "GROUP", GROUP, self.computer, "COUNT", 64, "BLOCK", 2000,
+                            "STREAMS", stream, ">",
+                        )  # fmt: skip
+                        for _, entries in reply or []:
+                            for entry_id, fields in entries:
+                                self._enqueue(nursery, entry_id, fields)
+                except RedisUnavailableError as exc:
+                    log.warning("inbox: Redis unavailable, retrying in %.1f s: %s", backoff, exc)
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                except RuntimeError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    log.warning("inbox: the consumer group was lost (Redis restarted empty?); re-creating it")
+
+    async def _ensure_group(self, stream: str) -> None:
         try:
             await self.redis.call("XGROUP", "CREATE", stream, GROUP, "0", "MKSTREAM")
         except RuntimeError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-        async with trio.open_nursery() as nursery:
-            # First what was delivered to us before but never acknowledged (we died handling
-            # it), then new entries.
-            after = "0"
-            while True:
-                reply = await self.redis.blocking_call(
-                    "XREADGROUP", "GROUP", GROUP, self.computer, "COUNT", 64, "STREAMS", stream, after
-                )
-                entries = reply[0][1] if reply else []
-                if not entries:
-                    break
-                for entry_id, fields in entries:
-                    after = entry_id
-                    if fields:  # a pending entry trimmed away has no fields left
-                        self._enqueue(nursery, entry_id, fields)
-                    else:
-                        await self.redis.call("XACK", stream, GROUP, entry_id)
-            task_status.started()
-            while True:
-                reply = await self.redis.blocking_call(
-                    "XREADGROUP",
-                    "GROUP",
-                    GROUP,
-                    self.computer,
-                    "COUNT",
-                    64,
-                    "BLOCK",
-                    2000,
-                    "STREAMS",
-                    stream,
-                    ">",
-                )
-                for _, entries in reply or []:
-                    for entry_id, fields in entries:
-                        self._enqueue(nursery, entry_id, fields)
+
+    async def _read_pending(self, nursery: trio.Nursery, stream: str) -> None:
+        """What was delivered to us before but never acknowledged (we died, or Redis did,
+        while handling it)."""
+        after = "0"
+        while True:
+            reply = await self.redis.blocking_call(
+                "XREADGROUP", "GROUP", GROUP, self.computer, "COUNT", 64, "STREAMS", stream, after
+            )
+            entries = reply[0][1] if reply else []
+            if not entries:
+                return
+            for entry_id, fields in entries:
+                after = entry_id
+                if fields:  # a pending entry trimmed away has no fields left
+                    self._enqueue(nursery, entry_id, fields)
+                else:
+                    await self.redis.call("XACK", stream, GROUP, entry_id)
 
     def _enqueue(self, nursery: trio.Nursery, entry_id: str, fields: dict[str, str]) -> None:
         # One queue per session keeps its requests in order; others run side by side.
@@ -246,7 +258,12 @@ class Inbox:
             while queue:
                 entry_id, fields = queue[0]
                 async with self._limiter:
-                    await self._handle(entry_id, fields)
+                    try:
+                        await self._handle(entry_id, fields)
+                    except RedisUnavailableError as exc:
+                        # Unacknowledged: read again (and answered from the idempotency record
+                        # if it was handled) once Redis is back.
+                        log.warning("inbox: could not answer %s: %s", entry_id, exc)
                 queue.popleft()
         finally:
             if self._queues.get(key) is queue:
