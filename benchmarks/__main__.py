@@ -15,9 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import api, daemon, run_cli
+from . import api, daemon, mesh, run_cli
 
-BENCHMARKS = {"run_cli": run_cli, "daemon": daemon, "api": api}
+BENCHMARKS = {"run_cli": run_cli, "daemon": daemon, "api": api, "mesh": mesh}
 
 
 def machine() -> dict[str, object]:

@@ -147,13 +147,15 @@ def _httpx_run(url: str, seconds: int) -> dict[str, float]:
     }
 
 
-def _sse_latencies(url: str, session_id: str, skip: int) -> list[float]:
+def _sse_latencies(url: str, session_id: str, skip: int, computer: str | None = None) -> list[float]:
     latencies: list[float] = []
     seen = 0
     pending = ""
     with (
         httpx.Client(base_url=url, timeout=httpx.Timeout(60, connect=5)) as client,
-        client.stream("GET", f"/v1/sessions/{session_id}/stream") as response,
+        client.stream(
+            "GET", f"/v1/sessions/{session_id}/stream", params={"computer": computer} if computer else {}
+        ) as response,
     ):
         for line in response.iter_lines():
             if not line.startswith("data: "):
