@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import aclosing
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
@@ -429,3 +430,34 @@ def test_a_remote_reader_loses_nothing_when_redis_restarts(
     # and both daemons are back in the mesh
     wait_until(lambda: all(c["online"] for c in alpha.computers().values()), timeout=10)
     assert set(alpha.computers()) == {"alpha", "beta"}
+
+
+def test_lifecycle_events_of_another_computer(
+    sandbox: Sandbox, redis_url: str, computers: list[Computer]
+) -> None:
+    alpha, beta = Computer(sandbox, "alpha", redis_url), Computer(sandbox, "beta", redis_url)
+    computers += [alpha, beta]
+    assert "ready" in alpha.start()
+    assert "ready" in beta.start()
+    socket_path = Path(alpha.env["TRIO_BRIDGE_RUNTIME_DIR"]) / "api.sock"
+    seen: list[tuple[str, str, str]] = []
+    with (
+        httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(socket_path)), base_url="http://a", timeout=30
+        ) as client,
+        client.stream("GET", "/v1/events", params={"computer": "*"}) as response,
+    ):
+        assert response.status_code == 200
+        created = beta.cli("new", "--", "true")
+        assert created.returncode == 0
+        sid = created.stdout.decode().strip()
+        event = ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                session = json.loads(line[6:])["session"]
+                seen.append((event, session["computer"], session["id"]))
+                if event == "exited":
+                    break
+    assert seen == [(kind, "beta", sid) for kind in ("created", "running", "exited")]

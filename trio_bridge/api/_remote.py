@@ -10,6 +10,7 @@ same errors, same status codes as a local request. Only the two directions live 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
     from .app import ApiContext
 
-__all__ = ["forward", "list_everywhere", "remote_handler", "stream_remote"]
+__all__ = ["events_remote", "forward", "list_everywhere", "remote_handler", "stream_remote"]
 
 log = logging.getLogger(__name__)
 
@@ -243,3 +244,42 @@ def _get(path: str, **query: object) -> dict[str, Any]:
 
 def _post(path: str, **query: object) -> dict[str, Any]:
     return {"method": "POST", "path": path, "query": {k: str(v) for k, v in query.items()}}
+
+
+async def events_remote(context: ApiContext, computer: str) -> Response:
+    """``GET /v1/events?computer=NAME`` (``*``: every computer): lifecycle events from the
+    computers' event streams (``tb:events:<computer>``), from now on."""
+    from ..mesh import RedisUnavailableError
+    from ..mesh.computers import events_key
+    from .app import ApiError, _sse, _sse_response
+
+    known = {c.name for c in await context.mesh.computers()}
+    if computer != "*" and computer not in known:
+        raise ApiError(404, "unknown_computer", f"no computer {computer!r} in the mesh")
+    names = sorted(known) if computer == "*" else [computer]
+    redis = context.mesh.redis
+    # From now on: each stream's current last id (not "$", which would skip what arrives
+    # between two reads).
+    tails = await redis.pipeline([("XREVRANGE", events_key(name), "+", "-", "COUNT", 1) for name in names])
+    last = {events_key(name): (tail[0][0] if tail else "0-0") for name, tail in zip(names, tails, strict=True)}
+
+    async def produce(send: trio.MemorySendChannel[bytes]) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                streams = list(last)
+                reply = await redis.blocking_call(
+                    "XREAD", "COUNT", 64, "BLOCK", 1000, "STREAMS", *streams, *(last[k] for k in streams)
+                )
+                backoff = 0.1
+            except RedisUnavailableError:
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            for key, entries in reply or []:
+                for entry_id, fields in entries:
+                    last[key] = entry_id
+                    body = json.dumps({"kind": fields["kind"], "session": json.loads(fields["session"])})
+                    await send.send(_sse(fields["kind"], body))
+
+    return _sse_response(context, produce)

@@ -162,6 +162,12 @@ def create_app(context: ApiContext) -> QuartTrio:
     async def _route_to_computer() -> Response | None:
         # ?computer=NAME: a session operation on another computer of the mesh.
         computer = request.args.get("computer")
+        if computer is not None and request.path == f"/{API_VERSION}/events" and context.mesh is not None:
+            if computer in ("", context.computer_name):
+                return None
+            from . import _remote
+
+            return await _remote.events_remote(context, computer)
         if computer is None or not request.path.startswith(f"/{API_VERSION}/sessions"):
             return None
         if computer in ("", context.computer_name):

@@ -46,6 +46,15 @@ RELAY_IDLE = 60.0
 RELAY_KEEP = 300
 
 
+#: entries kept in a computer's lifecycle event stream
+EVENTS_MAXLEN = 1000
+
+
+def events_key(computer: str) -> str:
+    """A computer's session lifecycle events: entries {kind, session (JSON record)}."""
+    return f"tb:events:{computer}"
+
+
 def relay_key(computer: str, session_id: str) -> str:
     return f"tb:out:{computer}:{session_id}"
 
@@ -275,6 +284,21 @@ class Mesh:
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
+    async def serve_events(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Relay this computer's session lifecycle events into ``tb:events:<computer>``."""
+        task_status.started()
+        while True:
+            subscription = self._manager.subscribe()
+            async with subscription:
+                async for event in subscription:
+                    record = json.dumps({**attrs.asdict(event.record), "computer": self.name})
+                    await self._retrying(
+                        ("XADD", events_key(self.name), "MAXLEN", "~", EVENTS_MAXLEN, "*",
+                         "kind", str(event.kind), "session", record)
+                    )  # fmt: skip
+            # The manager restarted (or cut us off for being slow): subscribe again.
+            await trio.sleep(0.5)
+
     async def serve_heartbeat(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Beat every ``heartbeat_interval`` until cancelled. Redis outages are logged and
         retried with a backoff that resets after a success; they never end the daemon."""
@@ -320,6 +344,7 @@ async def open_mesh(settings: Settings, manager: SessionManager) -> AsyncIterato
             async with trio.open_nursery() as nursery:
                 mesh._nursery = nursery
                 await nursery.start(mesh.serve_heartbeat)
+                await nursery.start(mesh.serve_events)
                 log.info("joined the mesh at %s as %r", redis.url, mesh.name)
                 yield mesh
                 nursery.cancel_scope.cancel()
