@@ -261,7 +261,9 @@ async def events_remote(context: ApiContext, computer: str) -> Response:
     # From now on: each stream's current last id (not "$", which would skip what arrives
     # between two reads).
     tails = await redis.pipeline([("XREVRANGE", events_key(name), "+", "-", "COUNT", 1) for name in names])
-    last = {events_key(name): (tail[0][0] if tail else "0-0") for name, tail in zip(names, tails, strict=True)}
+    last = {
+        events_key(name): (tail[0][0] if tail else "0-0") for name, tail in zip(names, tails, strict=True)
+    }
 
     async def produce(send: trio.MemorySendChannel[bytes]) -> None:
         backoff = 0.1
