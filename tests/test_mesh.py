@@ -37,19 +37,22 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server of this test's, on a free loopback port; it can be killed and restarted."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, password: str | None = None) -> None:
         self.port = free_port()
         self.directory = directory
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
+             "--appendonly", "no", "--dir", str(self.directory),
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10
@@ -57,7 +60,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
                     conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
+                    if conn.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                         return
             except OSError:
                 pass
@@ -461,3 +464,25 @@ def test_lifecycle_events_of_another_computer(
                 if event == "exited":
                     break
     assert seen == [(kind, "beta", sid) for kind in ("created", "running", "exited")]
+
+
+def test_a_redis_password(sandbox: Sandbox, tmp_path: Path, computers: list[Computer]) -> None:
+    server = RedisServer(tmp_path, password="pa55-word")
+    server.start()
+    try:
+        wrong = Computer(sandbox, "wrong", server.url.replace("pa55-word", "guess"))
+        right = Computer(sandbox, "right", server.url)
+        computers += [wrong, right]
+        said = wrong.start()
+        assert wrong.wait_exit() == 1
+        last = said.strip().splitlines()[-1]
+        assert (
+            last.startswith("trio-bridge daemon: Redis") and "pa55-word" not in said and "guess" not in said
+        )
+        assert "ready" in right.start()
+        assert right.computers()["right"]["online"]
+    finally:
+        for computer in computers:
+            computer.cleanup()
+        computers.clear()
+        server.kill()
