@@ -54,7 +54,46 @@ def settings_flags(args: argparse.Namespace) -> dict[str, object]:
     return {s.name: getattr(args, _dest(s.name)) for s in SETTINGS if hasattr(args, _dest(s.name))}
 
 
-def _build_parser() -> argparse.ArgumentParser:
+class _OnlyCommand:
+    """Adds only the subparser of the command being run (all of them, each with every settings
+    flag, cost ~20 ms of every command's start-up); ``only=None`` adds them all (help, errors)."""
+
+    def __init__(self, commands: Any, only: str | None) -> None:
+        self._commands = commands
+        self._only = only
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        if self._only is None or name == self._only:
+            return self._commands.add_parser(name, **kwargs)  # type: ignore[no-any-return]
+        return argparse.ArgumentParser(add_help=False)  # not used
+
+
+COMMANDS = (
+    "daemon", "config", "run", "ls", "new", "send", "keys", "screen", "tail", "attach", "kill", "wait",
+    "status", "computers", "completion",
+)  # fmt: skip
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv`` (skipping settings flags and their values), if it is one."""
+    from ..config import SETTINGS
+
+    with_value = {s.flag for s in SETTINGS} | {"--config"}
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg in with_value:
+            index += 2
+        elif arg.startswith("-"):
+            if arg in ("-h", "--help", "--version") or "=" not in arg:
+                return None
+            index += 1
+        else:
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
     settings = _settings_parser()
     parser = argparse.ArgumentParser(
         prog="trio-bridge",
@@ -63,8 +102,9 @@ def _build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"trio-bridge {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
+    all_commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    all_commands.required = True
+    commands: Any = _OnlyCommand(all_commands, only)
 
     commands.add_parser(
         "daemon",
@@ -114,7 +154,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     # In client commands --computer names the session's computer, not this daemon's name.
-    _add_client_commands(commands, _settings_parser(exclude=("computer",)))
+    if only is None or only in _CLIENT_COMMANDS | {"attach"}:
+        _add_client_commands(commands, _settings_parser(exclude=("computer",)))
     completion = commands.add_parser(
         "completion", help="print a shell completion script (bash, zsh or fish)", parents=[settings]
     )
@@ -202,12 +243,24 @@ _CLIENT_COMMANDS = {"ls", "new", "send", "keys", "screen", "tail", "kill", "wait
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trio-bridge`` console script; returns the exit code."""
-    parser = _build_parser()
-    if "_ARGCOMPLETE" in os.environ:  # a shell asks for completions (see `completion`)
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `trio-bridge config | head`: the reader went away; exit as a shell pipeline would,
+        # without a traceback (and without another error when Python flushes stdout at exit).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    completing = "_ARGCOMPLETE" in os.environ
+    parser = _build_parser(None if completing else _command_in(args_list))
+    if completing:  # a shell asks for completions (see `completion`)
         import argcomplete
 
         argcomplete.autocomplete(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     if args.command in _CLIENT_COMMANDS:
         from ._client import run_client_command
 
