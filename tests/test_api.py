@@ -109,6 +109,11 @@ async def test_bad_requests_are_refused_and_change_nothing(sandbox: Sandbox, tmp
                 "/v1/sessions", content=b"{not json", headers={"Content-Type": "application/json"}
             )
             assert_error(malformed, 400, "invalid_json")
+            for path in ("/v1/sessions", f"/v1/sessions/{cat['id']}/input"):
+                not_utf8 = await client.post(
+                    path, content=b'{"text": "\xff"}', headers={"Content-Type": "application/json"}
+                )
+                assert_error(not_utf8, 400, "invalid_json")
             big = await client.post("/v1/sessions", json={"command": ["echo", "x" * 5000]})
             assert_error(big, 413, "body_too_large")
             assert (await client.get("/v1/sessions")).json() == before

@@ -229,6 +229,11 @@ def create_app(context: ApiContext) -> QuartTrio:
             return _error(400, "invalid_json", "the request body is not valid JSON")
         return _error(exc.code or 500, code, exc.description or code)
 
+    @app.errorhandler(UnicodeDecodeError)
+    async def _not_utf8(exc: UnicodeDecodeError) -> Any:
+        # quart-trio decodes a JSON body before parsing it; bytes that are not UTF-8 end there.
+        return _error(400, "invalid_json", "the request body is not UTF-8 JSON")
+
     @app.errorhandler(UnknownSessionError)
     async def _unknown(exc: UnknownSessionError) -> Any:
         return _error(404, "session_not_found", str(exc))
