@@ -203,3 +203,16 @@ def test_ls_does_not_import_the_server_stack(sandbox: Sandbox, daemon: object) -
     )
     result = subprocess.run([sys.executable, "-c", code], env=sandbox.env, capture_output=True, timeout=30)
     assert result.stdout.decode().splitlines()[-1] == "[]", result.stderr.decode()
+
+
+def test_run_through_the_daemon_into_a_closed_pipe(sandbox: Sandbox, daemon: object, tmp_path: Path) -> None:
+    result = subprocess.run(
+        f"{sys.executable} -m trio_bridge run -- yes | head -n 3; echo status=${{PIPESTATUS[0]}} >&2",
+        shell=True, env=sandbox.env, capture_output=True, timeout=30, cwd=tmp_path,
+        executable="/bin/bash",
+    )  # fmt: skip
+    assert result.stdout == b"y\ny\ny\n"
+    assert result.stderr.decode().splitlines()[-1] == "status=141"
+    (record,) = json.loads(ok(sandbox.cli("ls", "--json")))
+    wait_until(lambda: json.loads(ok(sandbox.cli("ls", "--json")))[0]["state"] == "killed")
+    assert record["command"] == ["yes"]

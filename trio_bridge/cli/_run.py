@@ -6,7 +6,8 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
@@ -131,6 +132,28 @@ def run_command(
     return trio.run(_run, settings, cmd, workdir, env, timeout, keep)
 
 
+@asynccontextmanager
+async def _stop_on_signals(time_limit: float | None) -> AsyncIterator[list[int]]:
+    """A block cancelled by the first SIGINT/SIGTERM/SIGHUP (recorded in the yielded list) or
+    when ``time_limit`` seconds have passed (nothing recorded: the caller's 124)."""
+    stopped_by: list[int] = []
+    with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                async for signum in signals:
+                    stopped_by.append(signum)
+                    scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            with trio.CancelScope() as scope:
+                if time_limit is not None:
+                    scope.deadline = trio.current_time() + time_limit
+                yield stopped_by
+            nursery.cancel_scope.cancel()
+
+
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     leaves: list[BaseException] = []
     for exc in group.exceptions:
@@ -164,31 +187,18 @@ async def _run(
     result = None
     failure: list[int] = []
     try:
-        with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
-            async with trio.open_nursery() as nursery:
-
-                async def stop_on_signal() -> None:
-                    async for signum in signals:
-                        stopped_by.append(signum)
-                        run_scope.cancel()
-                        return
-
-                nursery.start_soon(stop_on_signal)
-                with trio.CancelScope() as run_scope:
-                    if time_limit is not None:
-                        run_scope.deadline = trio.current_time() + time_limit
-                    result = await run_session(
-                        server,
-                        cmd,
-                        cwd=workdir,
-                        env=env,
-                        write=stdout.write,
-                        run_dir=settings.state_dir / "run",
-                        keep=keep,
-                        width=max(2, min(width, 1000)),
-                        height=max(2, min(height, 1000)),
-                    )
-                nursery.cancel_scope.cancel()
+        async with _stop_on_signals(time_limit) as stopped_by:
+            result = await run_session(
+                server,
+                cmd,
+                cwd=workdir,
+                env=env,
+                write=stdout.write,
+                run_dir=settings.state_dir / "run",
+                keep=keep,
+                width=max(2, min(width, 1000)),
+                height=max(2, min(height, 1000)),
+            )
     except* BrokenPipeError:
         # Our reader went away (e.g. `| head`): like a shell pipeline, exit with SIGPIPE's code.
         failure.append(128 + signal.SIGPIPE)
@@ -270,38 +280,27 @@ async def _run_via_daemon(
         final: dict[str, object] | None = None
         offset = 0
         try:
-            with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
-                async with trio.open_nursery() as nursery:
-
-                    async def stop_on_signal() -> None:
-                        async for signum in signals:
-                            stopped_by.append(signum)
-                            run_scope.cancel()
-                            return
-
-                    nursery.start_soon(stop_on_signal)
-                    with trio.CancelScope() as run_scope:
-                        if time_limit is not None:
-                            run_scope.deadline = trio.current_time() + time_limit
-                        while final is None:
-                            try:
-                                async with open_session_socket(settings, session_id, offset=offset) as ws:
-                                    while True:
-                                        message = await ws.get_message()
-                                        if isinstance(message, bytes):
-                                            await stdout.write(message)
-                                            offset += len(message)
-                                            continue
-                                        control = control_message(message)
-                                        if control["type"] == "resync":
-                                            offset = int(control["offset"])
-                                        elif control["type"] == "end":
-                                            final = control["session"]
-                                            break
-                            except (ConnectionClosed, HandshakeError, OSError):
-                                # The daemon restarts or the connection dropped: resume at offset.
-                                await trio.sleep(0.2)
-                    nursery.cancel_scope.cancel()
+            async with _stop_on_signals(time_limit) as stopped_by:
+                while final is None:
+                    try:
+                        async with open_session_socket(settings, session_id, offset=offset) as ws:
+                            while True:
+                                message = await ws.get_message()
+                                if isinstance(message, bytes):
+                                    await stdout.write(message)
+                                    offset += len(message)
+                                    continue
+                                control = control_message(message)
+                                if control["type"] == "resync":
+                                    offset = int(control["offset"])
+                                elif control["type"] == "end":
+                                    final = control["session"]
+                                    break
+                    except BrokenPipeError:
+                        raise  # our stdout, not the connection
+                    except (ConnectionClosed, HandshakeError, OSError):
+                        # The daemon restarts or the connection dropped: resume at offset.
+                        await trio.sleep(0.2)
         except* BrokenPipeError:
             stopped_by.append(signal.SIGPIPE)
         if final is None:
