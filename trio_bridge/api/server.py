@@ -47,10 +47,8 @@ class Listeners:
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
-    try:
+    with contextlib.suppress(ValueError):  # not an address literal: a name, resolved below
         return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
     try:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except OSError:
