@@ -185,7 +185,12 @@ def parse_bind(raw: object) -> tuple[str, int]:
         host = host[1:-1]
     elif ":" in host:
         raise ValueError(f"expected HOST:PORT with an IPv6 host in brackets, got {raw!r}")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if (
+        not sep
+        or not host
+        or not (port_text.isascii() and port_text.isdigit())
+        or not 0 <= int(port_text) <= 65535
+    ):
         raise ValueError(f"expected HOST:PORT (port 0-65535), got {raw!r}")
     return host, int(port_text)
 

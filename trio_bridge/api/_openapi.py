@@ -14,6 +14,7 @@ import msgspec
 from quart_schema import OpenAPIProvider
 from werkzeug.routing import Rule
 
+from . import _models
 from ._models import Error
 
 __all__ = ["Provider", "raw_response"]
@@ -67,6 +68,13 @@ class Provider(OpenAPIProvider):
 
     def schema(self) -> dict[str, Any]:
         document = super().schema()
+        # quart-schema keeps only a msgspec model's own schema, not the models it nests
+        # (SessionList -> SessionOut): add every model's, so each $ref resolves.
+        models = [getattr(_models, name) for name in _models.__all__]
+        structs = [m for m in models if isinstance(m, type) and issubclass(m, msgspec.Struct)]
+        _, nested = msgspec.json.schema_components(structs, ref_template="#/components/schemas/{name}")
+        for name, schema in nested.items():
+            document["components"]["schemas"].setdefault(name, schema)
         document["components"]["securitySchemes"] = {
             "bearer": {
                 "type": "http",

@@ -194,7 +194,7 @@ def create_app(context: ApiContext) -> QuartTrio:
             last_id = request.headers.get("Last-Event-ID")
             offset = request.args.get("offset", "0")
             start = last_id if last_id is not None else offset
-            if not start.isdigit():
+            if not _is_offset(start):
                 raise ApiError(400, "invalid_offset", f"the start offset must be a number, not {start!r}")
             return await _remote.stream_remote(context, computer, stream[1], int(start))
         return await _remote.forward(context, computer)
@@ -454,7 +454,7 @@ def create_app(context: ApiContext) -> QuartTrio:
         start = query_args.offset or 0
         last_id = request.headers.get("Last-Event-ID")
         if last_id is not None:
-            if not last_id.isdigit():
+            if not _is_offset(last_id):
                 raise ApiError(
                     400, "invalid_last_event_id", f"Last-Event-ID must be an offset, not {last_id!r}"
                 )
@@ -571,6 +571,11 @@ def _argv(data: CreateSession) -> list[str]:
         return ["/bin/sh", "-c", data.shell]
     shell = os.environ.get("SHELL") or "/bin/sh"
     return [shlex.split(shell)[0] if shell.strip() else "/bin/sh", "-l"]
+
+
+def _is_offset(text: str) -> bool:
+    """A decimal offset in ASCII digits (``str.isdigit`` also accepts "²", which int() refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 def _sse(event: str, data: str, event_id: int | None = None) -> bytes:
@@ -701,7 +706,7 @@ async def _serve_ws(context: ApiContext, session_id: str, feed: OutputFeed) -> N
     offset_arg = args.get("offset", "0")
     if offset_arg == "end":
         start = await trio.to_thread.run_sync(feed.log.end_offset)
-    elif offset_arg.isdigit():
+    elif _is_offset(offset_arg):
         start = int(offset_arg)
     else:
         await websocket.send(json.dumps({"type": "error", "message": f"bad offset {offset_arg!r}"}))
