@@ -67,7 +67,10 @@ async def test_service_routes_and_the_session_lifecycle(sandbox: Sandbox, tmp_pa
                                    env={"GREETING": "hello"}, title="greeter")  # fmt: skip
             shell = await create(client, tmp_path, shell="echo from-shell")
             interactive = await create(client, tmp_path)
-            assert command["title"] == "greeter" and command["env_keys"] == ["GREETING"]
+            assert command["title"] == "greeter" and command["env_keys"] == [
+                "GREETING",
+                "TRIO_BRIDGE_API_SOCKET",
+            ]
             ended = await wait_ended(client, command["id"])
             assert (ended["state"], ended["exit_code"]) == ("exited", 4)
             assert b"hello" in await output_until(client, command["id"], b"hello")

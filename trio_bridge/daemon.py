@@ -125,6 +125,7 @@ async def serve_daemon(
                 max_input_bytes=settings.max_input_bytes,
                 supervisors=supervisors,
                 mesh=mesh,
+                socket_path=listeners.unix_path,
                 computer_name=mesh.name if mesh is not None else ApiContext.default_computer_name(),
             )
             if mesh is not None:

@@ -8,14 +8,14 @@ HTTP boundary.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
 from ..sessions import SessionEvent, SessionRecord
 
 __all__ = [
-    "ComputerList", "ComputerOut",
+    "AgentOut", "ComputerList", "ComputerOut", "HookBody",
     "CreateSession", "Error", "ErrorBody", "EventOut", "Health", "InputBody", "KeysBody",
     "ListQuery", "OutputQuery", "RelayQuery", "Screen", "SessionList", "SessionOut", "StreamQuery", "Version",
     "WaitQuery", "WaitResult", "session_out",
@@ -48,6 +48,22 @@ class InputBody(_Body):
     text: str
     #: press Enter after the paste (sent separately, so the paste cannot swallow it)
     enter: bool = False
+
+
+class HookBody(_Body):
+    """An agent's hook fired (sent by ``trio-bridge hook EVENT``)."""
+
+    event: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class AgentOut(msgspec.Struct, kw_only=True):
+    #: starting, working, waiting_for_input, idle, exited, stuck, or unknown (no hook yet)
+    state: str
+    #: the agent's own conversation id and transcript, once a hook reported them
+    native_id: str | None
+    transcript_path: str | None
+    last_event: str | None
 
 
 class KeysBody(_Body):
@@ -130,10 +146,13 @@ class WaitResult(msgspec.Struct):
 class EventOut(msgspec.Struct):
     kind: str
     session: SessionOut
+    #: for ``agent`` events: the agent's new state
+    agent: str | None = None
 
     @classmethod
     def of(cls, event: SessionEvent, computer: str = "") -> EventOut:
-        return cls(kind=str(event.kind), session=session_out(event.record, computer))
+        agent = str(event.agent) if event.agent is not None else None
+        return cls(kind=str(event.kind), session=session_out(event.record, computer), agent=agent)
 
 
 class ComputerOut(msgspec.Struct, kw_only=True):

@@ -46,11 +46,13 @@ from ..tmux import InvalidKeyError, InvalidTextError, TmuxError, TmuxUnavailable
 from ..tmux.server import is_env_name
 from . import _metrics
 from ._models import (
+    AgentOut,
     ComputerList,
     ComputerOut,
     CreateSession,
     EventOut,
     Health,
+    HookBody,
     InputBody,
     KeysBody,
     ListQuery,
@@ -108,6 +110,8 @@ class ApiContext:
     streams: trio.Nursery | None = None
     #: open SSE/WebSocket streams (for metrics)
     open_streams: int = 0
+    #: the API's unix socket (given to sessions, for their agents' hooks)
+    socket_path: Path | None = None
     #: this daemon's membership of a Redis mesh (``trio_bridge.mesh.Mesh``), if any
     mesh: Any = None
     #: this computer's name (in the mesh, else the host name)
@@ -340,8 +344,14 @@ def create_app(context: ApiContext) -> QuartTrio:
         for arg in argv:
             if "\0" in arg:
                 raise ApiError(422, "invalid_command", "command arguments cannot contain a NUL byte")
+        # Hooks (`trio-bridge hook`) find the daemon through this.
+        env = (
+            {"TRIO_BRIDGE_API_SOCKET": str(context.socket_path), **data.env}
+            if context.socket_path
+            else data.env
+        )
         record = await manager.create(
-            argv, cwd=cwd, env=data.env, title=data.title, width=data.width, height=data.height,
+            argv, cwd=cwd, env=env, title=data.title, width=data.width, height=data.height,
             origin="api",
         )  # fmt: skip
         return _json(session_out(record, context.computer_name), 201)
@@ -384,6 +394,32 @@ def create_app(context: ApiContext) -> QuartTrio:
         """Press named keys (e.g. ``Enter``, ``C-c``, ``Up``) in order."""
         await manager.send_keys(session_id, data.keys)
         return "", 204
+
+    @app.post(f"/{API_VERSION}/sessions/<session_id>/hooks")
+    @validate_request(HookBody)
+    @raw_response(204, None, "recorded")
+    async def agent_hook(session_id: str, data: HookBody) -> tuple[str, int]:
+        """An agent's hook fired in this session (what ``trio-bridge hook EVENT`` sends)."""
+        await manager.agent_hook(session_id, data.event, data.payload)
+        return "", 204
+
+    @app.get(f"/{API_VERSION}/sessions/<session_id>/agent")
+    @document_response(AgentOut)
+    async def agent(session_id: str) -> Response:
+        """The state of the session's agent, as its hooks report it."""
+        record = await manager.get(session_id)
+        tracker = manager.agent(session_id)
+        if tracker is None:
+            state = "exited" if record.state.ended else "unknown"
+            return _json(AgentOut(state=state, native_id=None, transcript_path=None, last_event=None))
+        return _json(
+            AgentOut(
+                state=str(tracker.state),
+                native_id=tracker.native_id,
+                transcript_path=tracker.transcript_path,
+                last_event=tracker.last_event,
+            )
+        )
 
     @app.get(f"/{API_VERSION}/sessions/<session_id>/screen")
     @document_response(Screen)

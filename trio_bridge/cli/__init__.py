@@ -254,6 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args_list = sys.argv[1:] if argv is None else list(argv)
+    if args_list[:1] == ["hook"]:
+        # Called by agents at every turn: the standard library only, no parser, no settings.
+        from ..hook import main as hook_main
+
+        return hook_main(args_list[1:])
     completing = "_ARGCOMPLETE" in os.environ
     parser = _build_parser(None if completing else _command_in(args_list))
     if completing:  # a shell asks for completions (see `completion`)

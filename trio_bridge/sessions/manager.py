@@ -16,10 +16,12 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
 
+from ..agents import AgentState, AgentTracker
 from ..output import OutputFeed, SegmentLog
 from ..output.log import split_command
 from ..process import ExitWatch, SubprocessFailedError
@@ -56,12 +58,16 @@ class EventKind(enum.StrEnum):
     KILLED = "killed"
     LOST = "lost"
     ADOPTED = "adopted"
+    #: an agent session's state changed (``SessionEvent.agent`` says to what)
+    AGENT = "agent"
 
 
 @attrs.frozen
 class SessionEvent:
     kind: EventKind
     record: SessionRecord
+    #: for ``AGENT`` events: the agent's new state
+    agent: AgentState | None = None
 
 
 class HubLostError(RuntimeError):
@@ -110,6 +116,9 @@ class SessionManager:
         self._panes: dict[str, str] = {}  # session id -> pane id, while watched
         self._hub: ControlClient | None = None
         self._ended: dict[str, trio.Event] = {}  # set when the session's end is recorded
+        self._agents: dict[str, AgentTracker] = {}  # sessions whose agent reported by a hook
+        #: seconds an agent may be ``working`` with no output and no hook before it is ``stuck``
+        self.agent_stuck_after = 120.0
         #: output bytes written by sessions since start (for metrics)
         self.output_bytes = 0
         self._counted: dict[str, int] = {}  # of output_bytes, per watched session
@@ -134,6 +143,7 @@ class SessionManager:
             self._nursery = nursery
             try:
                 await self._adopt_all()
+                nursery.start_soon(self._watch_agents)
                 task_status.started(self)
                 await hub.closed.wait()
                 # Without its control client no session's output wakes readers: fail
@@ -206,12 +216,46 @@ class SessionManager:
         self._subscribers.append(send)
         return receive
 
-    def _publish(self, kind: EventKind, record: SessionRecord) -> None:
+    def agent(self, session_id: str) -> AgentTracker | None:
+        """What the session's agent reported so far (None: no hook yet)."""
+        return self._agents.get(session_id)
+
+    async def agent_hook(self, session_id: str, event: str, payload: dict[str, Any]) -> AgentTracker:
+        """An agent's hook fired in this session: update its state; publish a change.
+
+        Raises:
+            UnknownSessionError: no such session.
+        """
+        record = await self.get(session_id)
+        tracker = self._agents.get(session_id)
+        if tracker is None:
+            tracker = self._agents[session_id] = AgentTracker(stuck_after=self.agent_stuck_after)
+            if record.state.ended:
+                tracker.on_exit()
+        changed = tracker.on_hook(event, payload, trio.current_time())
+        if changed is not None:
+            self._publish(EventKind.AGENT, record, agent=changed)
+        return tracker
+
+    async def _watch_agents(self) -> None:
+        """Once a second: an agent ``working`` without a sign of life for too long is ``stuck``."""
+        while True:
+            await trio.sleep(1.0)
+            now = trio.current_time()
+            for session_id, tracker in list(self._agents.items()):
+                if (changed := tracker.check(now)) is not None:
+                    record = await self.store.get(session_id)
+                    if record is not None:
+                        self._publish(EventKind.AGENT, record, agent=changed)
+
+    def _publish(self, kind: EventKind, record: SessionRecord, agent: AgentState | None = None) -> None:
         if record.state.ended:
             ended = self._ended.pop(record.id, None)
             if ended is not None:
                 ended.set()
-        event = SessionEvent(kind, record)
+        if record.state.ended and (tracker := self._agents.get(record.id)) is not None:
+            tracker.on_exit()
+        event = SessionEvent(kind, record, agent)
         for channel in list(self._subscribers):
             try:
                 channel.send_nowait(event)
@@ -478,6 +522,12 @@ class SessionManager:
         async with output:
             async for chunk in output:
                 feed.notify(len(chunk))
+                if (tracker := self._agents.get(session_id)) is not None and (
+                    changed := tracker.on_output(trio.current_time())
+                ) is not None:
+                    record = await self.store.get(session_id)
+                    if record is not None:
+                        self._publish(EventKind.AGENT, record, agent=changed)
                 self.output_bytes += len(chunk)
                 self._counted[session_id] = self._counted.get(session_id, 0) + len(chunk)
                 since_drop += len(chunk)

@@ -1,0 +1,141 @@
+"""Agent sessions: state from hooks (pure logic, then end to end through `trio-bridge hook`)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from contextlib import aclosing
+from pathlib import Path
+
+import trio
+
+from trio_bridge.agents import AgentState, AgentTracker
+
+from ._api import running_daemon, sse_events
+from .conftest import Sandbox
+
+WORKING, IDLE, WAITING = AgentState.WORKING, AgentState.IDLE, AgentState.WAITING_FOR_INPUT
+
+
+def test_claude_code_turn_with_a_permission_question() -> None:
+    agent = AgentTracker(stuck_after=10)
+    assert agent.state is AgentState.STARTING
+    start = {"session_id": "abc", "transcript_path": "/t/abc.jsonl", "source": "startup"}
+    assert agent.on_hook("SessionStart", start, 0) is IDLE
+    assert (agent.native_id, agent.transcript_path) == ("abc", "/t/abc.jsonl")
+    assert agent.on_hook("UserPromptSubmit", {"prompt": "hi"}, 1) is WORKING
+    asked = {"notification_type": "permission_prompt", "message": "Claude needs your permission"}
+    assert agent.on_hook("Notification", asked, 2) is WAITING
+    assert agent.on_hook("PostToolUse", {}, 3) is WORKING
+    assert agent.on_hook("Stop", {}, 4) is IDLE
+    assert agent.on_hook("Stop", {}, 5) is None  # no change, no event
+    # an informational notification does not mean the agent waits for the user
+    assert agent.on_hook("Notification", {"notification_type": "auth_success"}, 6) is None
+
+
+def test_codex_and_gemini_events() -> None:
+    codex = AgentTracker()
+    assert codex.on_hook("notify", {"type": "agent-turn-complete", "thread-id": "t-1"}, 0) is IDLE
+    assert codex.native_id == "t-1"
+    gemini = AgentTracker()
+    assert gemini.on_hook("BeforeAgent", {"prompt": "x"}, 0) is WORKING
+    assert gemini.on_hook("AfterAgent", {"prompt_response": "y"}, 1) is IDLE
+    assert gemini.on_hook("SomethingNew", {}, 2) is None
+
+
+def test_stuck_after_silence_and_back_on_any_sign_of_life() -> None:
+    agent = AgentTracker(stuck_after=10)
+    agent.on_hook("UserPromptSubmit", {}, 0)
+    assert agent.check(5) is None
+    agent.on_output(8)
+    assert agent.check(17) is None  # output at 8 counts as life
+    assert agent.check(18) is AgentState.STUCK
+    assert agent.on_output(19) is WORKING
+    assert agent.check(25) is None
+    agent.on_hook("Stop", {}, 26)
+    assert agent.check(1000) is None  # idle is never stuck
+    assert agent.on_exit() is AgentState.EXITED
+    assert agent.on_hook("UserPromptSubmit", {}, 1001) is None  # exited is final
+
+
+FAKE_AGENT = """
+import json, subprocess, sys, time
+def hook(event, payload):
+    subprocess.run([sys.executable, "-m", "trio_bridge", "hook", event], input=json.dumps(payload).encode())
+hook("SessionStart", {"session_id": "native-1", "transcript_path": "/tmp/native-1.jsonl"})
+line = sys.stdin.readline()
+hook("UserPromptSubmit", {"session_id": "native-1", "prompt": line.strip()})
+print("thinking about", line.strip(), flush=True)
+time.sleep(0.3)
+hook("Stop", {"session_id": "native-1"})
+time.sleep(30)
+"""
+
+
+async def test_hooks_drive_the_agent_state_through_the_daemon(sandbox: Sandbox, tmp_path: Path) -> None:
+    with trio.fail_after(40):
+        async with running_daemon(sandbox) as daemon, daemon.client() as client:
+            seen: list[tuple[str, str | None]] = []
+            async with (
+                client.stream("GET", "/v1/events") as response,
+                aclosing(sse_events(response)) as events,
+            ):
+                created = await client.post(
+                    "/v1/sessions", json={"command": [sys.executable, "-c", FAKE_AGENT], "cwd": str(tmp_path)}
+                )
+                session_id = created.json()["id"]
+                async for event in events:
+                    body = event.json()
+                    if event.event == "agent":
+                        seen.append((body["agent"], body["session"]["id"]))
+                        if body["agent"] == "idle" and len(seen) == 1:
+                            await client.post(
+                                f"/v1/sessions/{session_id}/input", json={"text": "the prompt", "enter": True}
+                            )
+                        if len(seen) == 3:
+                            break
+            assert seen == [("idle", session_id), ("working", session_id), ("idle", session_id)]
+            agent = (await client.get(f"/v1/sessions/{session_id}/agent")).json()
+            assert agent == {
+                "state": "idle", "native_id": "native-1", "transcript_path": "/tmp/native-1.jsonl",
+                "last_event": "Stop",
+            }  # fmt: skip
+            assert (await client.get("/v1/sessions/nope/agent")).status_code == 404
+            await client.delete(f"/v1/sessions/{session_id}")
+            assert (await client.get(f"/v1/sessions/{session_id}/agent")).json()["state"] == "exited"
+
+
+def test_the_hook_never_blocks_the_agent(tmp_path: Path) -> None:
+    # A daemon that accepts the connection and never answers, and no daemon at all.
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent_path = tmp_path / "silent.sock"
+    silent.bind(str(silent_path))
+    silent.listen(1)
+    try:
+        for path in (silent_path, tmp_path / "missing.sock"):
+            env = {
+                "TRIO_BRIDGE_SESSION_ID": "abc",
+                "TRIO_BRIDGE_API_SOCKET": str(path),
+                "PATH": "/usr/bin:/bin",
+            }
+            started = time.monotonic()
+            result = subprocess.run(
+                [sys.executable, "-m", "trio_bridge", "hook", "Stop"],
+                input=b'{"session_id": "x"}', env=env, capture_output=True, timeout=20,
+            )  # fmt: skip
+            assert result.returncode == 0 and result.stderr == b""
+            assert time.monotonic() - started < 10  # bounded (2 s per step), never hanging
+    finally:
+        silent.close()
+
+
+def test_the_hook_imports_only_the_standard_library() -> None:
+    code = (
+        "import sys; from trio_bridge.cli import main; main(['hook', 'Stop']); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('trio', 'attrs', 'attr', 'httpx', 'httpcore', 'quart', 'msgspec')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], input=b"{}", capture_output=True, timeout=20)
+    assert result.stdout.decode().splitlines()[-1] == "[]", result.stderr.decode()

@@ -1,0 +1,112 @@
+"""An agent session's state, from what its hooks report (the most trusted source).
+
+Pure logic, no I/O: the daemon feeds it hook events (``on_hook``), output activity
+(``on_output``) and the clock (``check``), and publishes the changes.
+
+Hook events understood (the three CLIs name them differently):
+
+=====================  ===================================  =========================
+state after the event  Claude Code                          Gemini CLI / Codex
+=====================  ===================================  =========================
+``idle``               SessionStart, Stop                   SessionStart, AfterAgent,
+                                                            Codex ``agent-turn-complete``
+``working``            UserPromptSubmit, PreToolUse,        BeforeAgent, BeforeTool,
+                       PostToolUse                          AfterTool
+``waiting_for_input``  Notification (permission_prompt,     Notification
+                       idle_prompt: waiting for the user)
+=====================  ===================================  =========================
+
+``stuck``: ``working`` with neither output nor a hook for ``stuck_after`` seconds; any sign of
+life makes it ``working`` again. A hook may carry the agent's own conversation id and transcript
+path; they are kept for resuming.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+__all__ = ["AgentState", "AgentTracker"]
+
+
+class AgentState(enum.StrEnum):
+    STARTING = "starting"
+    WORKING = "working"
+    WAITING_FOR_INPUT = "waiting_for_input"
+    IDLE = "idle"
+    EXITED = "exited"
+    STUCK = "stuck"
+    UNKNOWN = "unknown"
+
+
+_AFTER_EVENT = {
+    "sessionstart": AgentState.IDLE,
+    "stop": AgentState.IDLE,
+    "afteragent": AgentState.IDLE,
+    "agent-turn-complete": AgentState.IDLE,
+    "userpromptsubmit": AgentState.WORKING,
+    "beforeagent": AgentState.WORKING,
+    "pretooluse": AgentState.WORKING,
+    "posttooluse": AgentState.WORKING,
+    "beforetool": AgentState.WORKING,
+    "aftertool": AgentState.WORKING,
+    "notification": AgentState.WAITING_FOR_INPUT,
+}
+
+
+@attrs.define
+class AgentTracker:
+    """The state of one agent session. Times are ``trio.current_time()``-style seconds."""
+
+    stuck_after: float = 120.0
+    state: AgentState = AgentState.STARTING
+    #: the agent's own conversation id and transcript file, once a hook reported them
+    native_id: str | None = None
+    transcript_path: str | None = None
+    last_event: str | None = None
+    _last_sign_of_life: float = 0.0
+
+    def on_hook(self, event: str, payload: Mapping[str, Any], now: float) -> AgentState | None:
+        """A hook fired; returns the new state if it changed."""
+        self._last_sign_of_life = now
+        self.last_event = event
+        for key in ("session_id", "thread-id", "thread_id"):
+            if isinstance(payload.get(key), str):
+                self.native_id = payload[key]
+                break
+        if isinstance(payload.get("transcript_path"), str):
+            self.transcript_path = payload["transcript_path"]
+        kind = str(payload.get("type") or event).lower()
+        new = _AFTER_EVENT.get(kind) or _AFTER_EVENT.get(event.lower())
+        if new is None:
+            return None
+        if new is AgentState.WAITING_FOR_INPUT and payload.get("notification_type") not in (
+            None, "permission_prompt", "idle_prompt", "elicitation_dialog",
+        ):  # fmt: skip
+            return None  # an informational notification: the agent is not waiting on the user
+        return self._become(new)
+
+    def on_output(self, now: float) -> AgentState | None:
+        """The session printed something."""
+        self._last_sign_of_life = now
+        if self.state is AgentState.STUCK:
+            return self._become(AgentState.WORKING)
+        return None
+
+    def on_exit(self) -> AgentState | None:
+        return self._become(AgentState.EXITED)
+
+    def check(self, now: float) -> AgentState | None:
+        """The clock moved: ``working`` without a sign of life for too long is ``stuck``."""
+        if self.state is AgentState.WORKING and now - self._last_sign_of_life >= self.stuck_after:
+            return self._become(AgentState.STUCK)
+        return None
+
+    def _become(self, state: AgentState) -> AgentState | None:
+        if self.state is AgentState.EXITED or state is self.state:
+            return None
+        self.state = state
+        return state

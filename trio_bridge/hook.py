@@ -1,0 +1,94 @@
+"""``trio-bridge hook EVENT``: what an agent's hook configuration runs.
+
+It reads the hook's JSON (from stdin, as Claude Code and Gemini CLI send it, or from its last
+argument, as Codex's ``notify`` passes it), finds the session from ``TRIO_BRIDGE_SESSION_ID`` and
+the daemon from ``TRIO_BRIDGE_API_SOCKET``, and posts it to ``/v1/sessions/{id}/hooks``.
+
+It must never hold the agent up: it imports only the standard library (start-up is most of its
+cost), everything it waits for is bounded (stdin 1 s, the daemon 2 s), and it exits 0 whatever
+happens, daemon down included.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import select
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+STDIN_WAIT = 1.0
+DAEMON_WAIT = 2.0
+MAX_PAYLOAD = 1 << 20
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("trio-bridge", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def _read_stdin() -> bytes:
+    """What the agent wrote on our stdin, until EOF, within STDIN_WAIT seconds."""
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, ValueError, OSError):
+        return b""
+    if os.isatty(fd):
+        return b""
+    data = b""
+    deadline = time.monotonic() + STDIN_WAIT
+    while len(data) < MAX_PAYLOAD:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _payload(args: Sequence[str]) -> dict[str, Any]:
+    for candidate in ([args[-1].encode()] if args else []) + [_read_stdin()]:
+        try:
+            value = json.loads(candidate) if candidate.strip() else None
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+def main(argv: Sequence[str]) -> int:
+    event = argv[0] if argv else "unknown"
+    session_id = os.environ.get("TRIO_BRIDGE_SESSION_ID", "")
+    socket_path = os.environ.get("TRIO_BRIDGE_API_SOCKET", "")
+    payload = _payload(list(argv[1:]))
+    if not session_id or not socket_path:
+        return 0  # not inside a trio-bridge agent session: nothing to tell
+    body = json.dumps({"event": event, "payload": payload}).encode()
+    headers = {"Content-Type": "application/json"}
+    if token := os.environ.get("TRIO_BRIDGE_TOKEN"):
+        headers["Authorization"] = f"Bearer {token}"
+    connection = _UnixConnection(socket_path, DAEMON_WAIT)
+    try:
+        connection.request("POST", f"/v1/sessions/{session_id}/hooks", body, headers)
+        connection.getresponse().read()
+    except (OSError, http.client.HTTPException):
+        pass  # the daemon is down or slow: the agent must go on; its state comes from elsewhere
+    finally:
+        connection.close()
+    return 0
