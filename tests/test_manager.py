@@ -82,7 +82,7 @@ async def test_restart_readopts_and_readers_resume_without_gap(sandbox: Sandbox,
     assert [s.session_id for s in await server.list_sessions()] == [record.id]
     async with running_manager(server, sandbox.state_dir) as manager:
         assert (await manager.store.get(record.id)).state is SessionState.RUNNING  # type: ignore[union-attr]
-        rest, _ = await read_until(manager.feed(record.id), offset, b"line 039")
+        rest, _ = await read_until(manager.feed(record.id), offset, b"line 039\r\n")
         await wait_for_state(manager, record.id, SessionState.EXITED)
     lines = (first + rest).decode().split("\r\n")
     assert lines[:-1] == [f"line {i:03d}" for i in range(40)]
