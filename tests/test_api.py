@@ -455,3 +455,27 @@ async def test_shutdown_ends_streams_cleanly(sandbox: Sandbox, tmp_path: Path) -
     assert sandbox.tmux("has-session", "-t", f"=tb-{sid}", check=False).returncode == 0
     sandbox.tmux("kill-session", "-t", f"=tb-{sid}")
     assert not socket_path.exists()
+
+
+async def test_a_stream_whose_client_left_stops_reading_at_once(sandbox: Sandbox, tmp_path: Path) -> None:
+    def gauge(text: str, name: str) -> float:
+        return float(re.search(rf"^{name} (\S+)$", text, re.M)[1])  # type: ignore[index]
+
+    with trio.fail_after(30):
+        async with running_daemon(sandbox) as daemon, daemon.client() as client:
+            quiet = await create(client, tmp_path, command=["sleep", "300"])
+            async with daemon.client() as reader, reader.stream("GET", f"/v1/sessions/{quiet['id']}/stream"):
+                with trio.fail_after(5):
+                    while gauge((await client.get("/metrics")).text, "trio_bridge_output_readers") != 1:
+                        await trio.sleep(0.05)
+            # The client is gone: its reader ends now, not at the next keepalive (15 s).
+            with trio.fail_after(5):
+                while True:
+                    text = (await client.get("/metrics")).text
+                    if (
+                        gauge(text, "trio_bridge_output_readers") == 0
+                        and gauge(text, "trio_bridge_api_streams") == 0
+                    ):
+                        break
+                    await trio.sleep(0.05)
+            await client.delete(f"/v1/sessions/{quiet['id']}")

@@ -685,13 +685,15 @@ Producer = Callable[[trio.MemorySendChannel[bytes]], Awaitable[None]]
 def _sse_response(context: ApiContext, produce: Producer) -> Response:
     """A streaming response whose events come from ``produce``, run in the server's stream
     nursery: when the server stops, it is cancelled and the stream ends with ``shutdown``;
-    when the client goes away, its channel breaks and it ends."""
+    when the client goes away, the response body is closed and it is cancelled at once (not
+    only at its next write: a quiet session would keep a reader for a keepalive period)."""
     if context.streams is None or context.stopping.is_set():
         raise ApiError(503, "shutting_down", "the daemon is shutting down")
     send, receive = trio.open_memory_channel[bytes](16)
+    client_gone = trio.CancelScope()
 
     async def run() -> None:
-        async with send:
+        with client_gone, send:
             context.open_streams += 1
             try:
                 with trio.CancelScope() as scope:
@@ -714,9 +716,12 @@ def _sse_response(context: ApiContext, produce: Producer) -> Response:
     context.streams.start_soon(run)
 
     async def body() -> AsyncIterator[bytes]:
-        async with receive:
-            async for event in receive:
-                yield event
+        try:
+            async with receive:
+                async for event in receive:
+                    yield event
+        finally:
+            client_gone.cancel()
 
     response = Response(body(), content_type="text/event-stream")
     response.headers["Cache-Control"] = "no-store"
