@@ -33,7 +33,10 @@ def sandbox() -> Iterator[dict[str, str]]:
     socket = f"tbbench-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TMUX", "TRIO_BRIDGE_"))}
     env.pop("PYTHONUNBUFFERED", None)
-    env.update(TMUX_TMPDIR=str(root / "tmux"), XDG_STATE_HOME=str(root / "state"))
+    # A private runtime dir too: with the user's, `run` would go through the user's own daemon.
+    env.update(
+        TMUX_TMPDIR=str(root / "tmux"), XDG_STATE_HOME=str(root / "state"), XDG_RUNTIME_DIR=str(root / "run")
+    )
     env["TRIO_BRIDGE_TMUX_SOCKET"] = socket
     try:
         yield env

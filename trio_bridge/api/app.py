@@ -320,7 +320,7 @@ def create_app(context: ApiContext) -> QuartTrio:
     @validate_querystring(ListQuery)
     @document_response(SessionList)
     async def list_sessions(query_args: ListQuery) -> Response:
-        """All sessions, newest first; ``state`` filters (comma-separated)."""
+        """All sessions, oldest first; ``state`` filters (comma-separated)."""
         states = _parse_states(query_args.state)
         records = await manager.store.all(states)
         return _json(SessionList(sessions=[session_out(r, context.computer_name) for r in records]))
