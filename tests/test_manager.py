@@ -123,7 +123,8 @@ async def test_a_slow_reader_resyncs_while_a_fast_one_keeps_up(sandbox: Sandbox,
         sandbox.server(), sandbox.state_dir, segment_size=4096, log_max_bytes=16384
     ) as manager:
         record = await manager.create([sys.executable, "-c", script], cwd=tmp_path)
-        fast, end = await read_until(manager.feed(record.id), 0, b"0059 ")
+        # to the end of the last line (stopping at its start would leave the rest unread)
+        fast, end = await read_until(manager.feed(record.id), 0, f"0059 {line}\r\n".encode())
         await wait_for_state(manager, record.id, SessionState.EXITED)
         assert len(fast) == end and fast.startswith(b"0000 ")  # every byte, in order, no resync
         # a reader that comes late from offset 0: told where the log now starts, then the rest
