@@ -69,7 +69,7 @@ async def test_in_process_daemon_keeps_sessions_across_restarts(sandbox: Sandbox
     assert record_state(sandbox, record.id) == "running"
     async with trio.open_nursery() as nursery:
         manager = (await nursery.start(serve_daemon, settings)).manager
-        rest, _ = await read_until(manager.feed(record.id), offset, b"tick 29")
+        rest, _ = await read_until(manager.feed(record.id), offset, b"tick 29\r\n")
         nursery.cancel_scope.cancel()
     lines = (first + rest).decode().split("\r\n")[:-1]
     assert lines == [f"tick {i:02d}" for i in range(30)], (first, rest)

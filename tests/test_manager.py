@@ -51,7 +51,7 @@ async def test_create_stream_and_exit(sandbox: Sandbox, tmp_path: Path) -> None:
         events = manager.subscribe()
         record = await manager.create(["sh", "-c", "echo one; sleep 0.3; echo two; exit 4"], cwd=tmp_path)
         assert record.state is SessionState.RUNNING
-        data, _ = await read_until(manager.feed(record.id), 0, b"two")
+        data, _ = await read_until(manager.feed(record.id), 0, b"two\r\n")
         assert data == b"one\r\ntwo\r\n"
         await wait_for_state(manager, record.id, SessionState.EXITED)
         ended = await manager.store.get(record.id)
