@@ -28,7 +28,7 @@ import httpx
 import trio
 import trio_websocket
 
-from .run_cli import PRINTER, PY, TRIO_BRIDGE, sandbox, summary, wall_ms
+from .run_cli import PRINTER, PY, TRIO_BRIDGE, StampedLines, sandbox, summary, wall_ms
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -148,9 +148,7 @@ def _httpx_run(url: str, seconds: int) -> dict[str, float]:
 
 
 def _sse_latencies(url: str, session_id: str, skip: int, computer: str | None = None) -> list[float]:
-    latencies: list[float] = []
-    seen = 0
-    pending = ""
+    lines = StampedLines(skip)
     with (
         httpx.Client(base_url=url, timeout=httpx.Timeout(60, connect=5)) as client,
         client.stream(
@@ -164,21 +162,12 @@ def _sse_latencies(url: str, session_id: str, skip: int, computer: str | None = 
             event = json.loads(line[6:])
             if "data" not in event:
                 break  # the end event
-            pending += event["data"]
-            *lines, pending = pending.split("\n")
-            for text in lines:
-                stamp = text.split(" ", 1)[0]
-                if stamp.isdigit():
-                    seen += 1
-                    if seen > skip:
-                        latencies.append((arrived - int(stamp)) / 1e6)
-    return latencies
+            lines.feed(event["data"].encode(), arrived)
+    return lines.latencies
 
 
 async def _ws_latencies(url: str, session_id: str, skip: int) -> list[float]:
-    latencies: list[float] = []
-    seen = 0
-    pending = b""
+    lines = StampedLines(skip)
     ws_url = "ws" + url.removeprefix("http") + f"/v1/sessions/{session_id}/ws"
     with trio.fail_after(120):
         async with trio_websocket.open_websocket_url(ws_url) as ws:
@@ -189,15 +178,8 @@ async def _ws_latencies(url: str, session_id: str, skip: int) -> list[float]:
                     if json.loads(message).get("type") == "end":
                         break
                     continue
-                pending += message
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    stamp = line.split(b" ", 1)[0]
-                    if stamp.isdigit():
-                        seen += 1
-                        if seen > skip:
-                            latencies.append((arrived - int(stamp)) / 1e6)
-    return latencies
+                lines.feed(message, arrived)
+    return lines.latencies
 
 
 def run(quick: bool) -> dict[str, Any]:

@@ -112,24 +112,34 @@ for i in range({lines}):
 """
 
 
-def read_latencies(proc: subprocess.Popen[bytes], skip: int) -> list[float]:
-    """Arrival minus print time (CLOCK_MONOTONIC is system-wide on Linux) for each line."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    buffer = b""
-    latencies: list[float] = []
-    seen = 0
-    while chunk := os.read(fd, 65536):
-        arrived = time.monotonic_ns()
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
+class StampedLines:
+    """Latencies of lines ``STAMP ...`` (CLOCK_MONOTONIC in ns when printed; the clock is
+    system-wide on Linux) from their arrival time; the first ``skip`` lines are warm-up."""
+
+    def __init__(self, skip: int) -> None:
+        self.skip = skip
+        self.seen = 0
+        self.latencies: list[float] = []
+        self._pending = b""
+
+    def feed(self, data: bytes, arrived_ns: int) -> None:
+        *lines, self._pending = (self._pending + data).split(b"\n")
         for line in lines:
             stamp = line.split(b" ", 1)[0]
             if stamp.isdigit():
-                seen += 1
-                if seen > skip:
-                    latencies.append((arrived - int(stamp)) / 1e6)
-    return latencies
+                self.seen += 1
+                if self.seen > self.skip:
+                    self.latencies.append((arrived_ns - int(stamp)) / 1e6)
+
+
+def read_latencies(proc: subprocess.Popen[bytes], skip: int) -> list[float]:
+    """Arrival minus print time for each line of the process's stdout."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    lines = StampedLines(skip)
+    while chunk := os.read(fd, 65536):
+        lines.feed(chunk, time.monotonic_ns())
+    return lines.latencies
 
 
 def bench_latency(lines: int) -> dict[str, Any]:
