@@ -201,6 +201,20 @@ def computers(sandbox: Sandbox, redis_url: str) -> Iterator[list[Computer]]:
         computer.cleanup()
 
 
+def start_pair(
+    sandbox: Sandbox, redis_url: str, computers: list[Computer], **extra: str
+) -> tuple[Computer, Computer]:
+    """Daemons "alpha" and "beta" in the mesh, both ready (stopped at the test's end)."""
+    alpha, beta = (
+        Computer(sandbox, "alpha", redis_url, **extra),
+        Computer(sandbox, "beta", redis_url, **extra),
+    )
+    computers += [alpha, beta]
+    assert "ready" in alpha.start()
+    assert "ready" in beta.start()
+    return alpha, beta
+
+
 def wait_until(predicate: object, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]
@@ -211,10 +225,7 @@ def wait_until(predicate: object, timeout: float = 10) -> None:
 def test_discovery_offline_detection_and_unique_names(
     sandbox: Sandbox, redis_url: str, computers: list[Computer]
 ) -> None:
-    alpha, beta = Computer(sandbox, "alpha", redis_url), Computer(sandbox, "beta", redis_url)
-    computers += [alpha, beta]
-    assert "ready" in alpha.start()
-    assert "ready" in beta.start()
+    alpha, beta = start_pair(sandbox, redis_url, computers)
     seen = alpha.computers()
     assert set(seen) == {"alpha", "beta"} and all(c["online"] for c in seen.values())
     assert seen["alpha"]["local"] and not seen["beta"]["local"]
@@ -300,10 +311,7 @@ def redis_do(url: str, *commands: tuple[object, ...]) -> list[object]:
 
 
 def test_remote_sessions_through_the_cli(sandbox: Sandbox, redis_url: str, computers: list[Computer]) -> None:
-    alpha, beta = Computer(sandbox, "alpha", redis_url), Computer(sandbox, "beta", redis_url)
-    computers += [alpha, beta]
-    assert "ready" in alpha.start()
-    assert "ready" in beta.start()
+    alpha, beta = start_pair(sandbox, redis_url, computers)
 
     def ok(result: subprocess.CompletedProcess[bytes]) -> str:
         assert result.returncode == 0, result.stderr.decode()
@@ -370,14 +378,9 @@ def test_a_request_left_unacknowledged_is_handled_after_a_restart_once(
 def test_with_a_secret_forged_requests_are_refused_and_logged(
     sandbox: Sandbox, redis_url: str, computers: list[Computer], tmp_path: Path
 ) -> None:
-    secret = {"TRIO_BRIDGE_MESH_SECRET": "s3cret-shared-by-the-mesh"}
-    alpha, beta = (
-        Computer(sandbox, "alpha", redis_url, **secret),
-        Computer(sandbox, "beta", redis_url, **secret),
+    alpha, beta = start_pair(
+        sandbox, redis_url, computers, TRIO_BRIDGE_MESH_SECRET="s3cret-shared-by-the-mesh"
     )
-    computers += [alpha, beta]
-    assert "ready" in alpha.start()
-    assert "ready" in beta.start()
     # signed requests work
     created = alpha.cli("new", "--computer", "beta", "--", "sleep", "300")
     assert created.returncode == 0, created.stderr.decode()
@@ -406,10 +409,7 @@ def beta_log_mentions(computer: Computer, text: str) -> bool:
 def test_a_remote_reader_loses_nothing_when_redis_restarts(
     sandbox: Sandbox, redis_server: RedisServer, computers: list[Computer]
 ) -> None:
-    alpha, beta = Computer(sandbox, "alpha", redis_server.url), Computer(sandbox, "beta", redis_server.url)
-    computers += [alpha, beta]
-    assert "ready" in alpha.start()
-    assert "ready" in beta.start()
+    alpha, _ = start_pair(sandbox, redis_server.url, computers)
     printer = "import time\nfor i in range(80):\n    print(f'line {i:03d}', flush=True)\n    time.sleep(0.05)"
     created = alpha.cli("new", "--computer", "beta", "--", sys.executable, "-c", printer)
     assert created.returncode == 0, created.stderr.decode()
@@ -438,10 +438,7 @@ def test_a_remote_reader_loses_nothing_when_redis_restarts(
 def test_lifecycle_events_of_another_computer(
     sandbox: Sandbox, redis_url: str, computers: list[Computer]
 ) -> None:
-    alpha, beta = Computer(sandbox, "alpha", redis_url), Computer(sandbox, "beta", redis_url)
-    computers += [alpha, beta]
-    assert "ready" in alpha.start()
-    assert "ready" in beta.start()
+    alpha, beta = start_pair(sandbox, redis_url, computers)
     socket_path = Path(alpha.env["TRIO_BRIDGE_RUNTIME_DIR"]) / "api.sock"
     seen: list[tuple[str, str, str]] = []
     with (
