@@ -459,12 +459,6 @@ async def test_delete_kills_a_running_session_once(sandbox: Sandbox, tmp_path: P
             assert (await client.get(f"/v1/sessions/{other['id']}")).json()["state"] == "killed"
 
 
-@pytest.mark.xfail(
-    reason="BUG: GET /v1/sessions/{id}/screen of a killed session answers 404 session_not_found "
-    "(SessionManager._finish keeps no screen.txt when the window is already gone, and "
-    "SessionManager.screen raises UnknownSessionError for a missing screen.txt)",
-    strict=True,
-)
 async def test_screen_of_a_killed_session(sandbox: Sandbox, tmp_path: Path) -> None:
     with trio.fail_after(20):
         async with api(sandbox) as (_, client):
@@ -657,11 +651,6 @@ async def test_screen_output_ranges_and_wait(sandbox: Sandbox, tmp_path: Path) -
             assert last.headers["X-Output-Next"] == last.headers["X-Output-End"] == str(len(final))
 
 
-@pytest.mark.xfail(
-    reason="BUG: GET /v1/sessions/{id}/output with an offset beyond the end says X-Output-End: "
-    "<that offset> (max(end, offset + len(data))), not the bytes written so far",
-    strict=True,
-)
 async def test_output_end_header_beyond_the_end(sandbox: Sandbox, tmp_path: Path) -> None:
     with trio.fail_after(20):
         async with api(sandbox) as (_, client):
@@ -930,14 +919,6 @@ async def test_websocket_origin_and_unknown_session(sandbox: Sandbox, tmp_path: 
     gc.collect()
 
 
-@pytest.mark.xfail(
-    reason="BUG: a connection that sends a WebSocket handshake and then another request crashes the "
-    "whole API service, even without the token: hypercorn 0.18's ws_stream answers the second request "
-    "after h11 is DONE, and the h11.LocalProtocolError escapes the connection into serve_api "
-    "(trio_bridge/api/server.py), so every open stream is cut; 5 such crashes within 60 s stop the "
-    "daemon (CrashLoopError)",
-    strict=True,
-)
 async def test_a_refused_websocket_does_not_crash_the_api(sandbox: Sandbox, tmp_path: Path) -> None:
     handshake = (
         b"GET /v1/sessions/x/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
@@ -1254,12 +1235,6 @@ async def test_shutdown_ends_streams_cleanly_and_sessions_survive(sandbox: Sandb
     sandbox.tmux("kill-session", "-t", f"=tb-{sid}")
 
 
-@pytest.mark.xfail(
-    reason="BUG: a long poll (GET /v1/sessions/{id}/wait) in flight when the daemon stops gets no "
-    "answer: the route does not watch ApiContext.stopping, so hypercorn cuts the connection after "
-    "its graceful timeout",
-    strict=True,
-)
 async def test_shutdown_answers_a_long_poll(sandbox: Sandbox, tmp_path: Path) -> None:
     socket_path = resolve_settings(sandbox.env).settings.api_socket
     transport = httpx.AsyncHTTPTransport(uds=str(socket_path))
@@ -1290,11 +1265,6 @@ async def test_shutdown_answers_a_long_poll(sandbox: Sandbox, tmp_path: Path) ->
     assert answers[0].status_code in (200, 503)
 
 
-@pytest.mark.xfail(
-    reason="BUG: HEAD on an SSE route (/v1/events, /v1/sessions/{id}/stream) never completes: the "
-    "stream is produced (and discarded) until it ends, so the keep-alive connection hangs",
-    strict=True,
-)
 async def test_head_on_a_stream_route_completes(sandbox: Sandbox, tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with api(sandbox) as (daemon, client):

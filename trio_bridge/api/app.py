@@ -448,7 +448,8 @@ def create_app(context: ApiContext) -> QuartTrio:
         headers = {
             "X-Output-Offset": str(query_args.offset),
             "X-Output-Next": str(query_args.offset + len(data)),
-            "X-Output-End": str(max(end, query_args.offset + len(data))),
+            # read after the data: it is never short of what was just read
+            "X-Output-End": str(end),
             "X-Output-Complete": "true" if feed.closed else "false",
         }
         return Response(data, content_type="application/octet-stream", headers=headers)
@@ -457,10 +458,14 @@ def create_app(context: ApiContext) -> QuartTrio:
     @validate_querystring(WaitQuery)
     @document_response(WaitResult)
     async def wait(session_id: str, query_args: WaitQuery) -> Response:
-        """Wait up to ``timeout`` seconds for the session to end (long poll)."""
+        """Wait up to ``timeout`` seconds for the session to end (long poll). A daemon
+        stopping answers at once (``ended`` false), so the poller is not cut off."""
         record = await manager.get(session_id)
-        with trio.move_on_after(query_args.timeout):
-            record = await manager.wait(session_id)
+        with trio.move_on_after(query_args.timeout) as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_on, context.stopping, scope)
+                record = await manager.wait(session_id)
+                nursery.cancel_scope.cancel()
         return _json(WaitResult(ended=record.state.ended, session=session_out(record, context.computer_name)))
 
     @app.post(f"/{API_VERSION}/sessions/<session_id>/relay")
@@ -516,6 +521,8 @@ def create_app(context: ApiContext) -> QuartTrio:
         behind gets ``overflow`` and the stream ends."""
         # Subscribed before answering: a client that sees the response can count on every
         # event after it.
+        if request.method == "HEAD":
+            return _sse_head(context)
         subscription = manager.subscribe()
 
         async def produce(send: trio.MemorySendChannel[bytes]) -> None:
@@ -687,6 +694,8 @@ def _sse_response(context: ApiContext, produce: Producer) -> Response:
     nursery: when the server stops, it is cancelled and the stream ends with ``shutdown``;
     when the client goes away, the response body is closed and it is cancelled at once (not
     only at its next write: a quiet session would keep a reader for a keepalive period)."""
+    if request.method == "HEAD":
+        return _sse_head(context)
     if context.streams is None or context.stopping.is_set():
         raise ApiError(503, "shutting_down", "the daemon is shutting down")
     send, receive = trio.open_memory_channel[bytes](16)
@@ -727,6 +736,15 @@ def _sse_response(context: ApiContext, produce: Producer) -> Response:
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Accel-Buffering"] = "no"
     response.timeout = None
+    return response
+
+
+def _sse_head(context: ApiContext) -> Response:
+    """HEAD on a stream: its headers, and no stream (which would never end)."""
+    if context.streams is None or context.stopping.is_set():
+        raise ApiError(503, "shutting_down", "the daemon is shutting down")
+    response = Response(b"", content_type="text/event-stream")
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 

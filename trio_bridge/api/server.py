@@ -23,6 +23,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from ..config import Settings, parse_bind
+from ._connection import contain_connection_errors
 from .app import ApiContext, create_app
 
 __all__ = ["ApiBindError", "Listeners", "open_listeners", "serve_api"]
@@ -160,6 +161,7 @@ async def serve_api(
     second of slack): ``context.stopping`` ends every SSE stream with a ``shutdown`` event and
     closes every WebSocket with 1001, then hypercorn stops accepting and finishes.
     """
+    contain_connection_errors()
     app = create_app(context)
     config = Config()
     config.bind = [f"fd://{os.dup(sock.fileno())}" for sock in listeners.sockets]

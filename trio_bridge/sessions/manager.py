@@ -372,6 +372,14 @@ class SessionManager:
         if record.state.ended:
             return
         self._killing.add(session_id)
+        # Killing the window takes its screen along: keep the last one first.
+        try:
+            screen = await self.server.capture(record.tmux_name, history=200)
+        except SessionNotFoundError:
+            pass  # it ended just now; its watcher keeps the screen
+        else:
+            path = trio.Path(self._session_dir(session_id) / "screen.txt")
+            await path.write_text(_without_dead_banner(screen))
         await self._kill_window(record.tmux_name)
 
     # -- watching -------------------------------------------------------------
