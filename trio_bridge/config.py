@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .agents.profiles import DEFAULT_PROFILES, AgentProfile, parse_profiles
+
 __all__ = [
     "DEFAULT_TIMEOUTS",
     "SETTINGS",
@@ -36,6 +38,8 @@ __all__ = [
 ]
 
 ENV_PREFIX = "TRIO_BRIDGE_"
+#: the key under which the file's parsed [agents] tables travel (not a setting of its own)
+_AGENTS = "\0agents"
 
 
 class ConfigError(ValueError):
@@ -102,6 +106,9 @@ class Settings:
     #: a secret shared by the mesh's computers: every request and reply is signed with it
     #: (HMAC-SHA256) and unsigned or forged ones are refused
     mesh_secret: str | None = dataclasses.field(default=None, repr=False)
+    #: agent profiles by name: the defaults, changed by the config file's ``[agents.NAME]``
+    #: tables (see :mod:`trio_bridge.agents.profiles`)
+    agents: Mapping[str, AgentProfile] = dataclasses.field(default_factory=lambda: dict(DEFAULT_PROFILES))
 
     @property
     def api_socket(self) -> Path:
@@ -300,7 +307,7 @@ def _defaults(env: Mapping[str, str]) -> dict[str, Any]:
     for field in dataclasses.fields(Timeouts):
         values[f"timeouts.{field.name}"] = getattr(DEFAULT_TIMEOUTS, field.name)
     for field in dataclasses.fields(Settings):
-        if field.name not in ("state_dir", "runtime_dir", "timeouts") and field.name not in values:
+        if field.name not in ("state_dir", "runtime_dir", "timeouts", "agents") and field.name not in values:
             values[field.name] = field.default
     return values
 
@@ -328,8 +335,18 @@ def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
         return {}
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
+    agents = table.pop("agents", {})
+    if not isinstance(agents, dict):
+        raise ConfigError(f"config file {path}: agents must be a table of [agents.NAME] tables")
+    try:
+        profiles = parse_profiles(agents)
+    except ValueError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
     values = _flatten(table)
+    values[_AGENTS] = profiles
     for name in values:
+        if name == _AGENTS:
+            continue
         if name not in _BY_NAME:
             raise ConfigError(f"config file {path}: unknown setting {name!r}")
     return values
@@ -360,8 +377,10 @@ def resolve_settings(
         )
     values = _defaults(env)
     sources = dict.fromkeys(values, "default")
+    from_file = _read_file(config_file, explicit)
+    agents = from_file.pop(_AGENTS, None) or dict(DEFAULT_PROFILES)
     layers: list[tuple[str, Mapping[str, object]]] = [
-        (f"file {config_file}", _read_file(config_file, explicit)),
+        (f"file {config_file}", from_file),
         ("env", {s.name: env[s.env] for s in SETTINGS if s.env in env}),
         ("flag", dict(flags or {})),
     ]
@@ -377,7 +396,7 @@ def resolve_settings(
             sources[name] = where
     timeouts = Timeouts(**{f.name: values[f"timeouts.{f.name}"] for f in dataclasses.fields(Timeouts)})
     settings = Settings(
-        timeouts=timeouts, **{k: v for k, v in values.items() if not k.startswith("timeouts.")}
+        timeouts=timeouts, agents=agents, **{k: v for k, v in values.items() if not k.startswith("timeouts.")}
     )
     if settings.heartbeat_ttl <= settings.heartbeat_interval:
         raise ConfigError(

@@ -108,7 +108,9 @@ async def serve_daemon(
             trio.open_nursery() as nursery,
             contextlib.AsyncExitStack() as stack,
         ):
-            manager = SessionManager(server, store, state, log_max_bytes=settings.output_max_bytes)
+            manager = SessionManager(
+                server, store, state, log_max_bytes=settings.output_max_bytes, agent_profiles=settings.agents
+            )
             supervisors = tuple(Supervisor(name, policy) for name in ("sessions", "retention", "api"))
             sessions, retention, api = supervisors
             await nursery.start(sessions.run, manager.run)

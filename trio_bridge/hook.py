@@ -92,3 +92,7 @@ def main(argv: Sequence[str]) -> int:
     finally:
         connection.close()
     return 0
+
+
+if __name__ == "__main__":  # run as a file by agents' hooks (see agents.profiles.hook_command)
+    sys.exit(main(sys.argv[1:]))

@@ -1,6 +1,12 @@
-"""AI coding agents as sessions: their state (from their hooks). Profiles, prompt submission
-and the real agents come with the rest of the agents issue."""
+"""AI coding agents as sessions: profiles (how each CLI starts, with its hooks configured per
+session) and their state (from hooks, output, transcripts and the screen).
 
+Standard library only, so that the CLI can read profiles from the configuration cheaply."""
+
+from .profiles import DEFAULT_PROFILES, AgentLaunch, AgentProfile, launch, parse_profiles
 from .state import AgentState, AgentTracker
 
-__all__ = ["AgentState", "AgentTracker"]
+__all__ = [
+    "DEFAULT_PROFILES", "AgentLaunch", "AgentProfile", "AgentState", "AgentTracker", "launch",
+    "parse_profiles",
+]  # fmt: skip

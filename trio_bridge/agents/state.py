@@ -13,7 +13,7 @@ state after the event  Claude Code                          Gemini CLI / Codex
 ``working``            UserPromptSubmit, PreToolUse,        BeforeAgent, BeforeTool,
                        PostToolUse                          AfterTool
 ``waiting_for_input``  Notification (permission_prompt,     Notification
-                       idle_prompt: waiting for the user)
+                       elicitation_dialog; not idle_prompt) (e.g. ToolPermission)
 =====================  ===================================  =========================
 
 ``stuck``: ``working`` with neither output nor a hook for ``stuck_after`` seconds; any sign of
@@ -23,11 +23,10 @@ path; they are kept for resuming.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping
 from typing import Any
-
-import attrs
 
 __all__ = ["AgentState", "AgentTracker"]
 
@@ -56,8 +55,11 @@ _AFTER_EVENT = {
     "notification": AgentState.WAITING_FOR_INPUT,
 }
 
+#: notifications that ask the user nothing (Claude Code's names)
+_INFORMATIONAL = frozenset({"idle_prompt", "auth_success"})
 
-@attrs.define
+
+@dataclasses.dataclass
 class AgentTracker:
     """The state of one agent session. Times are ``trio.current_time()``-style seconds."""
 
@@ -67,11 +69,11 @@ class AgentTracker:
     native_id: str | None = None
     transcript_path: str | None = None
     last_event: str | None = None
-    _last_sign_of_life: float = 0.0
+    last_sign_of_life: float = 0.0
 
     def on_hook(self, event: str, payload: Mapping[str, Any], now: float) -> AgentState | None:
         """A hook fired; returns the new state if it changed."""
-        self._last_sign_of_life = now
+        self.last_sign_of_life = now
         self.last_event = event
         for key in ("session_id", "thread-id", "thread_id"):
             if isinstance(payload.get(key), str):
@@ -83,17 +85,26 @@ class AgentTracker:
         new = _AFTER_EVENT.get(kind) or _AFTER_EVENT.get(event.lower())
         if new is None:
             return None
-        if new is AgentState.WAITING_FOR_INPUT and payload.get("notification_type") not in (
-            None, "permission_prompt", "idle_prompt", "elicitation_dialog",
-        ):  # fmt: skip
-            return None  # an informational notification: the agent is not waiting on the user
+        if new is AgentState.WAITING_FOR_INPUT and payload.get("notification_type") in _INFORMATIONAL:
+            return None  # the agent is not asking anything (idle_prompt: it is idle, and says so)
         return self._become(new)
 
     def on_output(self, now: float) -> AgentState | None:
         """The session printed something."""
-        self._last_sign_of_life = now
+        self.last_sign_of_life = now
         if self.state is AgentState.STUCK:
             return self._become(AgentState.WORKING)
+        return None
+
+    def on_transcript(self, now: float) -> AgentState | None:
+        """The agent's transcript grew (the second source, after hooks): a sign of life."""
+        return self.on_output(now)
+
+    def on_screen_waiting(self) -> AgentState | None:
+        """The screen of a quiet ``working`` agent matches its profile's waiting pattern (the
+        last resort): it asks the user something, whose hook may come later or never."""
+        if self.state in (AgentState.WORKING, AgentState.STUCK):
+            return self._become(AgentState.WAITING_FOR_INPUT)
         return None
 
     def on_exit(self) -> AgentState | None:
@@ -101,7 +112,7 @@ class AgentTracker:
 
     def check(self, now: float) -> AgentState | None:
         """The clock moved: ``working`` without a sign of life for too long is ``stuck``."""
-        if self.state is AgentState.WORKING and now - self._last_sign_of_life >= self.stuck_after:
+        if self.state is AgentState.WORKING and now - self.last_sign_of_life >= self.stuck_after:
             return self._become(AgentState.STUCK)
         return None
 

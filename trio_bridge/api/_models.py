@@ -17,7 +17,8 @@ from ..sessions import SessionEvent, SessionRecord
 __all__ = [
     "AgentOut", "ComputerList", "ComputerOut", "HookBody",
     "CreateSession", "Error", "ErrorBody", "EventOut", "Health", "InputBody", "KeysBody",
-    "ListQuery", "OutputQuery", "RelayQuery", "Screen", "SessionList", "SessionOut", "StreamQuery", "Version",
+    "ListQuery", "OutputQuery", "PromptBody", "RelayQuery", "Screen", "SessionList", "SessionOut",
+    "StreamQuery", "Version",
     "WaitQuery", "WaitResult", "session_out",
 ]  # fmt: skip
 
@@ -40,6 +41,15 @@ class CreateSession(_Body):
     title: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     width: Size = 80
     height: Size = 24
+    #: run an AI coding agent by its profile name (``claude``, ``codex``, ``gemini``, or one of
+    #: the configuration's) instead of ``command``/``shell``, with its hooks configured
+    agent: Annotated[str, msgspec.Meta(min_length=1, max_length=40)] | None = None
+    #: for ``agent``: the model, a prompt submitted at start, extra command-line arguments
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    prompt: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    args: Annotated[list[str], msgspec.Meta(max_length=256)] = msgspec.field(default_factory=list)
+    #: resume the agent conversation of this earlier session (its agent and conversation id)
+    resume: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
 
 
 class InputBody(_Body):
@@ -48,6 +58,12 @@ class InputBody(_Body):
     text: str
     #: press Enter after the paste (sent separately, so the paste cannot swallow it)
     enter: bool = False
+
+
+class PromptBody(_Body):
+    """A prompt for the session's agent: pasted, then Enter, then verified."""
+
+    text: Annotated[str, msgspec.Meta(min_length=1)]
 
 
 class HookBody(_Body):
@@ -85,6 +101,9 @@ class ListQuery(_OnComputer):
 class WaitQuery(_OnComputer):
     #: seconds to wait at most before answering "still running"
     timeout: Annotated[float, msgspec.Meta(ge=0, le=600)] = 30.0
+    #: wait for the agent's state instead (comma-separated, e.g. ``idle,waiting_for_input``;
+    #: ``exited`` is also reached when the session ends)
+    until: str | None = None
 
 
 class OutputQuery(_OnComputer):
@@ -116,6 +135,11 @@ class SessionOut(msgspec.Struct, kw_only=True):
     tmux_name: str
     #: the computer it runs on
     computer: str = ""
+    #: agent sessions: the profile, the agent's state, its own conversation id and transcript
+    agent: str | None = None
+    agent_state: str | None = None
+    native_id: str | None = None
+    transcript_path: str | None = None
 
 
 def session_out(record: SessionRecord, computer: str = "") -> SessionOut:
@@ -123,7 +147,8 @@ def session_out(record: SessionRecord, computer: str = "") -> SessionOut:
         id=record.id, title=record.title, command=list(record.command), cwd=record.cwd,
         env_keys=list(record.env_keys), state=str(record.state), created_at=record.created_at,
         ended_at=record.ended_at, exit_code=record.exit_code, exit_signal=record.exit_signal,
-        origin=record.origin, tmux_name=record.tmux_name, computer=computer,
+        origin=record.origin, tmux_name=record.tmux_name, computer=computer, agent=record.agent,
+        agent_state=record.agent_state, native_id=record.native_id, transcript_path=record.transcript_path,
     )  # fmt: skip
 
 
@@ -138,9 +163,11 @@ class Screen(msgspec.Struct):
     live: bool
 
 
-class WaitResult(msgspec.Struct):
+class WaitResult(msgspec.Struct, omit_defaults=True):
     ended: bool
     session: SessionOut
+    #: with ``until``: whether the agent reached one of the states asked for
+    reached: bool | None = None
 
 
 class EventOut(msgspec.Struct):

@@ -36,11 +36,19 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .._version import __version__
+from ..agents import AgentState
 from ..output import Chunk, OutputFeed, Resync
 from ..output.log import OffsetDroppedError
 from ..process import SubprocessTimeoutError
 from ..sessions import SessionManager, SessionRecord, SessionState
-from ..sessions.manager import SessionEndedError, UnknownSessionError
+from ..sessions.manager import (
+    AgentStart,
+    NotAnAgentError,
+    PromptNotConfirmedError,
+    SessionEndedError,
+    UnknownAgentError,
+    UnknownSessionError,
+)
 from ..supervise import Supervisor
 from ..tmux import InvalidKeyError, InvalidTextError, TmuxError, TmuxUnavailableError
 from ..tmux.server import is_env_name
@@ -57,6 +65,7 @@ from ._models import (
     KeysBody,
     ListQuery,
     OutputQuery,
+    PromptBody,
     RelayQuery,
     Screen,
     SessionList,
@@ -160,6 +169,10 @@ def create_app(context: ApiContext) -> QuartTrio:
 
     @app.before_request
     async def _authorize_request() -> None:
+        if request.scope.get("server") is None and _HOOK_PATH.fullmatch(request.path):
+            # An agent's hook, over the unix socket (mode 0600: only the daemon's own user
+            # reaches it): the token is not handed to agents just so their hooks can report.
+            return
         check_token(request.headers.get("Authorization"))
 
     @app.before_request
@@ -241,6 +254,18 @@ def create_app(context: ApiContext) -> QuartTrio:
     @app.errorhandler(UnknownSessionError)
     async def _unknown(exc: UnknownSessionError) -> Any:
         return _error(404, "session_not_found", str(exc))
+
+    @app.errorhandler(UnknownAgentError)
+    async def _unknown_agent(exc: UnknownAgentError) -> Any:
+        return _error(422, "unknown_agent", str(exc))
+
+    @app.errorhandler(NotAnAgentError)
+    async def _not_agent(exc: NotAnAgentError) -> Any:
+        return _error(409, "not_an_agent", str(exc))
+
+    @app.errorhandler(PromptNotConfirmedError)
+    async def _not_confirmed(exc: PromptNotConfirmedError) -> Any:
+        return _error(409, "prompt_not_confirmed", str(exc))
 
     @app.errorhandler(SessionEndedError)
     async def _ended(exc: SessionEndedError) -> Any:
@@ -329,9 +354,14 @@ def create_app(context: ApiContext) -> QuartTrio:
     @validate_request(CreateSession)
     @document_response(SessionOut, 201)
     async def create_session(data: CreateSession) -> Response:
-        """Start a session; it is running when this returns."""
-        argv = _argv(data)
+        """Start a session; it is running when this returns. With ``agent``: an AI coding
+        agent session (``command``/``shell`` not allowed), optionally resuming an earlier
+        session's conversation (``resume``)."""
+        agent = _agent_start(manager, data)
+        argv = _argv(data) if agent is None and data.resume is None else []
         cwd = Path(data.cwd) if data.cwd is not None else context.home
+        if data.resume is not None and data.cwd is None:
+            cwd = Path((await manager.get(data.resume)).cwd)
         if not cwd.is_absolute():
             raise ApiError(422, "invalid_cwd", f"cwd must be an absolute path, not {data.cwd!r}")
         if not await trio.Path(cwd).is_dir():
@@ -350,10 +380,16 @@ def create_app(context: ApiContext) -> QuartTrio:
             if context.socket_path
             else data.env
         )
-        record = await manager.create(
-            argv, cwd=cwd, env=env, title=data.title, width=data.width, height=data.height,
-            origin="api",
-        )  # fmt: skip
+        if data.resume is not None:
+            record = await manager.resume(
+                data.resume, cwd=cwd, env=env, title=data.title, width=data.width, height=data.height,
+                origin="api", model=data.model, prompt=data.prompt, extra_args=tuple(data.args),
+            )  # fmt: skip
+        else:
+            record = await manager.create(
+                argv, cwd=cwd, env=env, title=data.title, width=data.width, height=data.height,
+                origin="api", agent=agent,
+            )  # fmt: skip
         return _json(session_out(record, context.computer_name), 201)
 
     @app.get(f"/{API_VERSION}/sessions/<session_id>")
@@ -403,15 +439,38 @@ def create_app(context: ApiContext) -> QuartTrio:
         await manager.agent_hook(session_id, data.event, data.payload)
         return "", 204
 
+    @app.post(f"/{API_VERSION}/sessions/<session_id>/prompt")
+    @validate_request(PromptBody)
+    @raw_response(204, None, "submitted, and the agent showed it took the prompt")
+    async def submit_prompt(session_id: str, data: PromptBody) -> tuple[str, int]:
+        """Submit a prompt to the session's agent: a bracketed paste, then Enter on its own
+        once the paste is taken, then verified (the agent's prompt hook, or output, as its
+        profile says); one retry of Enter. 409 ``prompt_not_confirmed``: it may not have been
+        submitted."""
+        size = len(data.text.encode("utf-8", "surrogatepass"))
+        if size > context.max_input_bytes:
+            raise ApiError(
+                413, "input_too_large", f"prompt is {size} bytes; at most {context.max_input_bytes} allowed"
+            )
+        await manager.submit_prompt(session_id, data.text)
+        return "", 204
+
     @app.get(f"/{API_VERSION}/sessions/<session_id>/agent")
     @document_response(AgentOut)
     async def agent(session_id: str) -> Response:
         """The state of the session's agent, as its hooks report it."""
         record = await manager.get(session_id)
         tracker = manager.agent(session_id)
-        if tracker is None:
-            state = "exited" if record.state.ended else "unknown"
-            return _json(AgentOut(state=state, native_id=None, transcript_path=None, last_event=None))
+        if tracker is None:  # no hook since the daemon started: what the record kept
+            state = "exited" if record.state.ended else (record.agent_state or "unknown")
+            return _json(
+                AgentOut(
+                    state=state,
+                    native_id=record.native_id,
+                    transcript_path=record.transcript_path,
+                    last_event=None,
+                )
+            )
         return _json(
             AgentOut(
                 state=str(tracker.state),
@@ -461,12 +520,21 @@ def create_app(context: ApiContext) -> QuartTrio:
         """Wait up to ``timeout`` seconds for the session to end (long poll). A daemon
         stopping answers at once (``ended`` false), so the poller is not cut off."""
         record = await manager.get(session_id)
+        until = _parse_agent_states(query_args.until)
+        reached = None if until is None else False
         with trio.move_on_after(query_args.timeout) as scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_on, context.stopping, scope)
-                record = await manager.wait(session_id)
+                if until is None:
+                    record = await manager.wait(session_id)
+                else:
+                    record = await manager.wait_agent(session_id, until)
+                    reached = True
                 nursery.cancel_scope.cancel()
-        return _json(WaitResult(ended=record.state.ended, session=session_out(record, context.computer_name)))
+        if reached is False:
+            record = await manager.get(session_id)
+        out = session_out(record, context.computer_name)
+        return _json(WaitResult(ended=record.state.ended, session=out, reached=reached))
 
     @app.post(f"/{API_VERSION}/sessions/<session_id>/relay")
     @validate_querystring(RelayQuery)
@@ -600,6 +668,41 @@ def _parse_states(text: str | None) -> list[SessionState] | None:
         except ValueError:
             known = ", ".join(s.value for s in SessionState)
             raise ApiError(422, "invalid_state", f"unknown state {name!r}; one of: {known}") from None
+    return states
+
+
+_HOOK_PATH = re.compile(f"/{API_VERSION}/sessions/[^/]+/hooks")
+
+
+def _agent_start(manager: SessionManager, data: CreateSession) -> AgentStart | None:
+    """The agent a create request asks for (None: a plain session or a resume)."""
+    if data.agent is None:
+        if (data.model is not None or data.prompt is not None or data.args) and data.resume is None:
+            raise ApiError(422, "invalid_agent", "model, prompt and args are for agent sessions")
+        return None
+    if data.command is not None or data.shell is not None:
+        raise ApiError(422, "invalid_agent", "give either agent or command/shell, not both")
+    if data.resume is not None:
+        raise ApiError(422, "invalid_agent", "resume takes the agent of the resumed session: omit agent")
+    for arg in [*data.args, data.model or "", data.prompt or ""]:
+        if "\0" in arg:
+            raise ApiError(422, "invalid_agent", "agent arguments cannot contain a NUL byte")
+    profile = manager.agent_profiles.get(data.agent)
+    if profile is None:
+        raise UnknownAgentError(data.agent, sorted(manager.agent_profiles))
+    return AgentStart(profile, model=data.model, prompt=data.prompt, extra_args=tuple(data.args))
+
+
+def _parse_agent_states(text: str | None) -> list[AgentState] | None:
+    if text is None:
+        return None
+    states = []
+    for name in text.split(","):
+        try:
+            states.append(AgentState(name.strip()))
+        except ValueError:
+            known = ", ".join(s.value for s in AgentState)
+            raise ApiError(422, "invalid_until", f"unknown agent state {name!r} (known: {known})") from None
     return states
 
 

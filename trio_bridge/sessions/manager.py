@@ -14,14 +14,14 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
-from ..agents import AgentState, AgentTracker
+from ..agents import DEFAULT_PROFILES, AgentProfile, AgentState, AgentTracker, launch
 from ..output import OutputFeed, SegmentLog
 from ..output.log import split_command
 from ..process import ExitWatch, SubprocessFailedError
@@ -39,8 +39,8 @@ from ..tmux.server import read_exit_status
 from .store import SessionRecord, SessionState, SessionStore
 
 __all__ = [
-    "HUB", "EventKind", "HubLostError", "SessionEndedError", "SessionEvent", "SessionManager",
-    "UnknownSessionError",
+    "HUB", "AgentStart", "EventKind", "HubLostError", "NotAnAgentError", "PromptNotConfirmedError",
+    "SessionEndedError", "SessionEvent", "SessionManager", "UnknownAgentError", "UnknownSessionError",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,51 @@ class UnknownSessionError(KeyError):
         return f"no session {self.args[0]!r}"
 
 
+@attrs.frozen
+class AgentStart:
+    """How to start an agent session: its profile and what to start it with."""
+
+    profile: AgentProfile
+    model: str | None = None
+    #: submitted at start (passed on the command line, as the profile says)
+    prompt: str | None = None
+    #: the agent's own id of a conversation to resume
+    native_id: str | None = None
+    extra_args: tuple[str, ...] = ()
+
+
+class UnknownAgentError(KeyError):
+    """No agent profile with this name."""
+
+    def __str__(self) -> str:
+        return f"no agent profile {self.args[0]!r} (known: {', '.join(self.args[1])})"
+
+
+class NotAnAgentError(RuntimeError):
+    """The session does not run an agent (or one that can be resumed)."""
+
+
+class PromptNotConfirmedError(RuntimeError):
+    """A prompt was pasted and Enter pressed twice, and the agent showed no sign of taking it:
+    the prompt may not have been submitted (it may still sit in the agent's prompt box)."""
+
+
+class _Pulse:
+    """Wakes every waiter each time it fires (output seen, a hook arrived, ...)."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self.count = 0
+
+    def fire(self) -> None:
+        self.count += 1
+        self._event.set()
+        self._event = trio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
 class SessionEndedError(RuntimeError):
     """The session has ended: it takes no more input."""
 
@@ -101,6 +146,7 @@ class SessionManager:
         segment_size: int = 1 << 20,
         log_max_bytes: int = 64 << 20,
         event_buffer: int = 256,
+        agent_profiles: Mapping[str, AgentProfile] = DEFAULT_PROFILES,
     ) -> None:
         self.server = server
         self.store = store
@@ -116,9 +162,21 @@ class SessionManager:
         self._panes: dict[str, str] = {}  # session id -> pane id, while watched
         self._hub: ControlClient | None = None
         self._ended: dict[str, trio.Event] = {}  # set when the session's end is recorded
-        self._agents: dict[str, AgentTracker] = {}  # sessions whose agent reported by a hook
+        self.agent_profiles = agent_profiles
+        self._agents: dict[str, AgentTracker] = {}  # agent sessions (and any that sent a hook)
+        self._output_pulse: dict[str, _Pulse] = {}  # per watched session: output seen
+        self._hook_pulse: dict[str, _Pulse] = {}  # per agent session: a hook arrived
+        self._agent_pulse: dict[str, _Pulse] = {}  # per agent session: its state changed
+        self._record_lock = trio.Lock()  # read-modify-write of records (agent vs. end)
         #: seconds an agent may be ``working`` with no output and no hook before it is ``stuck``
         self.agent_stuck_after = 120.0
+        #: prompt submission: seconds to wait for a sign that a paste / an Enter was taken
+        self.prompt_paste_timeout = 2.0
+        self.prompt_confirm_timeout = 5.0
+        #: quiet output for this long after a paste means the agent has taken it in
+        self.prompt_paste_settle = 0.3
+        #: how long an agent is quiet while ``working`` before its screen is looked at
+        self.agent_screen_after = 2.0
         #: output bytes written by sessions since start (for metrics)
         self.output_bytes = 0
         self._counted: dict[str, int] = {}  # of output_bytes, per watched session
@@ -217,44 +275,178 @@ class SessionManager:
         return receive
 
     def agent(self, session_id: str) -> AgentTracker | None:
-        """What the session's agent reported so far (None: no hook yet)."""
+        """The session's agent tracker (None: not an agent session, and no hook yet)."""
         return self._agents.get(session_id)
 
+    def _tracker(self, record: SessionRecord) -> AgentTracker:
+        """The record's tracker, made (from what the record kept) if there is none yet."""
+        tracker = self._agents.get(record.id)
+        if tracker is None:
+            state = AgentState(record.agent_state) if record.agent_state else AgentState.STARTING
+            tracker = AgentTracker(
+                stuck_after=self.agent_stuck_after, state=state, native_id=record.native_id,
+                transcript_path=record.transcript_path, last_sign_of_life=trio.current_time(),
+            )  # fmt: skip
+            if record.state.ended:
+                tracker.on_exit()
+            self._agents[record.id] = tracker
+            self._hook_pulse.setdefault(record.id, _Pulse())
+            self._agent_pulse.setdefault(record.id, _Pulse())
+        return tracker
+
     async def agent_hook(self, session_id: str, event: str, payload: dict[str, Any]) -> AgentTracker:
-        """An agent's hook fired in this session: update its state; publish a change.
+        """An agent's hook fired in this session: update its state; record and publish a change.
 
         Raises:
             UnknownSessionError: no such session.
         """
         record = await self.get(session_id)
-        tracker = self._agents.get(session_id)
-        if tracker is None:
-            tracker = self._agents[session_id] = AgentTracker(stuck_after=self.agent_stuck_after)
-            if record.state.ended:
-                tracker.on_exit()
+        tracker = self._tracker(record)
+        known = (tracker.native_id, tracker.transcript_path)
         changed = tracker.on_hook(event, payload, trio.current_time())
-        if changed is not None:
-            self._publish(EventKind.AGENT, record, agent=changed)
+        self._hook_pulse[session_id].fire()
+        if changed is not None or known != (tracker.native_id, tracker.transcript_path):
+            await self._agent_changed(session_id, tracker, changed)
         return tracker
 
+    async def _agent_changed(
+        self, session_id: str, tracker: AgentTracker, changed: AgentState | None
+    ) -> None:
+        """Keep the tracker's news in the session's record; publish a state change."""
+        async with self._record_lock:
+            record = await self.store.get(session_id)
+            if record is None:
+                return
+            record = attrs.evolve(
+                record, agent_state=str(tracker.state), native_id=tracker.native_id,
+                transcript_path=tracker.transcript_path,
+            )  # fmt: skip
+            await self.store.update(record)
+        if changed is not None:
+            log.info("session %s: agent %s", session_id, changed)
+            self._agent_pulse[session_id].fire()
+            self._publish(EventKind.AGENT, record, agent=changed)
+
     async def _watch_agents(self) -> None:
-        """Once a second: an agent ``working`` without a sign of life for too long is ``stuck``."""
+        """Once a second, for each agent: ``working`` without a sign of life for too long is
+        ``stuck``; a transcript that grew is a sign of life; an agent quiet while ``working``
+        whose screen shows one of its profile's waiting patterns waits for the user."""
+        sizes: dict[str, int] = {}
         while True:
             await trio.sleep(1.0)
             now = trio.current_time()
             for session_id, tracker in list(self._agents.items()):
+                if tracker.state is AgentState.EXITED:
+                    continue
+                if tracker.transcript_path is not None:
+                    size = await _file_size(tracker.transcript_path)
+                    if sizes.setdefault(session_id, size) != size:
+                        sizes[session_id] = size
+                        if (changed := tracker.on_transcript(now)) is not None:
+                            await self._agent_changed(session_id, tracker, changed)
                 if (changed := tracker.check(now)) is not None:
-                    record = await self.store.get(session_id)
-                    if record is not None:
-                        self._publish(EventKind.AGENT, record, agent=changed)
+                    await self._agent_changed(session_id, tracker, changed)
+                if (
+                    tracker.state in (AgentState.WORKING, AgentState.STUCK)
+                    and now - tracker.last_sign_of_life >= self.agent_screen_after
+                    and (profile := await self._profile_of(session_id)) is not None
+                    and profile.waiting_patterns
+                    and session_id in self._panes
+                ):
+                    try:
+                        screen = await self.screen(session_id)
+                    except UnknownSessionError:
+                        continue
+                    waiting = any(re.search(p, screen) for p in profile.waiting_patterns)
+                    if waiting and (changed := tracker.on_screen_waiting()) is not None:
+                        await self._agent_changed(session_id, tracker, changed)
+
+    async def _profile_of(self, session_id: str) -> AgentProfile | None:
+        record = await self.store.get(session_id)
+        if record is None or record.agent is None:
+            return None
+        return self.agent_profiles.get(record.agent)
+
+    async def wait_agent(self, session_id: str, states: Sequence[AgentState]) -> SessionRecord:
+        """Wait until the session's agent is in one of ``states`` (``exited``: or the session
+        ended); return the record then.
+
+        Raises:
+            UnknownSessionError; NotAnAgentError if it is not an agent session and ``states``
+            asks for more than ``exited``.
+        """
+        record = await self.get(session_id)
+        if record.agent is None and session_id not in self._agents and set(states) - {AgentState.EXITED}:
+            raise NotAnAgentError(f"session {session_id} does not run an agent")
+        while True:
+            record = await self.get(session_id)
+            if record.state.ended and AgentState.EXITED in states:
+                return record
+            tracker = self._tracker(record)
+            if tracker.state in states:
+                return record
+            if record.state.ended:
+                # It will not change any more: wait for the caller's deadline.
+                await trio.sleep_forever()
+            ended = self._ended.setdefault(session_id, trio.Event())
+            async with trio.open_nursery() as nursery:
+                pulse = self._agent_pulse[session_id]
+                nursery.start_soon(_set_after, pulse.wait, nursery.cancel_scope)
+                nursery.start_soon(_set_after, ended.wait, nursery.cancel_scope)
+
+    async def submit_prompt(self, session_id: str, text: str) -> None:
+        """Submit a prompt to the session's agent, verified.
+
+        The text goes in as a bracketed paste (through a tmux buffer); once the agent has
+        taken the paste in (its output settled), Enter is pressed on its own. The submission
+        is confirmed by the agent's prompt hook, or by any output after Enter, as its profile
+        says; without a sign within ``prompt_confirm_timeout``, Enter is pressed once more.
+
+        Raises:
+            UnknownSessionError, SessionEndedError, InvalidTextError;
+            PromptNotConfirmedError: no sign of the prompt after the retry.
+        """
+        record = await self._live(session_id)
+        profile = self.agent_profiles.get(record.agent) if record.agent else None
+        by_hook = profile is not None and profile.confirm == "hook" and profile.hooks != "none"
+        output = self._output_pulse.setdefault(session_id, _Pulse())
+        if by_hook:
+            self._tracker(record)
+        seen = output.count
+        await self.server.send_text(record.tmux_name, text)
+        # The paste is taken once the agent has echoed it and gone quiet (bounded: an agent
+        # may echo nothing, e.g. with the box hidden).
+        with trio.move_on_after(self.prompt_paste_timeout):
+            while output.count == seen:
+                await output.wait()
+            while True:
+                with trio.move_on_after(self.prompt_paste_settle) as quiet:
+                    await output.wait()
+                if quiet.cancelled_caught:
+                    break
+        for attempt in range(2):
+            pulse = self._hook_pulse[session_id] if by_hook else output
+            before = pulse.count
+            await self.server.send_keys(record.tmux_name, ["Enter"])
+            with trio.move_on_after(self.prompt_confirm_timeout):
+                while pulse.count == before:
+                    await pulse.wait()
+                return
+            await self._live(session_id)
+            log.warning("session %s: no sign of the prompt after Enter (attempt %d)", session_id, attempt + 1)
+        raise PromptNotConfirmedError(
+            f"session {session_id}: the prompt may not have been submitted: no sign of it from the "
+            f"agent after Enter was pressed twice ({self.prompt_confirm_timeout:g} s each)"
+        )
 
     def _publish(self, kind: EventKind, record: SessionRecord, agent: AgentState | None = None) -> None:
         if record.state.ended:
             ended = self._ended.pop(record.id, None)
             if ended is not None:
                 ended.set()
-        if record.state.ended and (tracker := self._agents.get(record.id)) is not None:
-            tracker.on_exit()
+        tracker = self._agents.get(record.id)
+        if record.state.ended and tracker is not None and tracker.on_exit() is not None:
+            self._agent_pulse[record.id].fire()
         event = SessionEvent(kind, record, agent)
         for channel in list(self._subscribers):
             try:
@@ -327,8 +519,13 @@ class SessionManager:
         width: int = 80,
         height: int = 24,
         origin: str = "local",
+        agent: AgentStart | None = None,
     ) -> SessionRecord:
         """Start a new session and return its record (state ``running``).
+
+        With ``agent``, ``argv`` is ignored: the session runs the profile's agent, with its
+        hooks configured in the session's own directory (see :func:`trio_bridge.agents.launch`),
+        and has an agent state from the start (``starting``).
 
         Raises what :meth:`TmuxServer.new_session` raises; the record then says ``exited``
         with no exit code, and no session is left behind.
@@ -338,6 +535,17 @@ class SessionManager:
         session_id = new_session_id()
         directory = self._session_dir(session_id)
         await trio.Path(directory / "log").mkdir(parents=True)
+        if agent is not None:
+            launched = await trio.to_thread.run_sync(
+                lambda: launch(
+                    agent.profile, directory / "agent", model=agent.model, prompt=agent.prompt,
+                    native_id=agent.native_id, extra_args=agent.extra_args,
+                )
+            )  # fmt: skip
+            argv = launched.argv
+            env = {**launched.env, **(env or {})}
+            if title is None:
+                title = agent.profile.name + (f": {_one_line(agent.prompt)}" if agent.prompt else "")
         spec = SessionSpec(
             argv, cwd, directory / "exit", env or {}, width=width, height=height, session_id=session_id,
             pipe_command=_pipe_command(directory, self.segment_size),
@@ -346,8 +554,13 @@ class SessionManager:
             id=session_id, title=title or " ".join(argv), command=tuple(argv), cwd=str(cwd),
             env_keys=tuple(sorted(env or {})), created_at=time.time(), state=SessionState.STARTING,
             origin=origin, tmux_name=spec.name,
+            agent=agent.profile.name if agent is not None else None,
+            agent_state=str(AgentState.STARTING) if agent is not None else None,
+            native_id=agent.native_id if agent is not None else None,
         )  # fmt: skip
         await self.store.add(record)
+        if agent is not None:
+            self._tracker(record)
         self._publish(EventKind.CREATED, record)
         try:
             info = await self.server.new_session(spec)
@@ -359,10 +572,52 @@ class SessionManager:
         started = trio.Event()
         self._nursery.start_soon(self._watch, record, info.pane_pid, info.pane_id, spec, started)
         await started.wait()
-        running = attrs.evolve(record, state=SessionState.RUNNING)
-        await self.store.update(running)
+        async with self._record_lock:
+            current = await self.store.get(session_id) or record
+            running = attrs.evolve(current, state=SessionState.RUNNING)
+            await self.store.update(running)
         self._publish(EventKind.RUNNING, running)
         return running
+
+    async def resume(
+        self,
+        session_id: str,
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        title: str | None = None,
+        width: int = 80,
+        height: int = 24,
+        origin: str = "local",
+        model: str | None = None,
+        prompt: str | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> SessionRecord:
+        """Start a new session that resumes the agent conversation of an earlier one (running
+        or ended, even before a daemon restart), by the agent's own id its hooks reported;
+        in the earlier session's directory unless ``cwd`` says otherwise.
+
+        Raises:
+            UnknownSessionError; NotAnAgentError: not an agent session, or its agent never
+            reported its conversation id; UnknownAgentError: its profile is gone.
+        """
+        record = await self.get(session_id)
+        if record.agent is None:
+            raise NotAnAgentError(f"session {session_id} does not run an agent")
+        if record.native_id is None:
+            raise NotAnAgentError(
+                f"session {session_id}: its agent never reported its conversation id (no hook came)"
+            )
+        profile = self.agent_profiles.get(record.agent)
+        if profile is None:
+            raise UnknownAgentError(record.agent, sorted(self.agent_profiles))
+        start = AgentStart(
+            profile, model=model, prompt=prompt, native_id=record.native_id, extra_args=extra_args
+        )
+        return await self.create(
+            [], cwd=cwd or Path(record.cwd), env=env, title=title, width=width, height=height,
+            origin=origin, agent=start,
+        )  # fmt: skip
 
     async def kill(self, session_id: str) -> None:
         """Kill a running session (its watcher records it as ``killed``)."""
@@ -470,6 +725,12 @@ class SessionManager:
             return True
 
     async def _record_end(self, record: SessionRecord, directory: Path) -> None:
+        async with self._record_lock:
+            # The stored record, not the watcher's copy: agent news came in meanwhile.
+            record = await self.store.get(record.id) or record
+            await self._record_end_locked(record, directory)
+
+    async def _record_end_locked(self, record: SessionRecord, directory: Path) -> None:
         status = read_exit_status(directory / "exit")
         killed = record.id in self._killing
         self._killing.discard(record.id)
@@ -480,8 +741,9 @@ class SessionManager:
         if status is None and not killed:
             state = SessionState.KILLED  # the wrapper itself was killed from outside
         ended = attrs.evolve(
-            record, state=state, exit_code=exit_code, exit_signal=exit_signal, ended_at=time.time()
-        )
+            record, state=state, exit_code=exit_code, exit_signal=exit_signal, ended_at=time.time(),
+            agent_state=str(AgentState.EXITED) if record.agent_state is not None else None,
+        )  # fmt: skip
         await self.store.update(ended)
         self._publish(EventKind(state.value), ended)
 
@@ -517,6 +779,8 @@ class SessionManager:
                 # Crashed between creating and releasing it: let it start now.
                 await self.server.run("wait-for", "-S", f"tb-go-{record.id}")
                 await self.store.update(running)
+            if running.agent is not None:
+                self._tracker(running)  # its state as last recorded; hooks take it from there
             started = trio.Event()
             self._nursery.start_soon(self._watch, running, info.pane_pid, info.pane_id, None, started)
             await started.wait()
@@ -527,15 +791,15 @@ class SessionManager:
     ) -> None:
         """Wake the feed's readers on each ``%output``; keep the log within bounds as it grows."""
         since_drop = 0
+        pulse = self._output_pulse.setdefault(session_id, _Pulse())
         async with output:
             async for chunk in output:
                 feed.notify(len(chunk))
+                pulse.fire()
                 if (tracker := self._agents.get(session_id)) is not None and (
                     changed := tracker.on_output(trio.current_time())
                 ) is not None:
-                    record = await self.store.get(session_id)
-                    if record is not None:
-                        self._publish(EventKind.AGENT, record, agent=changed)
+                    await self._agent_changed(session_id, tracker, changed)
                 self.output_bytes += len(chunk)
                 self._counted[session_id] = self._counted.get(session_id, 0) + len(chunk)
                 since_drop += len(chunk)
@@ -547,6 +811,23 @@ class SessionManager:
         """Forget an ended session: its record and its files (used by retention)."""
         self._feeds.pop(session_id, None)
         await trio.to_thread.run_sync(shutil.rmtree, self._session_dir(session_id), True)
+
+
+async def _set_after(wait: Callable[[], Awaitable[object]], scope: trio.CancelScope) -> None:
+    await wait()
+    scope.cancel()
+
+
+async def _file_size(path: str) -> int:
+    try:
+        return (await trio.Path(path).stat()).st_size
+    except OSError:
+        return -1
+
+
+def _one_line(text: str, limit: int = 60) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 _DEAD_BANNER = re.compile(r"\nPane is dead[^\n]*\n?$")

@@ -22,7 +22,7 @@ __all__ = ["SessionRecord", "SessionState", "SessionStore", "open_session_store"
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     id          TEXT PRIMARY KEY,
@@ -41,6 +41,9 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE INDEX IF NOT EXISTS sessions_state ON sessions(state);
 CREATE INDEX IF NOT EXISTS sessions_ended ON sessions(ended_at);
 """
+#: schema 1 -> 2: agent sessions (the profile, the agent's state, its own conversation id and
+#: transcript, kept so that a conversation can be resumed after the session or daemon ended)
+_AGENT_COLUMNS = ("agent", "agent_state", "native_id", "transcript_path")
 
 
 class SessionState(enum.StrEnum):
@@ -70,11 +73,18 @@ class SessionRecord:
     ended_at: float | None = None
     exit_code: int | None = None
     exit_signal: int | None = None
+    #: the agent profile the session runs (None: not an agent session)
+    agent: str | None = None
+    #: the agent's state (see :class:`trio_bridge.agents.AgentState`)
+    agent_state: str | None = None
+    #: the agent's own conversation id and transcript file, once its hooks reported them
+    native_id: str | None = None
+    transcript_path: str | None = None
 
 
 _FIELDS = (
     "id", "title", "command", "cwd", "env_keys", "created_at", "ended_at", "state",
-    "exit_code", "exit_signal", "origin", "tmux_name",
+    "exit_code", "exit_signal", "origin", "tmux_name", *_AGENT_COLUMNS,
 )  # fmt: skip
 _COLUMNS = ", ".join(_FIELDS)
 
@@ -83,7 +93,8 @@ def _row(record: SessionRecord) -> tuple[Any, ...]:
     return (
         record.id, record.title, json.dumps(list(record.command)), record.cwd,
         json.dumps(list(record.env_keys)), record.created_at, record.ended_at, record.state.value,
-        record.exit_code, record.exit_signal, record.origin, record.tmux_name,
+        record.exit_code, record.exit_signal, record.origin, record.tmux_name, record.agent,
+        record.agent_state, record.native_id, record.transcript_path,
     )  # fmt: skip
 
 
@@ -93,6 +104,8 @@ def _record(row: sqlite3.Row) -> SessionRecord:
         env_keys=tuple(json.loads(row["env_keys"])), created_at=row["created_at"],
         state=SessionState(row["state"]), origin=row["origin"], tmux_name=row["tmux_name"],
         ended_at=row["ended_at"], exit_code=row["exit_code"], exit_signal=row["exit_signal"],
+        agent=row["agent"], agent_state=row["agent_state"], native_id=row["native_id"],
+        transcript_path=row["transcript_path"],
     )  # fmt: skip
 
 
@@ -121,7 +134,8 @@ class SessionStore:
 
         def insert(db: sqlite3.Connection) -> None:
             with db:
-                db.execute(f"INSERT INTO sessions ({_COLUMNS}) VALUES ({', '.join('?' * 12)})", _row(record))
+                marks = ", ".join("?" * len(_FIELDS))
+                db.execute(f"INSERT INTO sessions ({_COLUMNS}) VALUES ({marks})", _row(record))
 
         await self._call(insert)
         self._records[record.id] = record
@@ -144,8 +158,7 @@ class SessionStore:
         def replace(db: sqlite3.Connection) -> None:
             with db:
                 cursor = db.execute(
-                    "UPDATE sessions SET title=?, command=?, cwd=?, env_keys=?, created_at=?, ended_at=?,"
-                    " state=?, exit_code=?, exit_signal=?, origin=?, tmux_name=? WHERE id=?",
+                    f"UPDATE sessions SET {', '.join(f'{name}=?' for name in _FIELDS[1:])} WHERE id=?",
                     (*_row(record)[1:], record.id),
                 )
             if cursor.rowcount != 1:
@@ -198,6 +211,10 @@ def _connect(path: Path) -> sqlite3.Connection:
         )
     with db:
         db.executescript(_SCHEMA)
+        columns = {row["name"] for row in db.execute("PRAGMA table_info(sessions)")}
+        for column in _AGENT_COLUMNS:
+            if column not in columns:
+                db.execute(f"ALTER TABLE sessions ADD COLUMN {column} TEXT")
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return db
 

@@ -1,0 +1,241 @@
+"""Agent profiles: how to start each AI coding agent CLI, as data.
+
+A profile says which binary to run, which flags always go with it, how a model is chosen, how
+a prompt is passed at start, how an earlier conversation is resumed by the agent's own id, how
+its hooks are configured (one of the styles below), and how a submitted prompt is confirmed.
+The defaults cover Claude Code, Codex and Gemini CLI; the ``[agents.NAME]`` tables of the config
+file change them field by field or add new agents (adding a fourth agent is adding a table)::
+
+    [agents.claude]
+    binary = "/opt/claude/bin/claude"
+    args = ["--permission-mode", "acceptEdits"]
+
+    [agents.aider-like]
+    binary = "my-agent"
+    model_args = ["-m", "{model}"]
+    prompt_args = ["--message", "{prompt}"]
+    hooks = "claude"
+
+Hook styles (trio-bridge writes the configuration per session, never into the user's own
+agent settings):
+
+- ``claude``: a settings file passed with ``--settings FILE`` (Claude Code merges it over the
+  user's settings), whose hooks run ``trio-bridge hook EVENT`` with the event JSON on stdin.
+- ``codex``: ``-c notify=[...]``, a command-line override of Codex's ``notify`` program, which
+  gets the turn's JSON as its last argument.
+- ``gemini``: a system settings file named by ``GEMINI_CLI_SYSTEM_SETTINGS_PATH`` (any system
+  settings the machine has are copied into it first), whose hooks run like Claude's.
+- ``none``: no hooks (the state then comes from output and the screen only).
+
+Standard library only: the CLI imports this with the configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_PROFILES", "HOOK_STYLES", "AgentLaunch", "AgentProfile", "hook_command", "launch",
+    "parse_profiles",
+]  # fmt: skip
+
+HOOK_STYLES = ("claude", "codex", "gemini", "none")
+#: how a submitted prompt is confirmed: a hook (the agent reports the prompt) or any output
+CONFIRM_STYLES = ("hook", "output")
+_PLACEHOLDER = re.compile(r"\{(\w*)\}")
+_CLAUDE_EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Notification", "Stop")
+_GEMINI_EVENTS = ("SessionStart", "BeforeAgent", "AfterAgent", "BeforeTool", "AfterTool", "Notification")
+#: where Gemini CLI reads system settings when GEMINI_CLI_SYSTEM_SETTINGS_PATH is not set (Linux)
+_GEMINI_SYSTEM_SETTINGS = Path("/etc/gemini-cli/settings.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentProfile:
+    """How to start one agent CLI. ``{model}``, ``{prompt}`` and ``{native_id}`` in the
+    argument templates are replaced by the values given at start (each argument whole: a
+    prompt never becomes several arguments)."""
+
+    name: str
+    binary: str
+    #: always passed (a user's own flags)
+    args: tuple[str, ...] = ()
+    model_args: tuple[str, ...] = ("--model", "{model}")
+    prompt_args: tuple[str, ...] = ("{prompt}",)
+    resume_args: tuple[str, ...] = ("--resume", "{native_id}")
+    hooks: str = "none"
+    #: ``hook``: a submitted prompt is confirmed by the agent's prompt hook; ``output``: by any
+    #: output after Enter (for agents without such a hook)
+    confirm: str = "output"
+    #: extra environment for the agent
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: regular expressions that, on the screen of an agent quiet while ``working``, mean it
+    #: waits for the user (the last resort, after hooks and transcripts)
+    waiting_patterns: tuple[str, ...] = ()
+
+
+DEFAULT_PROFILES: Mapping[str, AgentProfile] = {
+    "claude": AgentProfile(
+        "claude", "claude", hooks="claude", confirm="hook",
+        waiting_patterns=(r"Do you want to (proceed|make this edit|create)",),
+    ),
+    "codex": AgentProfile(
+        "codex", "codex", resume_args=("resume", "{native_id}"), hooks="codex", confirm="output",
+    ),
+    "gemini": AgentProfile(
+        "gemini", "gemini", prompt_args=("--prompt-interactive", "{prompt}"), hooks="gemini",
+        confirm="hook", waiting_patterns=(r"Allow execution",),
+    ),
+}  # fmt: skip
+
+_PLACEHOLDERS = {"model_args": {"model"}, "prompt_args": {"prompt"}, "resume_args": {"native_id"}}
+_FIELDS = {f.name for f in dataclasses.fields(AgentProfile)} - {"name"}
+
+
+def _strings(value: object, where: str, placeholders: set[str]) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{where} must be a list of strings")
+    for item in value:
+        for name in _PLACEHOLDER.findall(item):
+            if name not in placeholders:
+                raise ValueError(f"{where}: unknown placeholder {{{name}}} (allowed: {sorted(placeholders)})")
+    return tuple(value)
+
+
+def parse_profiles(table: Mapping[str, Any]) -> dict[str, AgentProfile]:
+    """The default profiles changed by a config file's ``[agents]`` table.
+
+    Raises:
+        ValueError: an unknown field, a wrong type, an unknown placeholder or hook style
+            (the message names the profile and the field).
+    """
+    profiles = dict(DEFAULT_PROFILES)
+    for name, fields in table.items():
+        where = f"agents.{name}"
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}", name):
+            raise ValueError(f"{where}: a profile name is letters, digits, - and _")
+        if not isinstance(fields, Mapping):
+            raise ValueError(f"{where} must be a table")
+        base = profiles.get(name)
+        if base is None and "binary" not in fields:
+            raise ValueError(f"{where}: a new agent profile needs a binary")
+        changes: dict[str, Any] = {}
+        for key, value in fields.items():
+            at = f"{where}.{key}"
+            if key not in _FIELDS:
+                raise ValueError(f"{at}: unknown field (known: {', '.join(sorted(_FIELDS))})")
+            if key == "binary":
+                if not isinstance(value, str) or not value:
+                    raise ValueError(f"{at} must be a non-empty string")
+                changes[key] = os.path.expanduser(value)
+            elif key in ("hooks", "confirm"):
+                allowed = HOOK_STYLES if key == "hooks" else CONFIRM_STYLES
+                if value not in allowed:
+                    raise ValueError(f"{at} must be one of {', '.join(allowed)}")
+                changes[key] = value
+            elif key == "env":
+                if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+                    raise ValueError(f"{at} must be a table of strings")
+                changes[key] = dict(value)
+            elif key == "waiting_patterns":
+                changes[key] = _strings(value, at, set())
+                for pattern in changes[key]:
+                    try:
+                        re.compile(pattern)
+                    except re.error as exc:
+                        raise ValueError(f"{at}: {pattern!r} is not a regular expression: {exc}") from None
+            else:
+                changes[key] = _strings(value, at, _PLACEHOLDERS.get(key, set()))
+        profiles[name] = (
+            dataclasses.replace(base, **changes) if base is not None else AgentProfile(name=name, **changes)
+        )
+    return profiles
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentLaunch:
+    """What starting an agent takes: its argv and extra environment (its hook configuration
+    is written by :func:`launch`)."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+
+def hook_command() -> list[str]:
+    """The command an agent's hook runs (``EVENT`` follows): ``hook.py`` run as a file by this
+    Python in isolated mode, so that its start-up imports the standard library only (not even
+    this package, nor anything from the agent's working directory)."""
+    return [sys.executable, "-I", str(Path(__file__).resolve().parent.parent / "hook.py")]
+
+
+def _fill(template: Sequence[str], **values: str) -> list[str]:
+    return [_PLACEHOLDER.sub(lambda m: values[m[1]], arg) for arg in template]
+
+
+def launch(
+    profile: AgentProfile,
+    config_dir: Path,
+    *,
+    model: str | None = None,
+    prompt: str | None = None,
+    native_id: str | None = None,
+    extra_args: Sequence[str] = (),
+    hook: Sequence[str] | None = None,
+) -> AgentLaunch:
+    """The argv and environment that start ``profile``'s agent, with its hooks calling
+    ``hook`` (default :func:`hook_command`); writes the hook configuration into
+    ``config_dir`` (the session's own directory). Order: binary, resume, the profile's args,
+    ``extra_args``, hooks, model, prompt."""
+    hook = list(hook_command() if hook is None else hook)
+    argv = [profile.binary]
+    if native_id is not None:
+        argv += _fill(profile.resume_args, native_id=native_id)
+    argv += [*profile.args, *extra_args]
+    env = dict(profile.env)
+    if profile.hooks == "claude":
+        path = config_dir / "claude-settings.json"
+        _write_json(path, {"hooks": _hook_table(_CLAUDE_EVENTS, hook)})
+        argv += ["--settings", str(path)]
+    elif profile.hooks == "codex":
+        # TOML array of strings; JSON string escapes are valid TOML basic strings.
+        argv += ["-c", "notify=[" + ", ".join(json.dumps(a) for a in [*hook, "codex"]) + "]"]
+    elif profile.hooks == "gemini":
+        path = config_dir / "gemini-settings.json"
+        system = Path(os.environ.get("GEMINI_CLI_SYSTEM_SETTINGS_PATH") or _GEMINI_SYSTEM_SETTINGS)
+        settings = _read_json(system)
+        settings["hooks"] = {**settings.get("hooks", {}), **_hook_table(_GEMINI_EVENTS, hook)}
+        settings.setdefault("tools", {})["enableHooks"] = True
+        settings.setdefault("hooksConfig", {})["enabled"] = True
+        _write_json(path, settings)
+        env["GEMINI_CLI_SYSTEM_SETTINGS_PATH"] = str(path)
+    if model is not None:
+        argv += _fill(profile.model_args, model=model)
+    if prompt is not None:
+        argv += _fill(profile.prompt_args, prompt=prompt)
+    return AgentLaunch(argv, env)
+
+
+def _hook_table(events: Sequence[str], hook: Sequence[str]) -> dict[str, Any]:
+    return {
+        event: [{"hooks": [{"type": "command", "command": shlex.join([*hook, event])}]}] for event in events
+    }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _write_json(path: Path, value: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2) + "\n")
