@@ -133,11 +133,19 @@ class Client:
         title: str | None = None,
         width: int | None = None,
         height: int | None = None,
+        agent: str | None = None,
+        model: str | None = None,
+        prompt: str | None = None,
+        args: Sequence[str] = (),
+        resume: str | None = None,
     ) -> dict[str, Any]:
+        """Start a session: ``command``, ``shell``, an ``agent`` (with ``model``, a ``prompt``
+        at start, extra ``args``), or the resumed conversation of session ``resume``."""
         body: dict[str, Any] = {"env": dict(env or {})}
         optional = {
             "command": list(command) if command is not None else None, "shell": shell, "cwd": cwd,
-            "title": title, "width": width, "height": height,
+            "title": title, "width": width, "height": height, "agent": agent, "model": model,
+            "prompt": prompt, "args": list(args) or None, "resume": resume,
         }  # fmt: skip
         body.update({k: v for k, v in optional.items() if v is not None})
         return dict(self.request("POST", "/sessions", json=body).json())
@@ -170,13 +178,25 @@ class Client:
             headers.get("X-Output-Complete") == "true",
         )
 
-    def wait(self, session_id: str, timeout: float) -> dict[str, Any]:
-        """Long-poll up to ``timeout`` seconds; ``{"ended": bool, "session": {...}}``."""
+    def prompt(self, session_id: str, text: str) -> None:
+        """Submit a prompt to the session's agent, verified (ApiError 409
+        ``prompt_not_confirmed``: it may not have been submitted)."""
+        self.request(
+            "POST", f"/sessions/{session_id}/prompt", json={"text": text},
+            timeout=httpx.Timeout(60.0, connect=5.0),
+        )  # fmt: skip
+
+    def wait(self, session_id: str, timeout: float, until: Sequence[str] = ()) -> dict[str, Any]:
+        """Long-poll up to ``timeout`` seconds; ``{"ended": bool, "session": {...}}``, and with
+        ``until`` (agent states) ``"reached": bool``."""
+        params: dict[str, Any] = {"timeout": timeout}
+        if until:
+            params["until"] = ",".join(until)
         return dict(
             self.request(
                 "GET",
                 f"/sessions/{session_id}/wait",
-                params={"timeout": timeout},
+                params=params,
                 timeout=httpx.Timeout(timeout + 30.0, connect=5.0),
             ).json()
         )

@@ -191,13 +191,13 @@ def launch(
 ) -> AgentLaunch:
     """The argv and environment that start ``profile``'s agent, with its hooks calling
     ``hook`` (default :func:`hook_command`); writes the hook configuration into
-    ``config_dir`` (the session's own directory). Order: binary, resume, the profile's args,
-    ``extra_args``, hooks, model, prompt."""
+    ``config_dir`` (the session's own directory). Order: binary, the profile's args, resume
+    (Codex's is a subcommand), ``extra_args``, hooks, model, prompt."""
     hook = list(hook_command() if hook is None else hook)
-    argv = [profile.binary]
+    argv = [profile.binary, *profile.args]
     if native_id is not None:
         argv += _fill(profile.resume_args, native_id=native_id)
-    argv += [*profile.args, *extra_args]
+    argv += extra_args
     env = dict(profile.env)
     if profile.hooks == "claude":
         path = config_dir / "claude-settings.json"

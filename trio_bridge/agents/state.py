@@ -69,7 +69,11 @@ class AgentTracker:
     native_id: str | None = None
     transcript_path: str | None = None
     last_event: str | None = None
+    #: the last prompt the agent reported taking (Claude's UserPromptSubmit, Gemini's BeforeAgent)
+    last_prompt: str | None = None
     last_sign_of_life: float = 0.0
+    #: started with a prompt: its start is the start of a turn (``working``), not ``idle``
+    prompt_at_start: bool = False
 
     def on_hook(self, event: str, payload: Mapping[str, Any], now: float) -> AgentState | None:
         """A hook fired; returns the new state if it changed."""
@@ -81,10 +85,15 @@ class AgentTracker:
                 break
         if isinstance(payload.get("transcript_path"), str):
             self.transcript_path = payload["transcript_path"]
+        if isinstance(payload.get("prompt"), str) and event.lower() in ("userpromptsubmit", "beforeagent"):
+            self.last_prompt = payload["prompt"]
         kind = str(payload.get("type") or event).lower()
         new = _AFTER_EVENT.get(kind) or _AFTER_EVENT.get(event.lower())
         if new is None:
             return None
+        if kind == "sessionstart" and self.prompt_at_start:
+            self.prompt_at_start = False
+            new = AgentState.WORKING
         if new is AgentState.WAITING_FOR_INPUT and payload.get("notification_type") in _INFORMATIONAL:
             return None  # the agent is not asking anything (idle_prompt: it is idle, and says so)
         return self._become(new)

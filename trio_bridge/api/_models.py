@@ -80,6 +80,8 @@ class AgentOut(msgspec.Struct, kw_only=True):
     native_id: str | None
     transcript_path: str | None
     last_event: str | None
+    #: the last prompt the agent reported taking (from its prompt hook)
+    last_prompt: str | None = None
 
 
 class KeysBody(_Body):

@@ -477,6 +477,7 @@ def create_app(context: ApiContext) -> QuartTrio:
                 native_id=tracker.native_id,
                 transcript_path=tracker.transcript_path,
                 last_event=tracker.last_event,
+                last_prompt=tracker.last_prompt,
             )
         )
 

@@ -69,8 +69,8 @@ class _OnlyCommand:
 
 
 COMMANDS = (
-    "daemon", "config", "run", "ls", "new", "send", "keys", "screen", "tail", "attach", "kill", "wait",
-    "status", "computers", "completion",
+    "daemon", "config", "run", "ls", "new", "send", "prompt", "keys", "screen", "tail", "attach", "kill",
+    "wait", "status", "computers", "completion",
 )  # fmt: skip
 
 
@@ -152,6 +152,7 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
         action="store_true",
         help="run without the daemon even if one is running (the session is not in `ls`)",
     )
+    _agent_flags(run)
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     # In client commands --computer names the session's computer, not this daemon's name.
     if only is None or only in _CLIENT_COMMANDS | {"attach"}:
@@ -187,7 +188,12 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
     new.add_argument("--shell", metavar="CMDLINE", help="run CMDLINE with /bin/sh -c instead of CMD")
     new.add_argument("--width", type=int, default=None, help="terminal columns (default 80)")
     new.add_argument("--height", type=int, default=None, help="terminal rows (default 24)")
+    _agent_flags(new)
     new.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+    prompt = add("prompt", "submit a prompt to a session's agent, verified (paste, Enter, check)", json=False)
+    prompt.add_argument("id")
+    prompt.add_argument("text", nargs="+", metavar="TEXT", help="words joined by spaces; '-' reads stdin")
 
     send = add("send", "type text into a session, then Enter", json=False)
     send.add_argument("id")
@@ -216,9 +222,23 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
     wait = add("wait", "wait for a session to end; exit with its exit code (124: --timeout)")
     wait.add_argument("id")
     wait.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS")
+    wait.add_argument(
+        "--until",
+        metavar="STATES",
+        help="wait for the agent's state instead (comma-separated: idle, waiting_for_input, "
+        "exited, working, stuck); exit 0 when reached",
+    )
 
     add("status", "whether the daemon is running, and a summary of its sessions", mesh=False)
     add("computers", "the computers of the mesh: online/offline, last heartbeat, sessions", mesh=False)
+
+
+def _agent_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("AI coding agents (what follows -- is extra arguments for the agent)")
+    group.add_argument("--agent", metavar="NAME", help="run this agent profile (claude, codex, gemini, ...)")
+    group.add_argument("--model", metavar="MODEL", help="the agent's model")
+    group.add_argument("--prompt", metavar="TEXT", help="a prompt submitted at start")
+    group.add_argument("--resume", metavar="ID", help="resume the agent conversation of session ID")
 
 
 def _positive_seconds(text: str) -> float:
@@ -238,7 +258,9 @@ def _config_path(args: argparse.Namespace) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-_CLIENT_COMMANDS = {"ls", "new", "send", "keys", "screen", "tail", "kill", "wait", "status", "computers"}
+_CLIENT_COMMANDS = {
+    "ls", "new", "send", "prompt", "keys", "screen", "tail", "kill", "wait", "status", "computers",
+}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -283,6 +305,16 @@ def _main(argv: Sequence[str] | None) -> int:
         cmd = list(args.cmd)
         if cmd[:1] == ["--"]:
             cmd = cmd[1:]
+        if args.agent is not None or args.resume is not None:
+            from ._run import run_agent
+
+            return run_agent(
+                args.agent, model=args.model, prompt=args.prompt, resume=args.resume, extra_args=cmd,
+                cwd=args.cwd, env_pairs=args.env, flags=settings_flags(args),
+                config_file=getattr(args, "config", None),
+            )  # fmt: skip
+        if args.model is not None or args.prompt is not None:
+            parser.error("run: --model and --prompt need --agent")
         if not cmd:
             parser.error("run: a command is required, e.g. trio-bridge run -- ls -l")
         from ._run import run_command

@@ -33,10 +33,12 @@ def attach(args: argparse.Namespace, flags: Mapping[str, object]) -> int:
     if not (os.isatty(sys.stdin.fileno()) and os.isatty(sys.stdout.fileno())):
         print("trio-bridge: attach needs a terminal (use tail -f and send in scripts)", file=sys.stderr)
         return EXIT_USAGE
-    return trio.run(_attach, settings, args.id)
+    return trio.run(attach_session, settings, args.id)
 
 
-async def _attach(settings: Settings, session_id: str) -> int:
+async def attach_session(settings: Settings, session_id: str) -> int:
+    """Attach this terminal (raw mode, restored after) to the session until it ends (its exit
+    status) or Ctrl-] (0)."""
     from trio_websocket import ConnectionClosed, ConnectionRejected
 
     from ._client import EXIT_REFUSED, EXIT_UNAVAILABLE, exit_status

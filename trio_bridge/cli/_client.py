@@ -24,7 +24,11 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_TIMEOUT = 124
 
-_COLOURS = {"running": "32", "starting": "36", "exited": "0", "killed": "33", "lost": "31"}
+_COLOURS = {
+    "running": "32", "starting": "36", "exited": "0", "killed": "33", "lost": "31",
+    # agent states
+    "working": "32", "idle": "34", "waiting_for_input": "1;35", "stuck": "1;31", "unknown": "0",
+}  # fmt: skip
 
 
 def _error(message: str) -> None:
@@ -144,7 +148,9 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
         return 0
     paint = _colour(_use_colour())
     now = time.time()
-    rows = [(s["id"], s["state"], _exit_text(s), _age(now - s["created_at"]), s["title"]) for s in sessions]
+    rows = [
+        (s["id"], _state_text(s), _exit_text(s), _age(now - s["created_at"]), s["title"]) for s in sessions
+    ]
     header = ("ID", "STATE", "EXIT", "AGE", "TITLE")
     if args.computer == "*":
         rows = [(f"{s['computer']}:{s['id']}", *row[1:]) for s, row in zip(sessions, rows, strict=True)]
@@ -152,11 +158,19 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     title_width = max(10, _terminal_width() - sum(widths) - 8)
     print(paint("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)) + "  TITLE", "1"))
     for row in rows:
-        cells = [row[0].ljust(widths[0]), paint(row[1].ljust(widths[1]), _COLOURS.get(row[1], "0"))]
+        colour = _COLOURS.get(row[1].split(":")[-1], "0")
+        cells = [row[0].ljust(widths[0]), paint(row[1].ljust(widths[1]), colour)]
         cells += [row[2].ljust(widths[2]), row[3].ljust(widths[3])]
         title = row[4] if len(row[4]) <= title_width else row[4][: title_width - 1] + "…"
         print("  ".join(cells) + "  " + title)
     return 0
+
+
+def _state_text(session: Mapping[str, Any]) -> str:
+    """``running``, or for a running agent session ``claude:waiting_for_input``."""
+    if session.get("agent") and session.get("agent_state") and session["state"] == "running":
+        return f"{session['agent']}:{session['agent_state']}"
+    return str(session["state"])
 
 
 def _terminal_width() -> int:
@@ -183,6 +197,16 @@ def cmd_new(client: Client, args: argparse.Namespace) -> int:
         command = command[1:]
     if command and args.shell is not None:
         raise ApiError(422, "invalid_command", "give a command or --shell, not both")
+    agent_args: dict[str, Any] = {}
+    if args.agent is not None or args.resume is not None:
+        # With an agent, what follows -- are extra arguments for it.
+        agent_args = {
+            "agent": args.agent, "model": args.model, "prompt": args.prompt, "args": command,
+            "resume": args.resume,
+        }  # fmt: skip
+        command = []
+    elif args.model is not None or args.prompt is not None:
+        raise ApiError(422, "invalid_agent", "--model and --prompt need --agent")
     remote = args.computer is not None
     # On another computer: its paths and environment, not ours (only --cwd and --env travel).
     cwd = args.cwd if remote else str(Path(args.cwd).expanduser().resolve()) if args.cwd else os.getcwd()
@@ -195,11 +219,20 @@ def cmd_new(client: Client, args: argparse.Namespace) -> int:
         title=args.title,
         width=args.width,
         height=args.height,
+        **agent_args,
     )
     if args.json:
         _print_json(session)
     else:
         print(session["id"])
+    return 0
+
+
+def cmd_prompt(client: Client, args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.text == ["-"] else " ".join(args.text)
+    if args.text == ["-"]:
+        text = text.removesuffix("\n")  # the file's last line end is not part of the prompt
+    client.prompt(args.id, text)
     return 0
 
 
@@ -323,16 +356,25 @@ def cmd_kill(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_wait(client: Client, args: argparse.Namespace) -> int:
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    until = [s for s in (args.until or "").split(",") if s]
     while True:
         remaining = 60.0 if deadline is None else max(0.0, min(60.0, deadline - time.monotonic()))
-        result = client.wait(args.id, remaining)
-        if result["ended"]:
+        result = client.wait(args.id, remaining, until)
+        if until and result.get("reached"):
+            # The agent is in one of the states asked for: 0 (the session may go on).
+            if args.json:
+                _print_json(result["session"])
+            else:
+                print(result["session"].get("agent_state") or result["session"]["state"])
+            return 0
+        if result["ended"] and not until:
             session = result["session"]
             if args.json:
                 _print_json(session)
             return exit_status(session)
         if deadline is not None and time.monotonic() >= deadline:
-            _error(f"session {args.id} is still running")
+            what = f"not {' or '.join(until)} yet" if until else "still running"
+            _error(f"session {args.id} is {what}")
             return EXIT_TIMEOUT
 
 
@@ -389,6 +431,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "tail": cmd_tail,
     "kill": cmd_kill,
     "wait": cmd_wait,
+    "prompt": cmd_prompt,
     "status": cmd_status,
     "computers": cmd_computers,
 }

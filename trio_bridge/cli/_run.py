@@ -120,7 +120,8 @@ def run_command(
         env = pane_environment(env_extra)
         _check_command(cmd[0], workdir, env.get("PATH"))
         if not (keep or embedded) and _daemon_answers(settings):
-            return trio.run(_run_via_daemon, settings, cmd, workdir, env, timeout)
+            body = {"command": cmd, "cwd": str(workdir), "env": env, **_terminal_size()}
+            return trio.run(_run_via_daemon, settings, body, timeout)
         if shutil.which(settings.tmux_binary) is None:
             raise StartFailed(
                 f"tmux is not installed ({settings.tmux_binary!r} not found); "
@@ -248,23 +249,74 @@ def _daemon_answers(settings: Settings) -> bool:
     return True
 
 
+def _terminal_size() -> dict[str, int]:
+    width, height = 80, 24
+    if os.isatty(sys.stdout.fileno()):
+        width, height = shutil.get_terminal_size((80, 24))
+    return {"width": max(2, min(width, 1000)), "height": max(2, min(height, 1000))}
+
+
+def run_agent(
+    agent: str | None,
+    *,
+    model: str | None,
+    prompt: str | None,
+    resume: str | None,
+    extra_args: Sequence[str],
+    cwd: str | None,
+    env_pairs: Sequence[str],
+    flags: Mapping[str, object] | None = None,
+    config_file: str | None = None,
+) -> int:
+    """``trio-bridge run --agent NAME``: an agent session in the daemon (its hooks report its
+    state there), attached to this terminal (Ctrl-] detaches, the agent goes on); without a
+    terminal, its output streamed as ``run`` does. Exit codes as ``run``."""
+    try:
+        settings = resolve_settings(
+            flags=flags, config_file=Path(config_file).expanduser() if config_file else None
+        ).settings
+        if agent is not None and agent not in settings.agents:
+            raise StartFailed(f"no agent profile {agent!r} (known: {', '.join(sorted(settings.agents))})")
+        if agent is not None and resume is not None:
+            raise StartFailed("--resume takes the agent of the resumed session: omit --agent")
+        workdir = Path(cwd).expanduser().resolve() if cwd else Path.cwd()
+        if not workdir.is_dir():
+            raise StartFailed(f"working directory does not exist: {cwd}")
+        from ..runner import pane_environment
+
+        env = pane_environment(_parse_env(env_pairs))
+        if agent is not None:
+            _check_command(settings.agents[agent].binary, workdir, env.get("PATH"))
+        if not _daemon_answers(settings):
+            raise StartFailed(
+                "run --agent needs the daemon (the agent's hooks report to it): start it with: "
+                "trio-bridge daemon"
+            )
+    except (StartFailed, ConfigError) as exc:
+        _error(str(exc))
+        return exc.code if isinstance(exc, StartFailed) else EXIT_START_FAILED
+    body: dict[str, object] = {"env": env, **_terminal_size()}
+    if cwd is not None or resume is None:
+        body["cwd"] = str(workdir)
+    optional = {"agent": agent, "model": model, "prompt": prompt, "resume": resume}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if extra_args:
+        body["args"] = list(extra_args)
+    interactive = os.isatty(sys.stdin.fileno()) and os.isatty(sys.stdout.fileno())
+    return trio.run(_run_via_daemon, settings, body, None, interactive)
+
+
 async def _run_via_daemon(
-    settings: Settings, cmd: list[str], workdir: Path, env: dict[str, str], time_limit: float | None
+    settings: Settings, body: Mapping[str, object], time_limit: float | None, interactive: bool = False
 ) -> int:
     """`run` as a daemon session: create it, stream its output over its WebSocket (resuming by
-    offset if the connection drops), and on Ctrl-C/--timeout kill it. Same exit codes."""
+    offset if the connection drops), and on Ctrl-C/--timeout kill it. Same exit codes.
+    ``interactive``: attach this terminal to it instead (Ctrl-] detaches; it goes on)."""
     from trio_websocket import ConnectionClosed, HandshakeError
 
     from ..client import async_client
     from ._ws import control_message, open_session_socket
 
-    width, height = 80, 24
-    if os.isatty(sys.stdout.fileno()):
-        width, height = shutil.get_terminal_size((80, 24))
-    body = {
-        "command": cmd, "cwd": str(workdir), "env": env,
-        "width": max(2, min(width, 1000)), "height": max(2, min(height, 1000)),
-    }  # fmt: skip
     async with async_client(settings.api_socket, settings.url, settings.token) as http:
         try:
             response = await http.post("/v1/sessions", json=body)
@@ -275,6 +327,12 @@ async def _run_via_daemon(
             _error(_api_message(response))
             return EXIT_START_FAILED
         session_id = response.json()["id"]
+        if interactive:
+            from ._attach import attach_session
+
+            _error(f"agent session {session_id}; Ctrl-] detaches (it goes on), attach again with: "
+                   f"trio-bridge attach {session_id}")  # fmt: skip
+            return await attach_session(settings, session_id)
         stdout = _Stdout()
         stopped_by: list[int] = []
         final: dict[str, object] | None = None

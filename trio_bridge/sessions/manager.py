@@ -560,7 +560,7 @@ class SessionManager:
         )  # fmt: skip
         await self.store.add(record)
         if agent is not None:
-            self._tracker(record)
+            self._tracker(record).prompt_at_start = agent.prompt is not None
         self._publish(EventKind.CREATED, record)
         try:
             info = await self.server.new_session(spec)
