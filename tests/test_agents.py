@@ -100,7 +100,7 @@ async def test_hooks_drive_the_agent_state_through_the_daemon(sandbox: Sandbox, 
             agent = (await client.get(f"/v1/sessions/{session_id}/agent")).json()
             assert agent == {
                 "state": "idle", "native_id": "native-1", "transcript_path": "/tmp/native-1.jsonl",
-                "last_event": "Stop", "last_prompt": None,
+                "last_event": "Stop", "last_prompt": "the prompt",
             }  # fmt: skip
             assert (await client.get("/v1/sessions/nope/agent")).status_code == 404
             await client.delete(f"/v1/sessions/{session_id}")
