@@ -15,9 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import api, daemon, mesh, run_cli
+from . import agents, api, daemon, mesh, run_cli
 
-BENCHMARKS = {"run_cli": run_cli, "daemon": daemon, "api": api, "mesh": mesh}
+BENCHMARKS = {"run_cli": run_cli, "daemon": daemon, "api": api, "mesh": mesh, "agents": agents}
 
 
 def machine() -> dict[str, object]:
@@ -35,10 +35,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append", help="run only these")
     args = parser.parse_args()
     results: dict[str, object] = {"machine": machine(), "quick": args.quick}
     sections = []
     for name, module in BENCHMARKS.items():
+        if args.only and name not in args.only:
+            continue
         print(f"running {name} ...", file=sys.stderr, flush=True)
         result = module.run(args.quick)
         results[name] = result

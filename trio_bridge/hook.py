@@ -11,7 +11,6 @@ happens, daemon down included.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import select
@@ -28,16 +27,32 @@ DAEMON_WAIT = 2.0
 MAX_PAYLOAD = 1 << 20
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("trio-bridge", timeout=timeout)
-        self._path = path
+def _post(socket_path: str, target: str, body: bytes, token: str | None) -> None:
+    """POST ``body`` to the daemon's unix socket and wait for the status line (bounded).
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
+    Written out instead of ``http.client``: importing that (email, ssl) took 35 ms of the
+    hook's ~45 ms here, and every agent turn waits for its hooks. One request, no keep-alive,
+    the answer's status only (the daemon has handled the event once it answers).
+    """
+    head = [
+        f"POST {target} HTTP/1.1", "Host: trio-bridge", "Content-Type: application/json",
+        f"Content-Length: {len(body)}", "Connection: close",
+    ]  # fmt: skip
+    if token:
+        head.append(f"Authorization: Bearer {token}")
+    request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+    deadline = time.monotonic() + DAEMON_WAIT
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(DAEMON_WAIT)
+        sock.connect(socket_path)
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n" not in answer:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
 
 
 def _read_stdin() -> bytes:
@@ -80,17 +95,10 @@ def main(argv: Sequence[str]) -> int:
     if not session_id or not socket_path:
         return 0  # not inside a trio-bridge agent session: nothing to tell
     body = json.dumps({"event": event, "payload": payload}).encode()
-    headers = {"Content-Type": "application/json"}
-    if token := os.environ.get("TRIO_BRIDGE_TOKEN"):
-        headers["Authorization"] = f"Bearer {token}"
-    connection = _UnixConnection(socket_path, DAEMON_WAIT)
     try:
-        connection.request("POST", f"/v1/sessions/{session_id}/hooks", body, headers)
-        connection.getresponse().read()
-    except (OSError, http.client.HTTPException):
+        _post(socket_path, f"/v1/sessions/{session_id}/hooks", body, os.environ.get("TRIO_BRIDGE_TOKEN"))
+    except OSError:
         pass  # the daemon is down or slow: the agent must go on; its state comes from elsewhere
-    finally:
-        connection.close()
     return 0
 
 
