@@ -23,7 +23,7 @@ It behaves like Claude Code, Codex or Gemini CLI in the ways a terminal bridge c
 * Ctrl-C or Escape while a turn runs interrupts it (``Interrupted``, no "turn done" hook).
   Ctrl-C twice (within 2 s) or Ctrl-D on an empty box exits 0.
 * Hooks run synchronously (bounded) exactly where the real CLIs take them from: Claude's
-  ``--settings FILE``, Gemini's ``$GEMINI_CLI_SYSTEM_SETTINGS_PATH``, Codex's ``-c notify=[...]``.
+  ``--settings FILE``, Gemini's ``$GEMINI_CLI_HOME/.gemini/settings.json``, Codex's ``-c notify=[...]``.
 * Every event (hook runs included) is appended as a JSON line to
   ``$HOME/.fake-agent/<session_id>.jsonl``, the ``transcript_path`` of the hook payloads.
 """
@@ -137,7 +137,11 @@ class Agent:
         if self.flavor == "claude":
             path = self.args.settings
         elif self.flavor == "gemini":
-            path = os.environ.get("GEMINI_CLI_SYSTEM_SETTINGS_PATH")
+            # as Gemini CLI: $GEMINI_CLI_HOME relocates the home whose .gemini/ it reads
+            home = os.environ.get("GEMINI_CLI_HOME") or os.path.expanduser("~")
+            path = os.path.join(home, ".gemini", "settings.json")
+            if not os.path.exists(path):
+                return {}
         else:
             path = None
         if not path:

@@ -274,8 +274,8 @@ async def test_codex_notify_and_gemini_settings_hooks(agent_sandbox: Sandbox, tm
             assert response.status_code == 204, response.text
             done = await wait_until(client, codex["id"], "idle")
             assert done["native_id"]
-            # the user's own Gemini settings were not touched: the hooks are in the session's file
-            assert not (tmp_path / "home" / ".gemini").exists()
+            # the user's own Gemini settings were not touched: the hooks are in the session's home
+            assert not (tmp_path / "home" / ".gemini" / "settings.json").exists()
 
 
 async def test_resume_by_native_id_after_the_daemon_restarted(agent_sandbox: Sandbox, tmp_path: Path) -> None:

@@ -45,6 +45,23 @@ def test_codex_and_gemini_events() -> None:
     assert gemini.on_hook("SomethingNew", {}, 2) is None
 
 
+def test_a_codex_side_turn_is_not_the_users_turn() -> None:
+    codex = AgentTracker()
+    codex.prompts.add("fix it")
+    codex.on_hook("notify", {"type": "agent-turn-complete"}, 0)  # no thread: taken as is
+    codex.state = WORKING
+    title = {"type": "agent-turn-complete", "thread-id": "t-title", "input-messages": ["Generate a title"]}
+    assert codex.on_hook("notify", title, 1) is None  # Codex titling the conversation: not ours
+    assert codex.native_id is None and codex.state is WORKING
+    ours = {"type": "agent-turn-complete", "thread-id": "t-1", "input-messages": ["fix it"]}
+    assert codex.on_hook("notify", ours, 2) is IDLE
+    assert (codex.native_id, codex.last_prompt) == ("t-1", "fix it")
+    # typed by the user directly (no prompt known): the known thread only
+    typed = AgentTracker(native_id="t-1")
+    assert typed.on_hook("notify", {**title, "input-messages": ["x"]}, 0) is None
+    assert typed.on_hook("notify", {**ours, "input-messages": ["x"]}, 1) is IDLE
+
+
 def test_stuck_after_silence_and_back_on_any_sign_of_life() -> None:
     agent = AgentTracker(stuck_after=10)
     agent.on_hook("UserPromptSubmit", {}, 0)

@@ -248,9 +248,12 @@ def test_codex_notify_gets_the_turn_as_its_last_argument(pane: Pane) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_gemini_hooks_come_from_the_env_named_settings(pane: Pane) -> None:
+def test_gemini_hooks_come_from_the_env_named_home(pane: Pane) -> None:
     settings = pane.settings(GEMINI_EVENTS)
-    pane.start("--flavor", "gemini", env={"GEMINI_CLI_SYSTEM_SETTINGS_PATH": str(settings)})
+    gemini_home = settings.parent / "gemini-home"
+    (gemini_home / ".gemini").mkdir(parents=True)
+    settings.rename(gemini_home / ".gemini" / "settings.json")
+    pane.start("--flavor", "gemini", env={"GEMINI_CLI_HOME": str(gemini_home)})
     (start,) = wait_for(lambda: pane.hooks("SessionStart"), "SessionStart")
     assert {"session_id", "transcript_path", "cwd", "timestamp", "source"} <= start.keys()
     pane.keys("-l", "ask PERMISSION")

@@ -23,8 +23,8 @@ agent settings):
   user's settings), whose hooks run ``trio-bridge hook EVENT`` with the event JSON on stdin.
 - ``codex``: ``-c notify=[...]``, a command-line override of Codex's ``notify`` program, which
   gets the turn's JSON as its last argument.
-- ``gemini``: a system settings file named by ``GEMINI_CLI_SYSTEM_SETTINGS_PATH`` (any system
-  settings the machine has are copied into it first), whose hooks run like Claude's.
+- ``gemini``: ``GEMINI_CLI_HOME`` pointing at a home of the session's own, whose ``.gemini/``
+  links to everything in the user's but ``settings.json``: a copy of the user's, with the hooks.
 - ``none``: no hooks (the state then comes from output and the screen only).
 
 Standard library only: the CLI imports this with the configuration.
@@ -53,8 +53,6 @@ CONFIRM_STYLES = ("hook", "output")
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
 _CLAUDE_EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Notification", "Stop")
 _GEMINI_EVENTS = ("SessionStart", "BeforeAgent", "AfterAgent", "BeforeTool", "AfterTool", "Notification")
-#: where Gemini CLI reads system settings when GEMINI_CLI_SYSTEM_SETTINGS_PATH is not set (Linux)
-_GEMINI_SYSTEM_SETTINGS = Path("/etc/gemini-cli/settings.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,12 +186,15 @@ def launch(
     native_id: str | None = None,
     extra_args: Sequence[str] = (),
     hook: Sequence[str] | None = None,
+    environment: Mapping[str, str] | None = None,
 ) -> AgentLaunch:
     """The argv and environment that start ``profile``'s agent, with its hooks calling
     ``hook`` (default :func:`hook_command`); writes the hook configuration into
-    ``config_dir`` (the session's own directory). Order: binary, the profile's args, resume
+    ``config_dir`` (the session's own directory); ``environment`` is the one the agent will
+    run in (its ``HOME``). Order: binary, the profile's args, resume
     (Codex's is a subcommand), ``extra_args``, hooks, model, prompt."""
     hook = list(hook_command() if hook is None else hook)
+    environment = os.environ if environment is None else environment
     argv = [profile.binary, *profile.args]
     if native_id is not None:
         argv += _fill(profile.resume_args, native_id=native_id)
@@ -207,19 +208,36 @@ def launch(
         # TOML array of strings; JSON string escapes are valid TOML basic strings.
         argv += ["-c", "notify=[" + ", ".join(json.dumps(a) for a in [*hook, "codex"]) + "]"]
     elif profile.hooks == "gemini":
-        path = config_dir / "gemini-settings.json"
-        system = Path(os.environ.get("GEMINI_CLI_SYSTEM_SETTINGS_PATH") or _GEMINI_SYSTEM_SETTINGS)
-        settings = _read_json(system)
-        settings["hooks"] = {**settings.get("hooks", {}), **_hook_table(_GEMINI_EVENTS, hook)}
-        settings.setdefault("tools", {})["enableHooks"] = True
-        settings.setdefault("hooksConfig", {})["enabled"] = True
-        _write_json(path, settings)
-        env["GEMINI_CLI_SYSTEM_SETTINGS_PATH"] = str(path)
+        env["GEMINI_CLI_HOME"] = str(_gemini_home(config_dir / "gemini-home", environment, hook))
     if model is not None:
         argv += _fill(profile.model_args, model=model)
     if prompt is not None:
         argv += _fill(profile.prompt_args, prompt=prompt)
     return AgentLaunch(argv, env)
+
+
+def _gemini_home(home: Path, environment: Mapping[str, str], hook: Sequence[str]) -> Path:
+    """A Gemini CLI home for one session: ``.gemini/`` holds links to everything in the user's
+    own ``~/.gemini`` (credentials, conversations: so resume works across sessions) but for
+    ``settings.json``, a copy of the user's with the session's hooks added.
+
+    Gemini CLI has no per-run settings flag, and its system settings file (the other way in)
+    must be owned by root in root-owned directories; ``GEMINI_CLI_HOME`` relocates its home.
+    """
+    user_home = Path(environment.get("GEMINI_CLI_HOME") or environment.get("HOME") or Path.home())
+    user = user_home / ".gemini"
+    # Its conversations must land in the user's own directory, not in this session's.
+    (user / "tmp").mkdir(parents=True, exist_ok=True)
+    own = home / ".gemini"
+    own.mkdir(parents=True, exist_ok=True)
+    for entry in user.iterdir():
+        if entry.name != "settings.json":
+            (own / entry.name).symlink_to(entry)
+    settings = _read_json(user / "settings.json")
+    hooks = settings.get("hooks")
+    settings["hooks"] = {**(hooks if isinstance(hooks, dict) else {}), **_hook_table(_GEMINI_EVENTS, hook)}
+    _write_json(own / "settings.json", settings)
+    return home
 
 
 def _hook_table(events: Sequence[str], hook: Sequence[str]) -> dict[str, Any]:

@@ -74,10 +74,14 @@ class AgentTracker:
     last_sign_of_life: float = 0.0
     #: started with a prompt: its start is the start of a turn (``working``), not ``idle``
     prompt_at_start: bool = False
+    #: the prompts trio-bridge submitted (to tell the user's turns from an agent's side turns)
+    prompts: set[str] = dataclasses.field(default_factory=set)
 
     def on_hook(self, event: str, payload: Mapping[str, Any], now: float) -> AgentState | None:
         """A hook fired; returns the new state if it changed."""
         self.last_sign_of_life = now
+        if self._side_turn(payload):
+            return None
         self.last_event = event
         for key in ("session_id", "thread-id", "thread_id"):
             if isinstance(payload.get(key), str):
@@ -97,6 +101,23 @@ class AgentTracker:
         if new is AgentState.WAITING_FOR_INPUT and payload.get("notification_type") in _INFORMATIONAL:
             return None  # the agent is not asking anything (idle_prompt: it is idle, and says so)
         return self._become(new)
+
+    def _side_turn(self, payload: Mapping[str, Any]) -> bool:
+        """Whether a Codex ``notify`` is about a turn of another thread: Codex runs a turn of
+        its own to title a conversation, whose notify carries another ``thread-id`` (and would
+        otherwise say ``idle`` while the user's turn still runs). A turn is ours when its
+        ``input-messages`` hold a prompt we submitted; with none known, when its thread is the
+        one we know."""
+        messages, thread = payload.get("input-messages"), payload.get("thread-id")
+        if not isinstance(messages, list) or not isinstance(thread, str):
+            return False
+        if self.prompts:
+            if not self.prompts.intersection(m for m in messages if isinstance(m, str)):
+                return True
+            if isinstance(messages[-1], str):
+                self.last_prompt = messages[-1]
+            return False
+        return self.native_id is not None and thread != self.native_id
 
     def on_output(self, now: float) -> AgentState | None:
         """The session printed something."""

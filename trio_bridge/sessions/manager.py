@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import re
 import shutil
 import time
@@ -172,6 +173,8 @@ class SessionManager:
         self.agent_stuck_after = 120.0
         #: prompt submission: seconds to wait for a sign that a paste / an Enter was taken
         self.prompt_paste_timeout = 2.0
+        #: how long a prompt waits for an agent that is still ``starting`` (its start hook)
+        self.prompt_ready_timeout = 30.0
         self.prompt_confirm_timeout = 5.0
         #: quiet output for this long after a paste means the agent has taken it in
         self.prompt_paste_settle = 0.3
@@ -410,8 +413,15 @@ class SessionManager:
         profile = self.agent_profiles.get(record.agent) if record.agent else None
         by_hook = profile is not None and profile.confirm == "hook" and profile.hooks != "none"
         output = self._output_pulse.setdefault(session_id, _Pulse())
-        if by_hook:
-            self._tracker(record)
+        if by_hook or record.agent is not None:
+            self._tracker(record).prompts.add(text)
+        # A paste into an agent still drawing its prompt box is lost (seen with Claude Code and
+        # Gemini CLI): wait for its start hook, if it has one, then for its output to settle.
+        if by_hook and self._tracker(record).state is AgentState.STARTING:
+            with trio.move_on_after(self.prompt_ready_timeout):
+                await self._agent_pulse[session_id].wait()
+        with trio.move_on_after(self.prompt_paste_timeout):
+            await _quiet(output, self.prompt_paste_settle)
         seen = output.count
         await self.server.send_text(record.tmux_name, text)
         # The paste is taken once the agent has echoed it and gone quiet (bounded: an agent
@@ -419,11 +429,7 @@ class SessionManager:
         with trio.move_on_after(self.prompt_paste_timeout):
             while output.count == seen:
                 await output.wait()
-            while True:
-                with trio.move_on_after(self.prompt_paste_settle) as quiet:
-                    await output.wait()
-                if quiet.cancelled_caught:
-                    break
+            await _quiet(output, self.prompt_paste_settle)
         for attempt in range(2):
             pulse = self._hook_pulse[session_id] if by_hook else output
             before = pulse.count
@@ -540,6 +546,7 @@ class SessionManager:
                 lambda: launch(
                     agent.profile, directory / "agent", model=agent.model, prompt=agent.prompt,
                     native_id=agent.native_id, extra_args=agent.extra_args,
+                    environment={**os.environ, **(env or {})},
                 )
             )  # fmt: skip
             argv = launched.argv
@@ -560,7 +567,10 @@ class SessionManager:
         )  # fmt: skip
         await self.store.add(record)
         if agent is not None:
-            self._tracker(record).prompt_at_start = agent.prompt is not None
+            tracker = self._tracker(record)
+            if agent.prompt is not None:
+                tracker.prompt_at_start = True
+                tracker.prompts.add(agent.prompt)
         self._publish(EventKind.CREATED, record)
         try:
             info = await self.server.new_session(spec)
@@ -816,6 +826,15 @@ class SessionManager:
 async def _set_after(wait: Callable[[], Awaitable[object]], scope: trio.CancelScope) -> None:
     await wait()
     scope.cancel()
+
+
+async def _quiet(pulse: _Pulse, seconds: float) -> None:
+    """Return once ``pulse`` has not fired for ``seconds``."""
+    while True:
+        with trio.move_on_after(seconds) as quiet:
+            await pulse.wait()
+        if quiet.cancelled_caught:
+            return
 
 
 async def _file_size(path: str) -> int:

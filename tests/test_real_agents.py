@@ -1,0 +1,201 @@
+"""The real agent CLIs (Claude Code, Codex, Gemini CLI, from npm; ``scripts/install-agents``) run
+by a daemon through their default profiles, against fake model APIs on loopback
+(``tests/_fake_models.py``): real prompt boxes, real hooks configured per session, Claude Code's
+real permission dialog. Each agent gets its own isolated home; every test is bounded.
+
+Without the CLIs installed these tests are skipped, unless ``TRIO_BRIDGE_TEST_REQUIRE_AGENTS`` is
+set (``scripts/test``, hence CI, sets it): then their absence is a failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from trio_bridge.agents import DEFAULT_PROFILES
+
+from ._api import Daemon, running_daemon
+from ._fake_models import FakeModelServer, claude_env, codex_env, gemini_env
+from .conftest import Sandbox
+
+AGENTS_BIN = Path(
+    os.environ.get("TRIO_BRIDGE_TEST_AGENTS_DIR")
+    or Path(__file__).parent.parent / ".cache/agents/node_modules/.bin"
+)
+
+
+def agent_binary(name: str) -> str:
+    path = AGENTS_BIN / name
+    if not os.access(path, os.X_OK):
+        message = f"{path} is not installed (scripts/install-agents installs it)"
+        if os.environ.get("TRIO_BRIDGE_TEST_REQUIRE_AGENTS"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return str(path)
+
+
+@pytest.fixture
+def models() -> Iterator[FakeModelServer]:
+    with FakeModelServer() as server:
+        yield server
+
+
+@asynccontextmanager
+async def daemon_with(
+    sandbox: Sandbox, name: str, **overrides: Any
+) -> AsyncIterator[tuple[Daemon, httpx.AsyncClient]]:
+    """A daemon whose ``name`` profile runs the installed CLI (else the default profile)."""
+    profiles = dict(DEFAULT_PROFILES)
+    profiles[name] = dataclasses.replace(profiles[name], binary=agent_binary(name))
+    async with running_daemon(sandbox, agents=profiles, **overrides) as daemon, daemon.client() as client:
+        client.timeout = httpx.Timeout(60)
+        try:
+            yield daemon, client
+        finally:
+            for session in (await client.get("/v1/sessions")).json()["sessions"]:
+                if session["state"] == "running":
+                    await client.delete(f"/v1/sessions/{session['id']}")
+
+
+async def start(client: httpx.AsyncClient, cwd: Path, env: dict[str, str], **fields: Any) -> dict[str, Any]:
+    response = await client.post(
+        "/v1/sessions", json={"cwd": str(cwd), "env": env, "width": 120, "height": 40, **fields}
+    )
+    assert response.status_code == 201, response.text
+    session: dict[str, Any] = response.json()
+    return session
+
+
+async def until(client: httpx.AsyncClient, sid: str, *states: str, timeout: float = 40) -> dict[str, Any]:
+    response = await client.get(
+        f"/v1/sessions/{sid}/wait", params={"until": ",".join(states), "timeout": timeout}
+    )
+    result: dict[str, Any] = response.json()
+    if not result.get("reached"):
+        screen = (await client.get(f"/v1/sessions/{sid}/screen")).json()
+        pytest.fail(f"agent not {states} but {result['session']['agent_state']}; screen:\n{screen['text']}")
+    return result["session"]
+
+
+async def agent(client: httpx.AsyncClient, sid: str) -> dict[str, Any]:
+    info: dict[str, Any] = (await client.get(f"/v1/sessions/{sid}/agent")).json()
+    return info
+
+
+async def screen_shows(client: httpx.AsyncClient, sid: str, text: str) -> str:
+    """Poll the screen until it shows ``text`` (bounded by the caller's fail_after)."""
+    while True:
+        shown: str = (await client.get(f"/v1/sessions/{sid}/screen")).json()["text"]
+        if text in shown:
+            return shown
+        await trio.sleep(0.1)
+
+
+@pytest.mark.timeout(150)
+async def test_claude_code(sandbox: Sandbox, tmp_path: Path, models: FakeModelServer) -> None:
+    """Start with a prompt, a long multi-line prompt, the permission dialog, resume."""
+    work = tmp_path / "work"
+    work.mkdir()
+    env = claude_env(tmp_path / "home", models.url, work)
+    with trio.fail_after(140):
+        async with daemon_with(sandbox, "claude") as (_, client):
+            session = await start(client, work, env, agent="claude", prompt="hello from the test")
+            sid = session["id"]
+            done = await until(client, sid, "idle")
+            info = await agent(client, sid)
+            assert info["last_prompt"] == "hello from the test"
+            assert done["native_id"] and done["transcript_path"], done
+            await screen_shows(client, sid, "FAKE-ANSWER: hello from the test")
+
+            # a long multi-line prompt, verified, arrives whole (the UserPromptSubmit payload)
+            text = "\n".join(f"line {n}: {'y' * 70}" for n in range(400))  # ~32 KB
+            response = await client.post(f"/v1/sessions/{sid}/prompt", json={"text": text})
+            assert response.status_code == 204, response.text
+            await until(client, sid, "idle")
+            assert (await agent(client, sid))["last_prompt"] == text
+
+            # a tool needing permission: waiting_for_input; Enter allows it; then idle again
+            response = await client.post(
+                f"/v1/sessions/{sid}/prompt", json={"text": "RUN_TOOL: touch tool-ran.txt"}
+            )
+            assert response.status_code == 204, response.text
+            await until(client, sid, "waiting_for_input")
+            await screen_shows(client, sid, "Do you want to proceed")
+            assert (
+                await client.post(f"/v1/sessions/{sid}/keys", json={"keys": ["Enter"]})
+            ).status_code == 204
+            await until(client, sid, "idle")
+            assert (work / "tool-ran.txt").exists()
+            await screen_shows(client, sid, "TOOL-DONE")
+
+            # resume the conversation in a new session, by Claude's own session id
+            assert (await client.delete(f"/v1/sessions/{sid}")).status_code == 200
+            resumed = (await client.post("/v1/sessions", json={"resume": sid, "env": env})).json()
+            assert resumed["command"][resumed["command"].index("--resume") + 1] == done["native_id"]
+            await until(client, resumed["id"], "idle")
+            assert (await agent(client, resumed["id"]))["native_id"] == done["native_id"]
+            response = await client.post(f"/v1/sessions/{resumed['id']}/prompt", json={"text": "again"})
+            assert response.status_code == 204, response.text
+            await until(client, resumed["id"], "idle")
+            # the resumed conversation carried the earlier turns to the model
+            last = models.requests_to("/v1/messages")[-1][2]
+            assert "hello from the test" in str(last["messages"])
+
+
+@pytest.mark.timeout(120)
+async def test_codex(sandbox: Sandbox, tmp_path: Path, models: FakeModelServer) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    env = codex_env(tmp_path / "home", models.url, work)
+    with trio.fail_after(110):
+        async with daemon_with(sandbox, "codex") as (_, client):
+            session = await start(client, work, env, agent="codex")
+            sid = session["id"]
+            await screen_shows(client, sid, "Ask Codex")
+            response = await client.post(f"/v1/sessions/{sid}/prompt", json={"text": "say hello codex"})
+            assert response.status_code == 204, response.text
+            done = await until(client, sid, "idle")
+            await screen_shows(client, sid, "FAKE-ANSWER: say hello codex")
+            assert any("say hello codex" in str(r[2]) for r in models.requests_to("/v1/responses"))
+            # Codex's own id of this conversation (its notify for the title turn, another thread,
+            # was not taken): the rollout file named by it holds the prompt
+            assert done["native_id"], done
+            (rollout,) = (tmp_path / "home/.codex/sessions").rglob(f"*{done['native_id']}*.jsonl")
+            assert "say hello codex" in rollout.read_text()
+
+
+@pytest.mark.timeout(120)
+async def test_gemini_cli(sandbox: Sandbox, tmp_path: Path, models: FakeModelServer) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    env = gemini_env(tmp_path / "home", models.url, work)
+    with trio.fail_after(110):
+        async with daemon_with(sandbox, "gemini") as (_, client):
+            session = await start(client, work, env, agent="gemini", prompt="hello gemini")
+            sid = session["id"]
+            await until(client, sid, "idle")
+            assert (await agent(client, sid))["last_prompt"] == "hello gemini"
+            await screen_shows(client, sid, "FAKE-ANSWER: hello gemini")
+            response = await client.post(f"/v1/sessions/{sid}/prompt", json={"text": "two\nlines"})
+            assert response.status_code == 204, response.text
+            await until(client, sid, "idle")
+            assert (await agent(client, sid))["last_prompt"] == "two\nlines"
+            # a prompt sent the moment the agent was created (Gemini CLI drops a paste that comes
+            # before its prompt box is drawn): it waits for the agent to be ready
+            fresh = await start(client, work, env, agent="gemini")
+            response = await client.post(f"/v1/sessions/{fresh['id']}/prompt", json={"text": "right away"})
+            assert response.status_code == 204, response.text
+            await until(client, fresh["id"], "idle")
+            assert (await agent(client, fresh["id"]))["last_prompt"] == "right away"
+    # the hooks came from the session's own settings file: the user's holds none (Gemini CLI
+    # itself rewrites that file, migrating old keys)
+    assert "hooks" not in json.loads((tmp_path / "home/.gemini/settings.json").read_text())
