@@ -85,3 +85,28 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="newer than this trio-bridge"):
         async with open_session_store(db):
             pass
+
+
+async def test_a_schema_1_database_gains_the_agent_columns(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.db"
+    with closing(sqlite3.connect(path)) as db, db:
+        # the schema as version 1 made it, with one row
+        db.executescript(
+            "CREATE TABLE sessions (id TEXT PRIMARY KEY, title TEXT NOT NULL, command TEXT NOT NULL,"
+            " cwd TEXT NOT NULL, env_keys TEXT NOT NULL, created_at REAL NOT NULL, ended_at REAL,"
+            " state TEXT NOT NULL, exit_code INTEGER, exit_signal INTEGER, origin TEXT NOT NULL,"
+            " tmux_name TEXT NOT NULL UNIQUE);"
+            "INSERT INTO sessions VALUES ('old1', 't', '[\"true\"]', '/', '[]', 1.0, 2.0, 'exited', 0,"
+            " NULL, 'api', 'tb-old1');"
+            "PRAGMA user_version=1;"
+        )
+    with trio.fail_after(10):
+        async with open_session_store(path) as store:
+            old = await store.get("old1")
+            assert old is not None and old.exit_code == 0 and old.agent is None and old.native_id is None
+            agent = attrs.evolve(record(1), agent="claude", agent_state="idle", native_id="n-1", transcript_path="/t")
+            await store.add(agent)
+        async with open_session_store(path) as store:
+            assert await store.get(agent.id) == agent
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2

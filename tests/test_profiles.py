@@ -1,0 +1,118 @@
+"""Agent profiles: parsed from the config file over the defaults; what launch() starts."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from trio_bridge.agents import DEFAULT_PROFILES, launch
+from trio_bridge.config import ConfigError, resolve_settings
+
+
+def settings_from(tmp_path: Path, text: str) -> object:
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    return resolve_settings({"HOME": str(tmp_path)}, config_file=config).settings
+
+
+def test_tables_change_defaults_field_by_field_and_add_agents(tmp_path: Path) -> None:
+    settings = settings_from(
+        tmp_path,
+        """
+tmux_socket = "x"
+[agents.claude]
+binary = "~/bin/claude"
+args = ["--permission-mode", "acceptEdits"]
+[agents.mine]
+binary = "my-agent"
+prompt_args = ["--message", "{prompt}"]
+hooks = "claude"
+confirm = "hook"
+env = {MY_AGENT_QUIET = "1"}
+""",
+    )
+    agents = settings.agents  # type: ignore[attr-defined]
+    binary = agents["claude"].binary
+    assert binary.endswith("/bin/claude") and not binary.startswith("~")  # expanded
+    assert agents["claude"].hooks == "claude" and agents["claude"].args == (
+        "--permission-mode",
+        "acceptEdits",
+    )
+    assert agents["codex"] == DEFAULT_PROFILES["codex"]
+    assert agents["mine"].prompt_args == ("--message", "{prompt}") and agents["mine"].env == {
+        "MY_AGENT_QUIET": "1"
+    }
+    assert settings.tmux_socket == "x"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('[agents.claude]\nbinry = "x"\n', "agents.claude.binry: unknown field"),
+        ('[agents.new]\nargs = ["x"]\n', "agents.new: a new agent profile needs a binary"),
+        (
+            '[agents.claude]\nhooks = "aider"\n',
+            "agents.claude.hooks must be one of claude, codex, gemini, none",
+        ),
+        ('[agents.claude]\nmodel_args = ["-m", "{modl}"]\n', "unknown placeholder {modl}"),
+        ('[agents.claude]\nargs = "--x"\n', "agents.claude.args must be a list of strings"),
+        ('[agents.claude]\nwaiting_patterns = ["("]\n', "is not a regular expression"),
+        ('[agents."bad name"]\nbinary = "x"\n', "a profile name is letters, digits"),
+        ("agents = 3\n", "agents must be a table"),
+    ],
+)
+def test_bad_profiles_name_the_field(tmp_path: Path, table: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        settings_from(tmp_path, table)
+
+
+def test_launch_builds_the_command_line_and_each_hook_style(tmp_path: Path) -> None:
+    hook = ["/py", "-I", "/tb/hook.py"]
+    prompt = "two words; $(rm -rf /)\nand a line"
+    claude = launch(
+        DEFAULT_PROFILES["claude"], tmp_path / "c", model="opus", prompt=prompt, native_id="n-1",
+        extra_args=["--verbose"], hook=hook, environment={"HOME": str(tmp_path)},
+    )  # fmt: skip
+    settings_file = tmp_path / "c" / "claude-settings.json"
+    assert claude.argv == [
+        "claude",
+        "--resume",
+        "n-1",
+        "--verbose",
+        "--settings",
+        str(settings_file),
+        "--model",
+        "opus",
+        prompt,
+    ]  # the prompt stays one argument, never parsed by a shell
+    hooks = json.loads(settings_file.read_text())["hooks"]
+    assert shlex.split(hooks["UserPromptSubmit"][0]["hooks"][0]["command"]) == [*hook, "UserPromptSubmit"]
+
+    codex = launch(DEFAULT_PROFILES["codex"], tmp_path / "x", native_id="t-1", hook=hook, environment={})
+    assert codex.argv[:3] == ["codex", "resume", "t-1"] and codex.argv[3] == "-c"
+    key, _, value = codex.argv[4].partition("=")
+    assert key == "notify" and tomllib.loads(f"v = {value}")["v"] == [*hook, "codex"]
+
+    user_home = tmp_path / "user"
+    (user_home / ".gemini").mkdir(parents=True)
+    (user_home / ".gemini" / "settings.json").write_text('{"ui": {"theme": "x"}}')
+    (user_home / ".gemini" / "oauth_creds.json").write_text("{}")
+    gemini = launch(
+        DEFAULT_PROFILES["gemini"],
+        tmp_path / "g",
+        prompt="hi",
+        hook=hook,
+        environment={"HOME": str(user_home)},
+    )
+    assert gemini.argv == ["gemini", "--prompt-interactive", "hi"]
+    home = Path(gemini.env["GEMINI_CLI_HOME"])
+    merged = json.loads((home / ".gemini" / "settings.json").read_text())
+    assert merged["ui"] == {"theme": "x"} and "BeforeAgent" in merged["hooks"]
+    assert (home / ".gemini" / "oauth_creds.json").resolve() == user_home / ".gemini" / "oauth_creds.json"
+    assert (home / ".gemini" / "tmp").resolve() == user_home / ".gemini" / "tmp"  # conversations: the user's
+    assert json.loads((user_home / ".gemini" / "settings.json").read_text()) == {"ui": {"theme": "x"}}
