@@ -104,7 +104,9 @@ async def test_a_schema_1_database_gains_the_agent_columns(tmp_path: Path) -> No
         async with open_session_store(path) as store:
             old = await store.get("old1")
             assert old is not None and old.exit_code == 0 and old.agent is None and old.native_id is None
-            agent = attrs.evolve(record(1), agent="claude", agent_state="idle", native_id="n-1", transcript_path="/t")
+            agent = attrs.evolve(
+                record(1), agent="claude", agent_state="idle", native_id="n-1", transcript_path="/t"
+            )
             await store.add(agent)
         async with open_session_store(path) as store:
             assert await store.get(agent.id) == agent
