@@ -347,6 +347,10 @@ def test_cli_new_prompt_and_wait_until(agent_sandbox: Sandbox, tmp_path: Path) -
         run = cli("run", "--agent", "nope")
         assert run.returncode == 125 and "no agent profile 'nope'" in run.stderr
         assert cli("kill", sid).returncode == 0
+        # run --agent without a terminal: the agent's output streamed, its exit code returned
+        ran = cli("run", "--agent", "fake-claude", "--prompt", "say bye then EXIT")
+        assert ran.returncode == 0, ran.stderr
+        assert "ANSWER: say bye then EXIT" in ran.stdout
     finally:
         daemon.terminate()
         daemon.wait(timeout=20)
