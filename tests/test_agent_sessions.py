@@ -351,6 +351,37 @@ def test_cli_new_prompt_and_wait_until(agent_sandbox: Sandbox, tmp_path: Path) -
         ran = cli("run", "--agent", "fake-claude", "--prompt", "say bye then EXIT")
         assert ran.returncode == 0, ran.stderr
         assert "ANSWER: say bye then EXIT" in ran.stdout
+        # run --agent in a terminal (a pane of the test's tmux server): attached to the agent,
+        # what the user types reaches it, Ctrl-] detaches and leaves it running
+        done = tmp_path / "run.status"
+        command = (
+            f"env TRIO_BRIDGE_CONFIG={tmp_path / 'config.toml'} HOME={tmp_path / 'home'} {sys.executable} "
+            f"-m trio_bridge run --agent fake-claude; echo $? > {done}; sleep 30"
+        )
+        agent_sandbox.tmux(
+            "new-session", "-d", "-s", "user", "-x", "100", "-y", "30", "-c", str(tmp_path), command
+        )
+
+        def screen_has(text: str) -> None:
+            deadline = time.monotonic() + 15
+            while text not in agent_sandbox.tmux("capture-pane", "-p", "-t", "=user:").stdout:
+                assert time.monotonic() < deadline, text
+                time.sleep(0.05)
+
+        screen_has("FAKE-AGENT claude ready")
+        agent_sandbox.tmux("send-keys", "-t", "=user:", "-l", "typed by hand")
+        screen_has("> typed by hand")
+        agent_sandbox.tmux("send-keys", "-t", "=user:", "Enter")
+        screen_has("ANSWER: typed by hand")
+        agent_sandbox.tmux("send-keys", "-t", "=user:", "C-]")
+        deadline = time.monotonic() + 15
+        while not (done.exists() and done.read_text().strip()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert done.read_text().strip() == "0"
+        listed = cli("ls")
+        assert "fake-claude:idle" in listed.stdout, listed.stdout
+        agent_sandbox.tmux("kill-session", "-t", "=user")
     finally:
         daemon.terminate()
         daemon.wait(timeout=20)
