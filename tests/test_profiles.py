@@ -13,6 +13,8 @@ import pytest
 from trio_bridge.agents import DEFAULT_PROFILES, launch
 from trio_bridge.config import ConfigError, resolve_settings
 
+from .conftest import Sandbox
+
 
 def settings_from(tmp_path: Path, text: str) -> object:
     config = tmp_path / "config.toml"
@@ -116,3 +118,16 @@ def test_launch_builds_the_command_line_and_each_hook_style(tmp_path: Path) -> N
     assert (home / ".gemini" / "oauth_creds.json").resolve() == user_home / ".gemini" / "oauth_creds.json"
     assert (home / ".gemini" / "tmp").resolve() == user_home / ".gemini" / "tmp"  # conversations: the user's
     assert json.loads((user_home / ".gemini" / "settings.json").read_text()) == {"ui": {"theme": "x"}}
+
+
+def test_config_command_lists_the_profiles(sandbox: Sandbox, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[agents.mine]\nbinary = "my-agent"\nargs = ["--quiet"]\nhooks = "codex"\n')
+    shown = sandbox.cli("config", "--config", str(config))
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.decode().splitlines()
+    assert any(
+        re.match(r"agents\.mine +my-agent --quiet +\(hooks codex, confirmed by output\)", ln) for ln in lines
+    )
+    as_json = json.loads(sandbox.cli("config", "--json", "--config", str(config)).stdout)
+    assert as_json["agents"]["claude"]["hooks"] == "claude"

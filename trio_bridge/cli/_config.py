@@ -28,10 +28,16 @@ def show_config(flags: Mapping[str, object], config_file: str | None, *, as_json
         (s.name, _shown(s, setting_value(resolved.settings, s.name)), resolved.sources[s.name])
         for s in SETTINGS
     ]
+    profiles = sorted(resolved.settings.agents.items())
+    agents = {
+        name: {"binary": p.binary, "args": list(p.args), "hooks": p.hooks, "confirm": p.confirm}
+        for name, p in profiles
+    }
     if as_json:
         document = {
             "config_file": str(resolved.config_file),
             "settings": {name: {"value": value, "source": source} for name, value, source in rows},
+            "agents": agents,
         }
         print(json.dumps(document, indent=2))
         return 0
@@ -40,4 +46,9 @@ def show_config(flags: Mapping[str, object], config_file: str | None, *, as_json
     value_width = max(len(value) for _, value, _ in rows)
     for name, value, source in rows:
         print(f"{name:<{width}}  {value:<{value_width}}  ({source})")
+    print("# agent profiles ([agents.NAME] tables change them)")
+    for name, profile in profiles:
+        command = " ".join([profile.binary, *profile.args])
+        how = f"hooks {profile.hooks}, confirmed by {profile.confirm}"
+        print(f"{'agents.' + name:<{width}}  {command}  ({how})")
     return 0
