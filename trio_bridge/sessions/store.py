@@ -123,6 +123,8 @@ class SessionStore:
         self._db = connection
         self._lock = trio.Lock()
         self._records = {record.id: record for record in records}
+        #: changes with every write: readers may cache what they derived from the records
+        self.version = 0
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         async with self._lock:
@@ -139,6 +141,7 @@ class SessionStore:
 
         await self._call(insert)
         self._records[record.id] = record
+        self.version += 1
 
     async def get(self, session_id: str) -> SessionRecord | None:
         await trio.lowlevel.checkpoint()
@@ -166,6 +169,7 @@ class SessionStore:
 
         await self._call(replace)
         self._records[record.id] = record
+        self.version += 1
 
     async def prune(self, *, keep: int, older_than: float) -> list[str]:
         """Delete ended sessions beyond the newest ``keep`` or ended before ``older_than``.
@@ -193,6 +197,7 @@ class SessionStore:
         doomed = await self._call(delete)
         for session_id in doomed:
             self._records.pop(session_id, None)
+        self.version += 1
         return doomed
 
 
