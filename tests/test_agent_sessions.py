@@ -63,6 +63,11 @@ args = [{json.dumps(str(FAKE_AGENT))}, "--flavor", "claude", "--busy", "0.3", "-
 hooks = "claude"
 confirm = "hook"
 
+[agents.fake-hookless]
+binary = {json.dumps(sys.executable)}
+args = [{json.dumps(str(FAKE_AGENT))}, "--flavor", "claude", "--busy", "0.5"]
+hooks = "none"
+
 [agents.fake-deaf]
 binary = {json.dumps(sys.executable)}
 args = [{json.dumps(str(FAKE_AGENT))}, "--flavor", "claude", "--drop-enters", "99"]
@@ -386,3 +391,54 @@ def test_cli_new_prompt_and_wait_until(agent_sandbox: Sandbox, tmp_path: Path) -
         daemon.terminate()
         daemon.wait(timeout=20)
         log.close()
+
+
+async def test_review_regressions(agent_sandbox: Sandbox, tmp_path: Path) -> None:
+    """Found by a review: each of these was wrong once."""
+    with trio.fail_after(60):
+        async with agent_api(agent_sandbox, tmp_path) as (daemon, client):
+            daemon.manager.prompt_confirm_timeout = 1.0
+            outer = await start_agent(client, tmp_path, "fake-claude")
+            await wait_until(client, outer["id"], "idle")
+            # a session's identity comes from the daemon, not from the caller's environment
+            inner = await start_agent(
+                client, tmp_path, "fake-claude", env={"HOME": str(tmp_path / "home"),
+                "TRIO_BRIDGE_SESSION_ID": outer["id"], "TRIO_BRIDGE_API_SOCKET": "/nowhere"},
+            )  # fmt: skip
+            inner_done = await wait_until(client, inner["id"], "idle")
+            outer_now = (await client.get(f"/v1/sessions/{outer['id']}")).json()
+            assert inner_done["native_id"] != outer_now["native_id"]
+
+            # a prompt is confirmed by its own prompt hook, not by any hook: one typed into a
+            # busy agent (the fake ignores Enter mid-turn) is not taken, and says so
+            busy = await client.post(f"/v1/sessions/{outer['id']}/prompt", json={"text": "SLOW PERMISSION"})
+            assert busy.status_code == 204
+            refused = await client.post(f"/v1/sessions/{outer['id']}/prompt", json={"text": "while asking"})
+            assert refused.status_code == 409 and refused.json()["error"]["code"] == "prompt_not_confirmed"
+
+            # without hooks: working once a prompt is taken, idle after the output went quiet
+            hookless = await start_agent(client, tmp_path, "fake-hookless")
+            await wait_until(client, hookless["id"], "idle")
+            taken = await client.post(f"/v1/sessions/{hookless['id']}/prompt", json={"text": "no hooks here"})
+            assert taken.status_code == 204, taken.text
+            assert (await client.get(f"/v1/sessions/{hookless['id']}")).json()["agent_state"] == "working"
+            await wait_until(client, hookless["id"], "idle")
+
+            # waiting for an agent state of an ended session answers at once
+            await client.delete(f"/v1/sessions/{hookless['id']}")
+            started = time.monotonic()
+            over = await client.get(
+                f"/v1/sessions/{hookless['id']}/wait", params={"until": "idle", "timeout": 20}
+            )
+            assert over.json()["reached"] is False and over.json()["ended"] is True
+            assert time.monotonic() - started < 5
+
+            # refused clearly: a prompt to a plain session, NUL bytes on resume, a huge start prompt
+            plain = (await client.post("/v1/sessions", json={"command": ["sleep", "30"]})).json()
+            assert (
+                await client.post(f"/v1/sessions/{plain['id']}/prompt", json={"text": "x"})
+            ).status_code == 409
+            nul = await client.post("/v1/sessions", json={"resume": outer["id"], "prompt": "a\u0000b"})
+            assert nul.status_code == 422, nul.text
+            huge = await client.post("/v1/sessions", json={"agent": "fake-claude", "prompt": "x" * 200_000})
+            assert huge.status_code == 413, huge.text

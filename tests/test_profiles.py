@@ -66,6 +66,9 @@ env = {MY_AGENT_QUIET = "1"}
         ('[agents.claude]\nwaiting_patterns = ["("]\n', "is not a regular expression"),
         ('[agents."bad name"]\nbinary = "x"\n', "a profile name is letters, digits"),
         ("agents = 3\n", "agents must be a table"),
+        ('[agents.claude]\nenv = {"BAD NAME" = "1"}\n', "'BAD NAME' is not a valid environment variable"),
+        ('[agents.claude]\nprompt_args = ["--quiet"]\n', "prompt_args must pass {prompt}"),
+        ("[agents.claude]\nresume_args = []\n", "resume_args must pass {native_id}"),
     ],
 )
 def test_bad_profiles_name_the_field(tmp_path: Path, table: str, message: str) -> None:
@@ -90,8 +93,9 @@ def test_launch_builds_the_command_line_and_each_hook_style(tmp_path: Path) -> N
         str(settings_file),
         "--model",
         "opus",
+        "--",
         prompt,
-    ]  # the prompt stays one argument, never parsed by a shell
+    ]  # the prompt stays one argument, never parsed by a shell, never read as a flag
     hooks = json.loads(settings_file.read_text())["hooks"]
     assert shlex.split(hooks["UserPromptSubmit"][0]["hooks"][0]["command"]) == [*hook, "UserPromptSubmit"]
 
@@ -102,7 +106,11 @@ def test_launch_builds_the_command_line_and_each_hook_style(tmp_path: Path) -> N
 
     user_home = tmp_path / "user"
     (user_home / ".gemini").mkdir(parents=True)
-    (user_home / ".gemini" / "settings.json").write_text('{"ui": {"theme": "x"}}')
+    user_settings = {
+        "ui": {"theme": "x"},
+        "hooks": {"AfterAgent": [{"hooks": [{"type": "command", "command": "mine"}]}]},
+    }
+    (user_home / ".gemini" / "settings.json").write_text(json.dumps(user_settings))
     (user_home / ".gemini" / "oauth_creds.json").write_text("{}")
     gemini = launch(
         DEFAULT_PROFILES["gemini"],
@@ -111,13 +119,16 @@ def test_launch_builds_the_command_line_and_each_hook_style(tmp_path: Path) -> N
         hook=hook,
         environment={"HOME": str(user_home)},
     )
-    assert gemini.argv == ["gemini", "--prompt-interactive", "hi"]
+    assert gemini.argv == ["gemini", "--prompt-interactive=hi"]
     home = Path(gemini.env["GEMINI_CLI_HOME"])
     merged = json.loads((home / ".gemini" / "settings.json").read_text())
     assert merged["ui"] == {"theme": "x"} and "BeforeAgent" in merged["hooks"]
+    # the user's own hook for an event runs too, before trio-bridge's
+    assert merged["hooks"]["AfterAgent"][0]["hooks"][0]["command"] == "mine"
+    assert len(merged["hooks"]["AfterAgent"]) == 2
     assert (home / ".gemini" / "oauth_creds.json").resolve() == user_home / ".gemini" / "oauth_creds.json"
     assert (home / ".gemini" / "tmp").resolve() == user_home / ".gemini" / "tmp"  # conversations: the user's
-    assert json.loads((user_home / ".gemini" / "settings.json").read_text()) == {"ui": {"theme": "x"}}
+    assert json.loads((user_home / ".gemini" / "settings.json").read_text()) == user_settings
 
 
 def test_config_command_lists_the_profiles(sandbox: Sandbox, tmp_path: Path) -> None:

@@ -108,13 +108,14 @@ async def test_claude_code(sandbox: Sandbox, tmp_path: Path, models: FakeModelSe
     env = claude_env(tmp_path / "home", models.url, work)
     with trio.fail_after(140):
         async with daemon_with(sandbox, "claude") as (_, client):
-            session = await start(client, work, env, agent="claude", prompt="hello from the test")
+            # (a prompt that looks like a flag is still the prompt)
+            session = await start(client, work, env, agent="claude", prompt="--hello from the test")
             sid = session["id"]
             done = await until(client, sid, "idle")
             info = await agent(client, sid)
-            assert info["last_prompt"] == "hello from the test"
+            assert info["last_prompt"] == "--hello from the test"
             assert done["native_id"] and done["transcript_path"], done
-            await screen_shows(client, sid, "FAKE-ANSWER: hello from the test")
+            await screen_shows(client, sid, "FAKE-ANSWER: --hello from the test")
 
             # a long multi-line prompt, verified, arrives whole (the UserPromptSubmit payload)
             text = "\n".join(f"line {n}: {'y' * 70}" for n in range(400))  # ~32 KB
@@ -148,7 +149,7 @@ async def test_claude_code(sandbox: Sandbox, tmp_path: Path, models: FakeModelSe
             await until(client, resumed["id"], "idle")
             # the resumed conversation carried the earlier turns to the model
             last = models.requests_to("/v1/messages")[-1][2]
-            assert "hello from the test" in str(last["messages"])
+            assert "--hello from the test" in str(last["messages"])
 
 
 @pytest.mark.timeout(120)
@@ -171,6 +172,15 @@ async def test_codex(sandbox: Sandbox, tmp_path: Path, models: FakeModelServer) 
             assert done["native_id"], done
             (rollout,) = (tmp_path / "home/.codex/sessions").rglob(f"*{done['native_id']}*.jsonl")
             assert "say hello codex" in rollout.read_text()
+            # a second prompt: working (Codex reports only a turn's end), then idle again
+            response = await client.post(f"/v1/sessions/{sid}/prompt", json={"text": "SLOW second one"})
+            assert response.status_code == 204, response.text
+            assert (await client.get(f"/v1/sessions/{sid}")).json()["agent_state"] == "working"
+            await until(client, sid, "idle")
+            await screen_shows(client, sid, "FAKE-ANSWER: SLOW second one")
+            # a prompt at start that looks like a flag is still the prompt
+            flagged = await start(client, work, env, agent="codex", prompt="--start codex")
+            await screen_shows(client, flagged["id"], "FAKE-ANSWER: --start codex")
 
 
 @pytest.mark.timeout(120)
@@ -180,11 +190,11 @@ async def test_gemini_cli(sandbox: Sandbox, tmp_path: Path, models: FakeModelSer
     env = gemini_env(tmp_path / "home", models.url, work)
     with trio.fail_after(110):
         async with daemon_with(sandbox, "gemini") as (_, client):
-            session = await start(client, work, env, agent="gemini", prompt="hello gemini")
+            session = await start(client, work, env, agent="gemini", prompt="-hello gemini")
             sid = session["id"]
             await until(client, sid, "idle")
-            assert (await agent(client, sid))["last_prompt"] == "hello gemini"
-            await screen_shows(client, sid, "FAKE-ANSWER: hello gemini")
+            assert (await agent(client, sid))["last_prompt"] == "-hello gemini"
+            await screen_shows(client, sid, "FAKE-ANSWER: -hello gemini")
             response = await client.post(f"/v1/sessions/{sid}/prompt", json={"text": "two\nlines"})
             assert response.status_code == 204, response.text
             await until(client, sid, "idle")

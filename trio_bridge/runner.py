@@ -193,6 +193,13 @@ def pane_environment(extra: Mapping[str, str]) -> dict[str, str]:
     """The caller's environment (valid names only) plus ``extra``: what `run` gives the command."""
     from .tmux.server import is_env_name
 
-    env = {k: v for k, v in os.environ.items() if is_env_name(k) and "\0" not in v}
+    env = {
+        k: v for k, v in os.environ.items() if is_env_name(k) and "\0" not in v and k not in _SESSION_OWNED
+    }
     env.update(extra)
     return env
+
+
+#: what a session gets from the daemon that runs it, never from the caller's environment (a
+#: caller inside another session would pass that one's on; and the token is not for commands)
+_SESSION_OWNED = frozenset({"TRIO_BRIDGE_SESSION_ID", "TRIO_BRIDGE_API_SOCKET", "TRIO_BRIDGE_TOKEN"})

@@ -80,15 +80,18 @@ class AgentProfile:
 
 
 DEFAULT_PROFILES: Mapping[str, AgentProfile] = {
+    # "--" before a positional prompt, "--flag=" for an option's: a prompt that starts with "-"
+    # is never read as a flag
     "claude": AgentProfile(
-        "claude", "claude", hooks="claude", confirm="hook",
+        "claude", "claude", prompt_args=("--", "{prompt}"), hooks="claude", confirm="hook",
         waiting_patterns=(r"Do you want to (proceed|make this edit|create)",),
     ),
     "codex": AgentProfile(
-        "codex", "codex", resume_args=("resume", "{native_id}"), hooks="codex", confirm="output",
+        "codex", "codex", prompt_args=("--", "{prompt}"), resume_args=("resume", "{native_id}"),
+        hooks="codex", confirm="output",
     ),
     "gemini": AgentProfile(
-        "gemini", "gemini", prompt_args=("--prompt-interactive", "{prompt}"), hooks="gemini",
+        "gemini", "gemini", prompt_args=("--prompt-interactive={prompt}",), hooks="gemini",
         confirm="hook", waiting_patterns=(r"Allow execution",),
     ),
 }  # fmt: skip
@@ -141,6 +144,9 @@ def parse_profiles(table: Mapping[str, Any]) -> dict[str, AgentProfile]:
             elif key == "env":
                 if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
                     raise ValueError(f"{at} must be a table of strings")
+                for var, text in value.items():
+                    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var) or "\0" in text:
+                        raise ValueError(f"{at}: {var!r} is not a valid environment variable")
                 changes[key] = dict(value)
             elif key == "waiting_patterns":
                 changes[key] = _strings(value, at, set())
@@ -151,6 +157,9 @@ def parse_profiles(table: Mapping[str, Any]) -> dict[str, AgentProfile]:
                         raise ValueError(f"{at}: {pattern!r} is not a regular expression: {exc}") from None
             else:
                 changes[key] = _strings(value, at, _PLACEHOLDERS.get(key, set()))
+                needed = {"prompt_args": "{prompt}", "resume_args": "{native_id}"}.get(key)
+                if needed is not None and not any(needed in arg for arg in changes[key]):
+                    raise ValueError(f"{at} must pass {needed} (it would be dropped)")
         profiles[name] = (
             dataclasses.replace(base, **changes) if base is not None else AgentProfile(name=name, **changes)
         )
@@ -235,7 +244,12 @@ def _gemini_home(home: Path, environment: Mapping[str, str], hook: Sequence[str]
             (own / entry.name).symlink_to(entry)
     settings = _read_json(user / "settings.json")
     hooks = settings.get("hooks")
-    settings["hooks"] = {**(hooks if isinstance(hooks, dict) else {}), **_hook_table(_GEMINI_EVENTS, hook)}
+    merged = dict(hooks) if isinstance(hooks, dict) else {}
+    for event, groups in _hook_table(_GEMINI_EVENTS, hook).items():
+        # the user's own hooks for the event run too
+        mine = merged.get(event)
+        merged[event] = [*(mine if isinstance(mine, list) else []), *groups]
+    settings["hooks"] = merged
     _write_json(own / "settings.json", settings)
     return home
 

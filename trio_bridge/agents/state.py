@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,6 +56,7 @@ _AFTER_EVENT = {
     "notification": AgentState.WAITING_FOR_INPUT,
 }
 
+_NATIVE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 #: notifications that ask the user nothing (Claude Code's names)
 _INFORMATIONAL = frozenset({"idle_prompt", "auth_success"})
 
@@ -76,6 +78,12 @@ class AgentTracker:
     prompt_at_start: bool = False
     #: the prompts trio-bridge submitted (to tell the user's turns from an agent's side turns)
     prompts: set[str] = dataclasses.field(default_factory=set)
+    #: prompt hooks seen (UserPromptSubmit, BeforeAgent): a submission is confirmed by a new one
+    prompt_hooks: int = 0
+    #: no hooks configured: the state comes from prompts, output and silence only
+    hookless: bool = False
+    #: hookless: seconds of silence after which a ``working`` (or ``starting``) agent is ``idle``
+    quiet_after: float = 5.0
 
     def on_hook(self, event: str, payload: Mapping[str, Any], now: float) -> AgentState | None:
         """A hook fired; returns the new state if it changed."""
@@ -85,12 +93,15 @@ class AgentTracker:
         self.last_event = event
         for key in ("session_id", "thread-id", "thread_id"):
             if isinstance(payload.get(key), str):
-                self.native_id = payload[key]
+                # it goes on a command line (resume): an id, never something that reads as a flag
+                if _NATIVE_ID.fullmatch(payload[key]):
+                    self.native_id = payload[key]
                 break
         if isinstance(payload.get("transcript_path"), str):
             self.transcript_path = payload["transcript_path"]
         if isinstance(payload.get("prompt"), str) and event.lower() in ("userpromptsubmit", "beforeagent"):
             self.last_prompt = payload["prompt"]
+            self.prompt_hooks += 1
         kind = str(payload.get("type") or event).lower()
         new = _AFTER_EVENT.get(kind) or _AFTER_EVENT.get(event.lower())
         if new is None:
@@ -119,10 +130,16 @@ class AgentTracker:
             return False
         return self.native_id is not None and thread != self.native_id
 
+    def on_prompt_submitted(self, now: float) -> AgentState | None:
+        """trio-bridge submitted a prompt and saw it taken: a turn has begun (Codex reports
+        only turns' ends, and a hookless agent nothing)."""
+        self.last_sign_of_life = now
+        return self._become(AgentState.WORKING)
+
     def on_output(self, now: float) -> AgentState | None:
         """The session printed something."""
         self.last_sign_of_life = now
-        if self.state is AgentState.STUCK:
+        if self.state is AgentState.STUCK or (self.hookless and self.state is AgentState.IDLE):
             return self._become(AgentState.WORKING)
         return None
 
@@ -142,7 +159,13 @@ class AgentTracker:
 
     def check(self, now: float) -> AgentState | None:
         """The clock moved: ``working`` without a sign of life for too long is ``stuck``."""
-        if self.state is AgentState.WORKING and now - self.last_sign_of_life >= self.stuck_after:
+        quiet = now - self.last_sign_of_life
+        if self.hookless:
+            # without hooks, silence is the only sign that a turn (or the start) is over
+            if self.state in (AgentState.STARTING, AgentState.WORKING) and quiet >= self.quiet_after:
+                return self._become(AgentState.IDLE)
+            return None
+        if self.state is AgentState.WORKING and quiet >= self.stuck_after:
             return self._become(AgentState.STUCK)
         return None
 

@@ -368,7 +368,7 @@ def create_app(context: ApiContext) -> QuartTrio:
         """Start a session; it is running when this returns. With ``agent``: an AI coding
         agent session (``command``/``shell`` not allowed), optionally resuming an earlier
         session's conversation (``resume``)."""
-        agent = _agent_start(manager, data)
+        agent = _agent_start(manager, data, min(context.max_input_bytes, 100 << 10))
         argv = _argv(data) if agent is None and data.resume is None else []
         cwd = Path(data.cwd) if data.cwd is not None else context.home
         if data.resume is not None and data.cwd is None:
@@ -387,7 +387,7 @@ def create_app(context: ApiContext) -> QuartTrio:
                 raise ApiError(422, "invalid_command", "command arguments cannot contain a NUL byte")
         # Hooks (`trio-bridge hook`) find the daemon through this.
         env = (
-            {"TRIO_BRIDGE_API_SOCKET": str(context.socket_path), **data.env}
+            {**data.env, "TRIO_BRIDGE_API_SOCKET": str(context.socket_path)}
             if context.socket_path
             else data.env
         )
@@ -541,7 +541,9 @@ def create_app(context: ApiContext) -> QuartTrio:
                     record = await manager.wait(session_id)
                 else:
                     record = await manager.wait_agent(session_id, until)
-                    reached = True
+                    reached = (record.state.ended and AgentState.EXITED in until) or (
+                        record.agent_state in until
+                    )
                 nursery.cancel_scope.cancel()
         if reached is False:
             record = await manager.get(session_id)
@@ -686,8 +688,17 @@ def _parse_states(text: str | None) -> list[SessionState] | None:
 _HOOK_PATH = re.compile(f"/{API_VERSION}/sessions/[^/]+/hooks")
 
 
-def _agent_start(manager: SessionManager, data: CreateSession) -> AgentStart | None:
+def _agent_start(manager: SessionManager, data: CreateSession, max_prompt: int) -> AgentStart | None:
     """The agent a create request asks for (None: a plain session or a resume)."""
+    for arg in [*data.args, data.model or "", data.prompt or ""]:
+        if "\0" in arg:
+            raise ApiError(422, "invalid_agent", "agent arguments cannot contain a NUL byte")
+    if data.prompt is not None and (size := len(data.prompt.encode("utf-8", "surrogatepass"))) > max_prompt:
+        # it goes on the agent's command line (one argument is at most 128 KiB on Linux)
+        raise ApiError(
+            413, "input_too_large",
+            f"prompt is {size} bytes; at most {max_prompt} at start (submit longer ones with /prompt)",
+        )  # fmt: skip
     if data.agent is None:
         if (data.model is not None or data.prompt is not None or data.args) and data.resume is None:
             raise ApiError(422, "invalid_agent", "model, prompt and args are for agent sessions")
@@ -696,9 +707,6 @@ def _agent_start(manager: SessionManager, data: CreateSession) -> AgentStart | N
         raise ApiError(422, "invalid_agent", "give either agent or command/shell, not both")
     if data.resume is not None:
         raise ApiError(422, "invalid_agent", "resume takes the agent of the resumed session: omit agent")
-    for arg in [*data.args, data.model or "", data.prompt or ""]:
-        if "\0" in arg:
-            raise ApiError(422, "invalid_agent", "agent arguments cannot contain a NUL byte")
     profile = manager.agent_profiles.get(data.agent)
     if profile is None:
         raise UnknownAgentError(data.agent, sorted(manager.agent_profiles))

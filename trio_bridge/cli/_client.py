@@ -210,6 +210,8 @@ def cmd_new(client: Client, args: argparse.Namespace) -> int:
     remote = args.computer is not None
     # On another computer: its paths and environment, not ours (only --cwd and --env travel).
     cwd = args.cwd if remote else str(Path(args.cwd).expanduser().resolve()) if args.cwd else os.getcwd()
+    if args.resume is not None and args.cwd is None:
+        cwd = None  # the resumed session's own directory (where the agent keeps the conversation)
     env = _env_pairs(args.env) if remote else pane_environment(_env_pairs(args.env))
     session = client.create(
         command or None,
@@ -367,7 +369,13 @@ def cmd_wait(client: Client, args: argparse.Namespace) -> int:
             else:
                 print(result["session"].get("agent_state") or result["session"]["state"])
             return 0
-        if result["ended"] and not until:
+        if until and result["ended"]:
+            _error(
+                f"session {args.id} ended ({result['session']['state']}) "
+                f"before its agent was {' or '.join(until)}"
+            )
+            return EXIT_REFUSED
+        if result["ended"]:
             session = result["session"]
             if args.json:
                 _print_json(session)

@@ -169,6 +169,7 @@ class SessionManager:
         self._hook_pulse: dict[str, _Pulse] = {}  # per agent session: a hook arrived
         self._agent_pulse: dict[str, _Pulse] = {}  # per agent session: its state changed
         self._record_lock = trio.Lock()  # read-modify-write of records (agent vs. end)
+        self._prompt_locks: dict[str, trio.Lock] = {}  # one prompt submission at a time
         #: seconds an agent may be ``working`` with no output and no hook before it is ``stuck``
         self.agent_stuck_after = 120.0
         #: prompt submission: seconds to wait for a sign that a paste / an Enter was taken
@@ -290,6 +291,8 @@ class SessionManager:
                 stuck_after=self.agent_stuck_after, state=state, native_id=record.native_id,
                 transcript_path=record.transcript_path, last_sign_of_life=trio.current_time(),
             )  # fmt: skip
+            profile = self.agent_profiles.get(record.agent) if record.agent else None
+            tracker.hookless = profile is not None and profile.hooks == "none"
             if record.state.ended:
                 tracker.on_exit()
             self._agents[record.id] = tracker
@@ -379,18 +382,19 @@ class SessionManager:
             asks for more than ``exited``.
         """
         record = await self.get(session_id)
-        if record.agent is None and session_id not in self._agents and set(states) - {AgentState.EXITED}:
-            raise NotAnAgentError(f"session {session_id} does not run an agent")
+        if record.agent is None and session_id not in self._agents:
+            if set(states) - {AgentState.EXITED}:
+                raise NotAnAgentError(f"session {session_id} does not run an agent")
+            return await self.wait(session_id)  # a plain session: exited is its end
         while True:
             record = await self.get(session_id)
-            if record.state.ended and AgentState.EXITED in states:
+            if record.state.ended:
+                # Its state will not change any more: reached or not, the answer is now.
                 return record
             tracker = self._tracker(record)
             if tracker.state in states:
-                return record
-            if record.state.ended:
-                # It will not change any more: wait for the caller's deadline.
-                await trio.sleep_forever()
+                # (the record may not hold the new state yet: it is being written)
+                return attrs.evolve(record, agent_state=str(tracker.state))
             ended = self._ended.setdefault(session_id, trio.Event())
             async with trio.open_nursery() as nursery:
                 pulse = self._agent_pulse[session_id]
@@ -410,14 +414,22 @@ class SessionManager:
             PromptNotConfirmedError: no sign of the prompt after the retry.
         """
         record = await self._live(session_id)
-        profile = self.agent_profiles.get(record.agent) if record.agent else None
+        if record.agent is None:
+            raise NotAnAgentError(f"session {session_id} does not run an agent (use input)")
+        lock = self._prompt_locks.setdefault(session_id, trio.Lock())
+        async with lock:  # two prompts at once would interleave their pastes and Enters
+            await self._submit_prompt(record, text)
+
+    async def _submit_prompt(self, record: SessionRecord, text: str) -> None:
+        session_id = record.id
+        profile = self.agent_profiles.get(record.agent or "")
         by_hook = profile is not None and profile.confirm == "hook" and profile.hooks != "none"
         output = self._output_pulse.setdefault(session_id, _Pulse())
-        if by_hook or record.agent is not None:
-            self._tracker(record).prompts.add(text)
+        tracker = self._tracker(record)
+        tracker.prompts.add(text)
         # A paste into an agent still drawing its prompt box is lost (seen with Claude Code and
         # Gemini CLI): wait for its start hook, if it has one, then for its output to settle.
-        if by_hook and self._tracker(record).state is AgentState.STARTING:
+        if by_hook and tracker.state is AgentState.STARTING:
             with trio.move_on_after(self.prompt_ready_timeout):
                 await self._agent_pulse[session_id].wait()
         with trio.move_on_after(self.prompt_paste_timeout):
@@ -430,13 +442,21 @@ class SessionManager:
             while output.count == seen:
                 await output.wait()
             await _quiet(output, self.prompt_paste_settle)
+        wanted = _normalized(text)
         for attempt in range(2):
-            pulse = self._hook_pulse[session_id] if by_hook else output
-            before = pulse.count
+            hooks, outputs = tracker.prompt_hooks, output.count
             await self.server.send_keys(record.tmux_name, ["Enter"])
             with trio.move_on_after(self.prompt_confirm_timeout):
-                while pulse.count == before:
-                    await pulse.wait()
+                if by_hook:
+                    # this prompt's own hook, not just any hook (a turn ending, say)
+                    pulse = self._hook_pulse[session_id]
+                    while not (tracker.prompt_hooks > hooks and _normalized(tracker.last_prompt) == wanted):
+                        await pulse.wait()
+                else:
+                    while output.count == outputs:
+                        await output.wait()
+                if (changed := tracker.on_prompt_submitted(trio.current_time())) is not None:
+                    await self._agent_changed(session_id, tracker, changed)
                 return
             await self._live(session_id)
             log.warning("session %s: no sign of the prompt after Enter (attempt %d)", session_id, attempt + 1)
@@ -542,15 +562,22 @@ class SessionManager:
         directory = self._session_dir(session_id)
         await trio.Path(directory / "log").mkdir(parents=True)
         if agent is not None:
-            launched = await trio.to_thread.run_sync(
-                lambda: launch(
-                    agent.profile, directory / "agent", model=agent.model, prompt=agent.prompt,
-                    native_id=agent.native_id, extra_args=agent.extra_args,
-                    environment={**os.environ, **(env or {})},
-                )
-            )  # fmt: skip
+            try:
+                launched = await trio.to_thread.run_sync(
+                    lambda: launch(
+                        agent.profile, directory / "agent", model=agent.model, prompt=agent.prompt,
+                        native_id=agent.native_id, extra_args=agent.extra_args,
+                        environment={**os.environ, **(env or {})},
+                    )
+                )  # fmt: skip
+            except BaseException:
+                # no record names this directory: retention would never remove it
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(shutil.rmtree, directory, True)
+                raise
             argv = launched.argv
-            env = {**launched.env, **(env or {})}
+            # the profile's hook wiring (e.g. GEMINI_CLI_HOME) wins over the caller's
+            env = {**(env or {}), **launched.env}
             if title is None:
                 title = agent.profile.name + (f": {_one_line(agent.prompt)}" if agent.prompt else "")
         spec = SessionSpec(
@@ -576,8 +603,12 @@ class SessionManager:
             info = await self.server.new_session(spec)
         except BaseException:
             with trio.CancelScope(shield=True):
-                failed = attrs.evolve(record, state=SessionState.EXITED, ended_at=time.time())
+                failed = attrs.evolve(
+                    record, state=SessionState.EXITED, ended_at=time.time(),
+                    agent_state=str(AgentState.EXITED) if agent is not None else None,
+                )  # fmt: skip
                 await self.store.update(failed)
+                self._agents.pop(session_id, None)
             raise
         started = trio.Event()
         self._nursery.start_soon(self._watch, record, info.pane_pid, info.pane_id, spec, started)
@@ -820,6 +851,14 @@ class SessionManager:
     async def remove(self, session_id: str) -> None:
         """Forget an ended session: its record and its files (used by retention)."""
         self._feeds.pop(session_id, None)
+        for table in (
+            self._agents,
+            self._hook_pulse,
+            self._agent_pulse,
+            self._output_pulse,
+            self._prompt_locks,
+        ):
+            table.pop(session_id, None)
         await trio.to_thread.run_sync(shutil.rmtree, self._session_dir(session_id), True)
 
 
@@ -842,6 +881,11 @@ async def _file_size(path: str) -> int:
         return (await trio.Path(path).stat()).st_size
     except OSError:
         return -1
+
+
+def _normalized(text: str | None) -> str | None:
+    """A prompt as an agent may report it back: line ends and outer blanks may differ."""
+    return None if text is None else text.replace("\r\n", "\n").replace("\r", "\n").strip()
 
 
 def _one_line(text: str, limit: int = 60) -> str:

@@ -46,8 +46,9 @@ START_FAILED_STATUS = 125
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DRAIN_CHECK_INTERVAL = 0.002
-# Variables the pane must get from tmux itself, never from the caller.
-_TMUX_OWNED_ENV = frozenset({"TMUX", "TMUX_PANE", "TERM", "COLUMNS", "LINES"})
+# Variables the pane must get from tmux (or trio-bridge) itself, never from the caller: a
+# TRIO_BRIDGE_SESSION_ID inherited from an outer session would send a nested agent's hooks there.
+_TMUX_OWNED_ENV = frozenset({"TMUX", "TMUX_PANE", "TERM", "COLUMNS", "LINES", "TRIO_BRIDGE_SESSION_ID"})
 
 _NO_SERVER = ("no server running", "error connecting to", "server exited unexpectedly")
 _NO_SESSION = ("can't find session", "no such session", "can't find pane", "can't find window")
