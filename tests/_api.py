@@ -49,6 +49,21 @@ async def running_daemon(sandbox: Sandbox, **overrides: Any) -> AsyncIterator[Da
         nursery.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def daemon_and_client(
+    sandbox: Sandbox, **overrides: Any
+) -> AsyncIterator[tuple[Daemon, httpx.AsyncClient]]:
+    """A running daemon and a client on its unix socket; on exit, the sessions still running
+    are killed (agents live on otherwise: they are sessions like any other)."""
+    async with running_daemon(sandbox, **overrides) as daemon, daemon.client() as client:
+        try:
+            yield daemon, client
+        finally:
+            for session in (await client.get("/v1/sessions")).json()["sessions"]:
+                if session["state"] == "running":
+                    await client.delete(f"/v1/sessions/{session['id']}")
+
+
 @attrs.frozen
 class SseEvent:
     event: str

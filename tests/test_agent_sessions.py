@@ -18,7 +18,7 @@ import httpx
 import pytest
 import trio
 
-from ._api import Daemon, running_daemon
+from ._api import Daemon, daemon_and_client
 from .conftest import Sandbox
 
 FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
@@ -91,13 +91,8 @@ async def agent_api(sandbox: Sandbox, tmp_path: Path) -> AsyncIterator[tuple[Dae
     from trio_bridge.config import resolve_settings
 
     settings = resolve_settings(env_of(sandbox, tmp_path)).settings
-    async with running_daemon(sandbox, agents=settings.agents) as daemon, daemon.client() as client:
-        try:
-            yield daemon, client
-        finally:
-            for session in (await client.get("/v1/sessions")).json()["sessions"]:
-                if session["state"] == "running":
-                    await client.delete(f"/v1/sessions/{session['id']}")
+    async with daemon_and_client(sandbox, agents=settings.agents) as (daemon, client):
+        yield daemon, client
 
 
 async def start_agent(client: httpx.AsyncClient, tmp_path: Path, agent: str, **fields: Any) -> dict[str, Any]:

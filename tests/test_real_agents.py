@@ -23,7 +23,7 @@ import trio
 
 from trio_bridge.agents import DEFAULT_PROFILES
 
-from ._api import Daemon, running_daemon
+from ._api import Daemon, daemon_and_client
 from ._fake_models import FakeModelServer, claude_env, codex_env, gemini_env
 from .conftest import Sandbox
 
@@ -56,14 +56,9 @@ async def daemon_with(
     """A daemon whose ``name`` profile runs the installed CLI (else the default profile)."""
     profiles = dict(DEFAULT_PROFILES)
     profiles[name] = dataclasses.replace(profiles[name], binary=agent_binary(name))
-    async with running_daemon(sandbox, agents=profiles, **overrides) as daemon, daemon.client() as client:
+    async with daemon_and_client(sandbox, agents=profiles, **overrides) as (daemon, client):
         client.timeout = httpx.Timeout(60)
-        try:
-            yield daemon, client
-        finally:
-            for session in (await client.get("/v1/sessions")).json()["sessions"]:
-                if session["state"] == "running":
-                    await client.delete(f"/v1/sessions/{session['id']}")
+        yield daemon, client
 
 
 async def start(client: httpx.AsyncClient, cwd: Path, env: dict[str, str], **fields: Any) -> dict[str, Any]:
