@@ -131,6 +131,24 @@ class ApiContext:
         return socket.gethostname().split(".")[0] or "localhost"
 
 
+_REFUSALS: tuple[tuple[type[Exception], int, str], ...] = (
+    (UnknownSessionError, 404, "session_not_found"),
+    (UnknownAgentError, 422, "unknown_agent"),
+    (NotAnAgentError, 409, "not_an_agent"),
+    (PromptNotConfirmedError, 409, "prompt_not_confirmed"),
+    (SessionEndedError, 409, "session_ended"),
+    (InvalidTextError, 422, "invalid_text"),
+    (InvalidKeyError, 422, "unknown_key"),
+)
+
+
+def _refusal(status: int, code: str) -> Callable[[Exception], Awaitable[Any]]:
+    async def handler(exc: Exception) -> Any:
+        return _error(status, code, str(exc))
+
+    return handler
+
+
 def _error(status: int, code: str, message: str) -> tuple[dict[str, Any], int]:
     return {"error": {"code": code, "message": message}}, status
 
@@ -252,33 +270,9 @@ def create_app(context: ApiContext) -> QuartTrio:
         # quart-trio decodes a JSON body before parsing it; bytes that are not UTF-8 end there.
         return _error(400, "invalid_json", "the request body is not UTF-8 JSON")
 
-    @app.errorhandler(UnknownSessionError)
-    async def _unknown(exc: UnknownSessionError) -> Any:
-        return _error(404, "session_not_found", str(exc))
-
-    @app.errorhandler(UnknownAgentError)
-    async def _unknown_agent(exc: UnknownAgentError) -> Any:
-        return _error(422, "unknown_agent", str(exc))
-
-    @app.errorhandler(NotAnAgentError)
-    async def _not_agent(exc: NotAnAgentError) -> Any:
-        return _error(409, "not_an_agent", str(exc))
-
-    @app.errorhandler(PromptNotConfirmedError)
-    async def _not_confirmed(exc: PromptNotConfirmedError) -> Any:
-        return _error(409, "prompt_not_confirmed", str(exc))
-
-    @app.errorhandler(SessionEndedError)
-    async def _ended(exc: SessionEndedError) -> Any:
-        return _error(409, "session_ended", str(exc))
-
-    @app.errorhandler(InvalidTextError)
-    async def _bad_text(exc: InvalidTextError) -> Any:
-        return _error(422, "invalid_text", str(exc))
-
-    @app.errorhandler(InvalidKeyError)
-    async def _bad_key(exc: InvalidKeyError) -> Any:
-        return _error(422, "unknown_key", str(exc))
+    # Refusals whose message is the exception's own: one status and code each.
+    for exc_type, status, code in _REFUSALS:
+        app.register_error_handler(exc_type, _refusal(status, code))
 
     @app.errorhandler(SubprocessTimeoutError)
     async def _timeout(exc: SubprocessTimeoutError) -> Any:
