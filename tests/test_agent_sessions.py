@@ -68,6 +68,11 @@ binary = {json.dumps(sys.executable)}
 args = [{json.dumps(str(FAKE_AGENT))}, "--flavor", "claude", "--busy", "0.5"]
 hooks = "none"
 
+[agents.fake-quitter]
+binary = "sh"
+args = ["-c", "stty raw -echo; head -c 1 >/dev/null; exit 3", "sh"]
+hooks = "none"
+
 [agents.fake-deaf]
 binary = {json.dumps(sys.executable)}
 args = [{json.dumps(str(FAKE_AGENT))}, "--flavor", "claude", "--drop-enters", "99"]
@@ -220,6 +225,21 @@ async def test_an_enter_never_taken_is_a_clear_error(agent_sandbox: Sandbox, tmp
             assert time.monotonic() - started < 15  # bounded: two attempts, not a hang
             record = (await client.get(f"/v1/sessions/{sid}")).json()
             assert len([e for e in transcript(record) if e["type"] == "enter-dropped"]) == 2
+
+
+async def test_an_agent_ending_during_a_prompt_is_a_session_ended_refusal(
+    agent_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The agent exits on the paste's first byte: tmux then knows no such window when Enter is
+    pressed. That is the session's end (409), not a tmux failure (it was a 500)."""
+    with trio.fail_after(40):
+        async with agent_api(agent_sandbox, tmp_path) as (_, client):
+            session = await start_agent(client, tmp_path, "fake-quitter")
+            response = await client.post(f"/v1/sessions/{session['id']}/prompt", json={"text": "bye"})
+            assert response.status_code == 409, response.text
+            assert response.json()["error"]["code"] == "session_ended"
+            record = (await client.get(f"/v1/sessions/{session['id']}")).json()
+            assert (record["state"], record["exit_code"], record["agent_state"]) == ("exited", 3, "exited")
 
 
 async def test_a_permission_question_waits_for_input_and_answering_resumes(

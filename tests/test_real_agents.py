@@ -77,8 +77,25 @@ async def until(client: httpx.AsyncClient, sid: str, *states: str, timeout: floa
     result: dict[str, Any] = response.json()
     if not result.get("reached"):
         screen = (await client.get(f"/v1/sessions/{sid}/screen")).json()
-        pytest.fail(f"agent not {states} but {result['session']['agent_state']}; screen:\n{screen['text']}")
+        pytest.fail(
+            f"agent not {states} but {result['session']['agent_state']}; screen:\n{screen['text']}\n"
+            + await explain(client, sid)
+        )
     return result["session"]
+
+
+async def explain(client: httpx.AsyncClient, sid: str) -> str:
+    """What became of a session: its record and the end of its output (for failure messages)."""
+    record = (await client.get(f"/v1/sessions/{sid}")).json()
+    output = await client.get(f"/v1/sessions/{sid}/output")
+    tail = output.content[-3000:].decode(errors="replace") if output.status_code == 200 else output.text
+    return f"record: {json.dumps(record)}\noutput (end):\n{tail}"
+
+
+async def prompt(client: httpx.AsyncClient, sid: str, text: str) -> None:
+    response = await client.post(f"/v1/sessions/{sid}/prompt", json={"text": text})
+    if response.status_code != 204:
+        pytest.fail(f"prompt refused: {response.status_code} {response.text}\n{await explain(client, sid)}")
 
 
 async def agent(client: httpx.AsyncClient, sid: str) -> dict[str, Any]:
@@ -114,16 +131,12 @@ async def test_claude_code(sandbox: Sandbox, tmp_path: Path, models: FakeModelSe
 
             # a long multi-line prompt, verified, arrives whole (the UserPromptSubmit payload)
             text = "\n".join(f"line {n}: {'y' * 70}" for n in range(400))  # ~32 KB
-            response = await client.post(f"/v1/sessions/{sid}/prompt", json={"text": text})
-            assert response.status_code == 204, response.text
+            await prompt(client, sid, text)
             await until(client, sid, "idle")
             assert (await agent(client, sid))["last_prompt"] == text
 
             # a tool needing permission: waiting_for_input; Enter allows it; then idle again
-            response = await client.post(
-                f"/v1/sessions/{sid}/prompt", json={"text": "RUN_TOOL: touch tool-ran.txt"}
-            )
-            assert response.status_code == 204, response.text
+            await prompt(client, sid, "RUN_TOOL: touch tool-ran.txt")
             await until(client, sid, "waiting_for_input")
             await screen_shows(client, sid, "Do you want to proceed")
             assert (
@@ -139,8 +152,7 @@ async def test_claude_code(sandbox: Sandbox, tmp_path: Path, models: FakeModelSe
             assert resumed["command"][resumed["command"].index("--resume") + 1] == done["native_id"]
             await until(client, resumed["id"], "idle")
             assert (await agent(client, resumed["id"]))["native_id"] == done["native_id"]
-            response = await client.post(f"/v1/sessions/{resumed['id']}/prompt", json={"text": "again"})
-            assert response.status_code == 204, response.text
+            await prompt(client, resumed["id"], "again")
             await until(client, resumed["id"], "idle")
             # the resumed conversation carried the earlier turns to the model
             last = models.requests_to("/v1/messages")[-1][2]
@@ -157,8 +169,7 @@ async def test_codex(sandbox: Sandbox, tmp_path: Path, models: FakeModelServer) 
             session = await start(client, work, env, agent="codex")
             sid = session["id"]
             await screen_shows(client, sid, "Ask Codex")
-            response = await client.post(f"/v1/sessions/{sid}/prompt", json={"text": "say hello codex"})
-            assert response.status_code == 204, response.text
+            await prompt(client, sid, "say hello codex")
             done = await until(client, sid, "idle")
             await screen_shows(client, sid, "FAKE-ANSWER: say hello codex")
             assert any("say hello codex" in str(r[2]) for r in models.requests_to("/v1/responses"))
@@ -168,8 +179,7 @@ async def test_codex(sandbox: Sandbox, tmp_path: Path, models: FakeModelServer) 
             (rollout,) = (tmp_path / "home/.codex/sessions").rglob(f"*{done['native_id']}*.jsonl")
             assert "say hello codex" in rollout.read_text()
             # a second prompt: working (Codex reports only a turn's end), then idle again
-            response = await client.post(f"/v1/sessions/{sid}/prompt", json={"text": "SLOW second one"})
-            assert response.status_code == 204, response.text
+            await prompt(client, sid, "SLOW second one")
             assert (await client.get(f"/v1/sessions/{sid}")).json()["agent_state"] == "working"
             await until(client, sid, "idle")
             await screen_shows(client, sid, "FAKE-ANSWER: SLOW second one")
@@ -190,15 +200,13 @@ async def test_gemini_cli(sandbox: Sandbox, tmp_path: Path, models: FakeModelSer
             await until(client, sid, "idle")
             assert (await agent(client, sid))["last_prompt"] == "-hello gemini"
             await screen_shows(client, sid, "FAKE-ANSWER: -hello gemini")
-            response = await client.post(f"/v1/sessions/{sid}/prompt", json={"text": "two\nlines"})
-            assert response.status_code == 204, response.text
+            await prompt(client, sid, "two\nlines")
             await until(client, sid, "idle")
             assert (await agent(client, sid))["last_prompt"] == "two\nlines"
             # a prompt sent the moment the agent was created (Gemini CLI drops a paste that comes
             # before its prompt box is drawn): it waits for the agent to be ready
             fresh = await start(client, work, env, agent="gemini")
-            response = await client.post(f"/v1/sessions/{fresh['id']}/prompt", json={"text": "right away"})
-            assert response.status_code == 204, response.text
+            await prompt(client, fresh["id"], "right away")
             await until(client, fresh["id"], "idle")
             assert (await agent(client, fresh["id"]))["last_prompt"] == "right away"
     # the hooks came from the session's own settings file: the user's holds none (Gemini CLI

@@ -15,7 +15,8 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -417,7 +418,7 @@ class SessionManager:
         if record.agent is None:
             raise NotAnAgentError(f"session {session_id} does not run an agent (use input)")
         lock = self._prompt_locks.setdefault(session_id, trio.Lock())
-        async with lock:  # two prompts at once would interleave their pastes and Enters
+        async with lock, self._ending(session_id):  # one at a time: pastes would interleave
             await self._submit_prompt(record, text)
 
     async def _submit_prompt(self, record: SessionRecord, text: str) -> None:
@@ -503,13 +504,27 @@ class SessionManager:
             UnknownSessionError, SessionEndedError; InvalidTextError for control characters.
         """
         record = await self._live(session_id)
-        await self.server.send_text(record.tmux_name, text, enter=enter)
+        async with self._ending(session_id):
+            await self.server.send_text(record.tmux_name, text, enter=enter)
 
     async def send_keys(self, session_id: str, keys: Sequence[str]) -> None:
         """Press named keys in a running session. Raises like :meth:`send_text`, and
         InvalidKeyError."""
         record = await self._live(session_id)
-        await self.server.send_keys(record.tmux_name, keys)
+        async with self._ending(session_id):
+            await self.server.send_keys(record.tmux_name, keys)
+
+    @asynccontextmanager
+    async def _ending(self, session_id: str) -> AsyncIterator[None]:
+        """Within: tmux saying the session's window is gone means the session ended just now
+        (after it was found running), not a tmux failure. Waits, bounded, for its watcher to
+        record the end, then raises :class:`SessionEndedError`."""
+        try:
+            yield
+        except SessionNotFoundError:
+            with trio.move_on_after(self.server.timeouts.tmux):
+                await self.wait(session_id)
+            raise SessionEndedError(await self.get(session_id)) from None
 
     async def send_bytes(self, session_id: str, data: bytes) -> None:
         """Write raw bytes to the session's terminal, as typed keys (an attached terminal's
