@@ -260,7 +260,9 @@ def create_app(context: ApiContext) -> QuartTrio:
         code = (exc.name or "error").lower().replace(" ", "_")
         if exc.code == 413:
             message = f"the request body is larger than {context.max_body_bytes} bytes"
-            return _error(413, "body_too_large", message)
+            # The rest of the body was never read, so this connection cannot carry another
+            # request: closing it tells the client (else a keep-alive client waits forever).
+            return (*_error(413, "body_too_large", message), {"Connection": "close"})
         if exc.code == 400 and request.mimetype == "application/json":
             return _error(400, "invalid_json", "the request body is not valid JSON")
         return _error(exc.code or 500, code, exc.description or code)
