@@ -364,7 +364,10 @@ class SessionManager:
                         screen = await self.screen(session_id)
                     except UnknownSessionError:
                         continue
-                    waiting = any(re.search(p, screen) for p in profile.waiting_patterns)
+                    # a profile's pattern is the user's: off the event loop, in case it is slow
+                    waiting = await trio.to_thread.run_sync(
+                        _shows_any, profile.waiting_patterns, screen, abandon_on_cancel=True
+                    )
                     if waiting and (changed := tracker.on_screen_waiting()) is not None:
                         await self._agent_changed(session_id, tracker, changed)
 
@@ -896,6 +899,10 @@ async def _file_size(path: str) -> int:
         return (await trio.Path(path).stat()).st_size
     except OSError:
         return -1
+
+
+def _shows_any(patterns: Sequence[str], screen: str) -> bool:
+    return any(re.search(p, screen) for p in patterns)
 
 
 def _normalized(text: str | None) -> str | None:
