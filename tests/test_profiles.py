@@ -36,6 +36,7 @@ prompt_args = ["--message", "{prompt}"]
 hooks = "claude"
 confirm = "hook"
 env = {MY_AGENT_QUIET = "1"}
+unset_env = ["MY_AGENT_CI"]
 """,
     )
     agents = settings.agents  # type: ignore[attr-defined]
@@ -49,6 +50,7 @@ env = {MY_AGENT_QUIET = "1"}
     assert agents["mine"].prompt_args == ("--message", "{prompt}") and agents["mine"].env == {
         "MY_AGENT_QUIET": "1"
     }
+    assert agents["mine"].unset_env == ("MY_AGENT_CI",)
     assert settings.tmux_socket == "x"  # type: ignore[attr-defined]
 
 
@@ -67,6 +69,7 @@ env = {MY_AGENT_QUIET = "1"}
         ('[agents."bad name"]\nbinary = "x"\n', "a profile name is letters, digits"),
         ("agents = 3\n", "agents must be a table"),
         ('[agents.claude]\nenv = {"BAD NAME" = "1"}\n', "'BAD NAME' is not a valid environment variable"),
+        ('[agents.claude]\nunset_env = ["CI=1"]\n', "'CI=1' is not a valid environment variable"),
         ('[agents.claude]\nprompt_args = ["--quiet"]\n', "prompt_args must pass {prompt}"),
         ("[agents.claude]\nresume_args = []\n", "resume_args must pass {native_id}"),
     ],
@@ -120,6 +123,8 @@ def test_launch_builds_the_command_line_and_each_hook_style(tmp_path: Path) -> N
         environment={"HOME": str(user_home)},
     )
     assert gemini.argv == ["gemini", "--prompt-interactive=hi"]
+    # inherited CI=true would make it headless (tests/test_real_agents.py runs it so)
+    assert set(gemini.unset_env) == {"CI", "GITHUB_ACTIONS"} and claude.unset_env == ()
     home = Path(gemini.env["GEMINI_CLI_HOME"])
     merged = json.loads((home / ".gemini" / "settings.json").read_text())
     assert merged["ui"] == {"theme": "x"} and "BeforeAgent" in merged["hooks"]

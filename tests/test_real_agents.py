@@ -189,7 +189,13 @@ async def test_codex(sandbox: Sandbox, tmp_path: Path, models: FakeModelServer) 
 
 
 @pytest.mark.timeout(120)
-async def test_gemini_cli(sandbox: Sandbox, tmp_path: Path, models: FakeModelServer) -> None:
+async def test_gemini_cli(
+    sandbox: Sandbox, tmp_path: Path, models: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemon (and its tmux server) inherit CI=true, as on a CI machine: Gemini CLI started
+    # without a prompt would run headless and exit at once (its profile unsets them).
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
     work = tmp_path / "work"
     work.mkdir()
     env = gemini_env(tmp_path / "home", models.url, work)

@@ -84,6 +84,25 @@ async def test_environment_cwd_and_session_id(server: TmuxServer, tmp_path: Path
     assert data.decode() == f'{spec.session_id}|it\'s a "test"; $HOME `x` ;|{tmp_path}|unset\n'
 
 
+async def test_unset_env_keeps_the_servers_variables_from_the_command(
+    server: TmuxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the tmux server (started by the first session) inherits these from us
+    monkeypatch.setenv("TB_TEST_DROPPED", "inherited")
+    monkeypatch.setenv("TB_TEST_SET", "inherited")
+    monkeypatch.setenv("TB_TEST_KEPT", "inherited")
+    out = tmp_path / "out.txt"
+    script = f'echo "${{TB_TEST_DROPPED-unset}}|$TB_TEST_SET|$TB_TEST_KEPT" > {out}'
+    await start(
+        server, tmp_path, ["sh", "-c", script],
+        unset_env=("TB_TEST_DROPPED", "TB_TEST_SET"), env={"TB_TEST_SET": "given"},
+    )  # fmt: skip
+    # unset, unless the session's own environment sets it; others still inherited
+    assert (await wait_for_file(out, 1)).decode() == "unset|given|inherited\n"
+    with pytest.raises(ValueError, match="invalid environment variable"):
+        SessionSpec(["true"], tmp_path, tmp_path / "exit", unset_env=("A; rm -rf /",))
+
+
 async def test_hostile_command_arguments_reach_the_command_literally(
     server: TmuxServer, tmp_path: Path
 ) -> None:

@@ -74,6 +74,9 @@ class AgentProfile:
     confirm: str = "output"
     #: extra environment for the agent
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: variables of the daemon's environment the agent must not inherit (``env`` and the
+    #: session's own environment still set them)
+    unset_env: tuple[str, ...] = ()
     #: regular expressions that, on the screen of an agent quiet while ``working``, mean it
     #: waits for the user (the last resort, after hooks and transcripts)
     waiting_patterns: tuple[str, ...] = ()
@@ -90,9 +93,11 @@ DEFAULT_PROFILES: Mapping[str, AgentProfile] = {
         "codex", "codex", prompt_args=("--", "{prompt}"), resume_args=("resume", "{native_id}"),
         hooks="codex", confirm="output",
     ),
+    # With CI=true (or GITHUB_ACTIONS=true) inherited, Gemini CLI started without a prompt
+    # runs headless, not in its terminal: it exits at once, "No input provided via stdin".
     "gemini": AgentProfile(
         "gemini", "gemini", prompt_args=("--prompt-interactive={prompt}",), hooks="gemini",
-        confirm="hook", waiting_patterns=(r"Allow execution",),
+        confirm="hook", waiting_patterns=(r"Allow execution",), unset_env=("CI", "GITHUB_ACTIONS"),
     ),
 }  # fmt: skip
 
@@ -148,6 +153,11 @@ def parse_profiles(table: Mapping[str, Any]) -> dict[str, AgentProfile]:
                     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var) or "\0" in text:
                         raise ValueError(f"{at}: {var!r} is not a valid environment variable")
                 changes[key] = dict(value)
+            elif key == "unset_env":
+                changes[key] = _strings(value, at, set())
+                for var in changes[key]:
+                    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
+                        raise ValueError(f"{at}: {var!r} is not a valid environment variable")
             elif key == "waiting_patterns":
                 changes[key] = _strings(value, at, set())
                 for pattern in changes[key]:
@@ -168,11 +178,12 @@ def parse_profiles(table: Mapping[str, Any]) -> dict[str, AgentProfile]:
 
 @dataclasses.dataclass(frozen=True)
 class AgentLaunch:
-    """What starting an agent takes: its argv and extra environment (its hook configuration
-    is written by :func:`launch`)."""
+    """What starting an agent takes: its argv, extra environment and the variables it must
+    not inherit (its hook configuration is written by :func:`launch`)."""
 
     argv: list[str]
     env: dict[str, str]
+    unset_env: tuple[str, ...] = ()
 
 
 def hook_command() -> list[str]:
@@ -222,7 +233,7 @@ def launch(
         argv += _fill(profile.model_args, model=model)
     if prompt is not None:
         argv += _fill(profile.prompt_args, prompt=prompt)
-    return AgentLaunch(argv, env)
+    return AgentLaunch(argv, env, profile.unset_env)
 
 
 def _gemini_home(home: Path, environment: Mapping[str, str], hook: Sequence[str]) -> Path:

@@ -579,6 +579,7 @@ class SessionManager:
         session_id = new_session_id()
         directory = self._session_dir(session_id)
         await trio.Path(directory / "log").mkdir(parents=True)
+        unset_env: tuple[str, ...] = ()
         if agent is not None:
             try:
                 launched = await trio.to_thread.run_sync(
@@ -593,14 +594,14 @@ class SessionManager:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(shutil.rmtree, directory, True)
                 raise
-            argv = launched.argv
+            argv, unset_env = launched.argv, launched.unset_env
             # the profile's hook wiring (e.g. GEMINI_CLI_HOME) wins over the caller's
             env = {**(env or {}), **launched.env}
             if title is None:
                 title = agent.profile.name + (f": {_one_line(agent.prompt)}" if agent.prompt else "")
         spec = SessionSpec(
             argv, cwd, directory / "exit", env or {}, width=width, height=height, session_id=session_id,
-            pipe_command=_pipe_command(directory, self.segment_size),
+            pipe_command=_pipe_command(directory, self.segment_size), unset_env=unset_env,
         )  # fmt: skip
         record = SessionRecord(
             id=session_id, title=title or " ".join(argv), command=tuple(argv), cwd=str(cwd),

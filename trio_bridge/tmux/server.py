@@ -137,6 +137,9 @@ class SessionSpec:
     #: the shell command tmux pipes the pane's output to (``pipe-pane``)
     pipe_command: str = "exec cat >/dev/null"
     session_id: str = attrs.field(factory=new_session_id)
+    #: variables of the tmux server's environment the command does not inherit (``env`` is
+    #: applied after: what it sets stays)
+    unset_env: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple)
 
     @argv.validator
     def _check_argv(self, _attribute: object, value: tuple[str, ...]) -> None:
@@ -145,6 +148,12 @@ class SessionSpec:
         for arg in value:
             if "\0" in arg:
                 raise ValueError("command arguments cannot contain a NUL byte")
+
+    @unset_env.validator
+    def _check_unset(self, _attribute: object, value: tuple[str, ...]) -> None:
+        for name in value:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"invalid environment variable name {name!r}")
 
     @width.validator
     @height.validator
@@ -262,7 +271,8 @@ class TmuxServer:
     # -- sessions ---------------------------------------------------------
 
     def _start_script(self, spec: SessionSpec) -> str:
-        """The POSIX sh script a new pane runs: gate, cwd, environment, command, status.
+        """The POSIX sh script a new pane runs: gate, cwd, environment (unset, then set),
+        command, status.
 
         The script stays the pane's process while the command runs as its
         child, so that it can record the command's exit status in a file:
@@ -282,6 +292,8 @@ class TmuxServer:
             "unset TB_TMUX",
             f"cd -- {q(str(spec.cwd))} || exit {START_FAILED_STATUS}",
         ]
+        if spec.unset_env:
+            lines.append("unset " + " ".join(spec.unset_env))
         if has_env:
             # The environment comes from a private file, not the command line,
             # which every local user can read in the process table.
