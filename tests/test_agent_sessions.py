@@ -22,6 +22,15 @@ from ._api import Daemon, daemon_and_client
 from .conftest import Sandbox
 
 FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
+#: an "agent" that writes into its Gemini session home, and (as the user's own Gemini would)
+#: into the user's ~/.gemini meanwhile
+GEMINI_WRITER = """
+g="$GEMINI_CLI_HOME/.gemini"
+echo remembered > "$g/GEMINI.md"
+mkdir "$g/history" && echo h > "$g/history/work"
+echo theirs > "$HOME/.gemini/state.json"
+echo sessions > "$g/state.json"
+"""
 
 
 def fake_profiles(extra: str = "") -> str:
@@ -72,6 +81,11 @@ hooks = "none"
 binary = "sh"
 args = ["-c", "stty raw -echo; head -c 1 >/dev/null; exit 3", "sh"]
 hooks = "none"
+
+[agents.fake-gemini-writer]
+binary = "sh"
+args = ["-c", {json.dumps(GEMINI_WRITER)}, "sh"]
+hooks = "gemini"
 
 [agents.fake-deaf]
 binary = {json.dumps(sys.executable)}
@@ -240,6 +254,25 @@ async def test_an_agent_ending_during_a_prompt_is_a_session_ended_refusal(
             assert response.json()["error"]["code"] == "session_ended"
             record = (await client.get(f"/v1/sessions/{session['id']}")).json()
             assert (record["state"], record["exit_code"], record["agent_state"]) == ("exited", 3, "exited")
+
+
+async def test_what_gemini_creates_in_its_session_home_stays_in_the_users(
+    agent_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The session home holds links to the user's ~/.gemini entries of its start; entries the
+    agent creates meanwhile move to the user's at the end (theirs win), not deleted with it."""
+    user = tmp_path / "home" / ".gemini"
+    user.mkdir()
+    (user / "settings.json").write_text('{"ui": {"theme": "x"}}')
+    with trio.fail_after(30):
+        async with agent_api(agent_sandbox, tmp_path) as (_, client):
+            session = await start_agent(client, tmp_path, "fake-gemini-writer")
+            ended = (await client.get(f"/v1/sessions/{session['id']}/wait", params={"timeout": 15})).json()
+            assert ended["ended"] and ended["session"]["exit_code"] == 0, ended
+    assert (user / "GEMINI.md").read_text() == "remembered\n"
+    assert (user / "history" / "work").read_text() == "h\n"
+    assert (user / "state.json").read_text() == "theirs\n"  # the user's, written meanwhile
+    assert json.loads((user / "settings.json").read_text()) == {"ui": {"theme": "x"}}  # no hooks
 
 
 async def test_a_permission_question_waits_for_input_and_answering_resumes(

@@ -37,14 +37,15 @@ import json
 import os
 import re
 import shlex
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "DEFAULT_PROFILES", "HOOK_STYLES", "AgentLaunch", "AgentProfile", "hook_command", "launch",
-    "parse_profiles",
+    "DEFAULT_PROFILES", "HOOK_STYLES", "AgentLaunch", "AgentProfile", "hook_command",
+    "keep_agent_files", "launch", "parse_profiles",
 ]  # fmt: skip
 
 HOOK_STYLES = ("claude", "codex", "gemini", "none")
@@ -263,6 +264,36 @@ def _gemini_home(home: Path, environment: Mapping[str, str], hook: Sequence[str]
     settings["hooks"] = merged
     _write_json(own / "settings.json", settings)
     return home
+
+
+def keep_agent_files(config_dir: Path) -> list[str]:
+    """After a session: what its agent created in the session's own home goes to the user's.
+
+    A Gemini CLI session home (see :func:`_gemini_home`) links the entries the user's
+    ``~/.gemini`` had when the session started; what Gemini created there meanwhile (a login's
+    credentials, ``/memory add``'s ``GEMINI.md``, its ids and registries) would be deleted with
+    the session's directory. Each such entry moves to the user's ``~/.gemini`` (found through the
+    session home's ``tmp`` link), unless the user's has one by then (another session's, or the
+    user's own: theirs wins). Returns the names moved. Blocking (run it in a thread).
+    """
+    own = config_dir / "gemini-home" / ".gemini"
+    link = own / "tmp"
+    if not link.is_symlink():
+        return []
+    user = link.resolve().parent
+    moved = []
+    for entry in sorted(own.iterdir()):
+        if entry.name == "settings.json" or entry.is_symlink():
+            continue
+        target = user / entry.name
+        if target.exists() or target.is_symlink():
+            continue
+        try:
+            shutil.move(entry, target)
+        except OSError:
+            continue  # e.g. the user's home went read-only: the session's copy stays, no harm
+        moved.append(entry.name)
+    return moved
 
 
 def _hook_table(events: Sequence[str], hook: Sequence[str]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 import trio
 
-from ..agents import DEFAULT_PROFILES, AgentProfile, AgentState, AgentTracker, launch
+from ..agents import DEFAULT_PROFILES, AgentProfile, AgentState, AgentTracker, keep_agent_files, launch
 from ..output import OutputFeed, SegmentLog
 from ..output.log import split_command
 from ..process import ExitWatch, SubprocessFailedError
@@ -797,6 +797,11 @@ class SessionManager:
         exit_code, exit_signal = status, None
         if status in _SIGNALS:
             exit_code, exit_signal = None, status - 128  # the shell's 128+N
+        if record.agent is not None:
+            # before the end is told: a resume right after it finds what the agent created
+            moved = await trio.to_thread.run_sync(keep_agent_files, directory / "agent")
+            if moved:
+                log.info("session %s: agent's new %s moved to the user's home", record.id, ", ".join(moved))
         state = SessionState.KILLED if killed else SessionState.EXITED
         if status is None and not killed:
             state = SessionState.KILLED  # the wrapper itself was killed from outside
