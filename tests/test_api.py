@@ -945,6 +945,23 @@ async def test_a_refused_websocket_does_not_crash_the_api(sandbox: Sandbox, tmp_
 # -- access ----------------------------------------------------------------------------------
 
 
+async def test_a_refused_body_closes_its_connection(sandbox: Sandbox) -> None:
+    """A 401 answered before a 500 KB body was read: the connection closes, so the client's next
+    request goes on a new one (reusing it waited forever: hypercorn neither served nor closed it)."""
+    with trio.fail_after(30):
+        async with api(sandbox, token=TOKEN) as (daemon, _), daemon.client() as anonymous:
+            body = json.dumps({"command": ["echo", "x" * 500_000]})
+            refused = await anonymous.post(
+                "/v1/sessions", content=body, headers={"Content-Type": "application/json"}
+            )
+            assert_error(refused, 401, "unauthorized")
+            assert refused.headers["connection"] == "close"
+            with trio.fail_after(5):
+                assert_error(await anonymous.get("/v1/health"), 401, "unauthorized")
+            # an error without a body keeps its connection
+            assert "connection" not in (await anonymous.get("/v1/health")).headers
+
+
 @websocket_client_leak
 async def test_token_is_required_everywhere(sandbox: Sandbox, tmp_path: Path) -> None:
     paths = ["/v1/health", "/v1/version", "/v1/sessions", "/metrics", "/v1/openapi.json", "/v1/no/such/route"]

@@ -186,6 +186,16 @@ def create_app(context: ApiContext) -> QuartTrio:
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), context.token.encode()):
             raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required")
 
+    @app.after_request
+    async def _close_after_refused_body(response: Response) -> Response:
+        # A refusal (401, 413, ...) may come before the request's body was read whole; hypercorn
+        # 0.18 then neither serves the connection's next request nor closes it, and a keep-alive
+        # client reusing it waits forever. Closing it costs a reconnect, after an error only.
+        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        if response.status_code >= 400 and (request.content_length or chunked):
+            response.headers["Connection"] = "close"
+        return response
+
     @app.before_request
     async def _authorize_request() -> None:
         if request.scope.get("server") is None and _HOOK_PATH.fullmatch(request.path):
@@ -260,9 +270,7 @@ def create_app(context: ApiContext) -> QuartTrio:
         code = (exc.name or "error").lower().replace(" ", "_")
         if exc.code == 413:
             message = f"the request body is larger than {context.max_body_bytes} bytes"
-            # The rest of the body was never read, so this connection cannot carry another
-            # request: closing it tells the client (else a keep-alive client waits forever).
-            return (*_error(413, "body_too_large", message), {"Connection": "close"})
+            return _error(413, "body_too_large", message)
         if exc.code == 400 and request.mimetype == "application/json":
             return _error(400, "invalid_json", "the request body is not valid JSON")
         return _error(exc.code or 500, code, exc.description or code)
