@@ -9,8 +9,10 @@ from pathlib import Path
 
 import trio
 
+from trio_bridge.agents import AgentProfile
 from trio_bridge.output import Chunk, OutputFeed, Resync
 from trio_bridge.sessions import EventKind, SessionManager, SessionState, open_session_store
+from trio_bridge.sessions.manager import AgentStart
 from trio_bridge.tmux import TmuxServer
 
 from .conftest import Sandbox
@@ -102,6 +104,25 @@ async def test_sessions_that_ended_or_vanished_while_down(sandbox: Sandbox, tmp_
         assert (await manager.store.get(vanishes.id)).state is SessionState.LOST  # type: ignore[union-attr]
     # never adopted, never touched
     assert sandbox.tmux("has-session", "-t", "=not-ours", check=False).returncode == 0
+
+
+async def test_a_lost_agent_sessions_new_files_go_to_the_users_home(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A Gemini-style session home: what the agent created there reaches the user's ~/.gemini
+    even when its session was lost while the daemon was down (its directory goes later)."""
+    server = sandbox.server()
+    home = tmp_path / "home"
+    script = 'echo remembered > "$GEMINI_CLI_HOME/.gemini/GEMINI.md"; exec sleep 300'
+    profile = AgentProfile("writer", "sh", args=("-c", script, "sh"), hooks="gemini")
+    async with running_manager(server, sandbox.state_dir) as manager:
+        record = await manager.create([], cwd=tmp_path, env={"HOME": str(home)}, agent=AgentStart(profile))
+        written = sandbox.state_dir / "sessions" / record.id / "agent/gemini-home/.gemini/GEMINI.md"
+        with trio.fail_after(10):
+            while not written.exists():
+                await trio.sleep(0.02)
+    sandbox.tmux("kill-session", "-t", f"={record.tmux_name}")
+    async with running_manager(server, sandbox.state_dir) as manager:
+        assert (await manager.store.get(record.id)).state is SessionState.LOST  # type: ignore[union-attr]
+    assert (home / ".gemini" / "GEMINI.md").read_text() == "remembered\n"
 
 
 async def test_screen_live_and_after_the_end(sandbox: Sandbox, tmp_path: Path) -> None:

@@ -797,11 +797,8 @@ class SessionManager:
         exit_code, exit_signal = status, None
         if status in _SIGNALS:
             exit_code, exit_signal = None, status - 128  # the shell's 128+N
-        if record.agent is not None:
-            # before the end is told: a resume right after it finds what the agent created
-            moved = await trio.to_thread.run_sync(keep_agent_files, directory / "agent")
-            if moved:
-                log.info("session %s: agent's new %s moved to the user's home", record.id, ", ".join(moved))
+        # before the end is told: a resume right after it finds what the agent created
+        await self._keep_agent_files(record, directory)
         state = SessionState.KILLED if killed else SessionState.EXITED
         if status is None and not killed:
             state = SessionState.KILLED  # the wrapper itself was killed from outside
@@ -811,6 +808,14 @@ class SessionManager:
         )  # fmt: skip
         await self.store.update(ended)
         self._publish(EventKind(state.value), ended)
+
+    async def _keep_agent_files(self, record: SessionRecord, directory: Path) -> None:
+        """What an ended agent created in its session's home goes to the user's (see
+        :func:`trio_bridge.agents.keep_agent_files`)."""
+        if record.agent is not None:
+            moved = await trio.to_thread.run_sync(keep_agent_files, directory / "agent")
+            if moved:
+                log.info("session %s: agent's new %s moved to the user's home", record.id, ", ".join(moved))
 
     # -- adoption -------------------------------------------------------------
 
@@ -830,6 +835,7 @@ class SessionManager:
                 if read_exit_status(directory / "exit") is not None:
                     await self._record_end(record, directory)
                 else:
+                    await self._keep_agent_files(record, directory)
                     lost = attrs.evolve(record, state=SessionState.LOST, ended_at=time.time())
                     await self.store.update(lost)
                     self._publish(EventKind.LOST, lost)
