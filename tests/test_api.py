@@ -346,6 +346,7 @@ async def test_refused_requests_are_json_errors_and_change_nothing(sandbox: Sand
                 ({**ok, "env": {"1X": "x"}}, "invalid_env"),
                 ({**ok, "env": {"A=B": "x"}}, "invalid_env"),
                 ({**ok, "env": {"": "x"}}, "invalid_env"),
+                ({**ok, "env": {"touch\n": "x"}}, "invalid_env"),  # a line of the env file
                 ({**ok, "env": {"NUL": "a\0b"}}, "invalid_env"),
                 ({**ok, "shell": "true"}, "invalid_command"),
                 ({**ok, "command": [""]}, "invalid_command"),

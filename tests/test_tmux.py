@@ -99,8 +99,9 @@ async def test_unset_env_keeps_the_servers_variables_from_the_command(
     )  # fmt: skip
     # unset, unless the session's own environment sets it; others still inherited
     assert (await wait_for_file(out, 1)).decode() == "unset|given|inherited\n"
-    with pytest.raises(ValueError, match="invalid environment variable"):
-        SessionSpec(["true"], tmp_path, tmp_path / "exit", unset_env=("A; rm -rf /",))
+    for bad in ("A; rm -rf /", "A\n", "TERM"):  # TERM: the pane's own, from tmux
+        with pytest.raises(ValueError, match="invalid environment variable"):
+            SessionSpec(["true"], tmp_path, tmp_path / "exit", unset_env=(bad,))
 
 
 async def test_hostile_command_arguments_reach_the_command_literally(

@@ -44,7 +44,9 @@ ID_OPTION = "@trio_bridge_id"
 #: exit status of the start wrapper when it cannot hand over to the command
 START_FAILED_STATUS = 125
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# \Z, not $: "$" also matches before a final newline, and a name "touch\n" would have run
+# `touch` from the session's environment file
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _DRAIN_CHECK_INTERVAL = 0.002
 # Variables the pane must get from tmux (or trio-bridge) itself, never from the caller: a
 # TRIO_BRIDGE_SESSION_ID inherited from an outer session would send a nested agent's hooks there.
@@ -152,8 +154,8 @@ class SessionSpec:
     @unset_env.validator
     def _check_unset(self, _attribute: object, value: tuple[str, ...]) -> None:
         for name in value:
-            if not _ENV_NAME.match(name):
-                raise ValueError(f"invalid environment variable name {name!r}")
+            if not _ENV_NAME.match(name) or name in _TMUX_OWNED_ENV:
+                raise ValueError(f"invalid environment variable name to unset {name!r}")
 
     @width.validator
     @height.validator
