@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from trio_bridge.agents import DEFAULT_PROFILES, launch
+from trio_bridge.agents import DEFAULT_PROFILES, keep_agent_files, launch
 from trio_bridge.config import ConfigError, resolve_settings
 
 from .conftest import Sandbox
@@ -70,6 +70,7 @@ unset_env = ["MY_AGENT_CI"]
         ("agents = 3\n", "agents must be a table"),
         ('[agents.claude]\nenv = {"BAD NAME" = "1"}\n', "'BAD NAME' is not a valid environment variable"),
         ('[agents.claude]\nunset_env = ["CI=1"]\n', "'CI=1' is not a valid environment variable"),
+        ('[agents.claude]\nunset_env = ["TERM"]\n', "TERM is the session's own"),
         ('[agents.claude]\nprompt_args = ["--quiet"]\n', "prompt_args must pass {prompt}"),
         ("[agents.claude]\nresume_args = []\n", "resume_args must pass {native_id}"),
     ],
@@ -147,3 +148,52 @@ def test_config_command_lists_the_profiles(sandbox: Sandbox, tmp_path: Path) -> 
     )
     as_json = json.loads(sandbox.cli("config", "--json", "--config", str(config)).stdout)
     assert as_json["agents"]["claude"]["hooks"] == "claude"
+
+
+def gemini_session(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A Gemini session's directory as launch() leaves it: (its config dir, its home's .gemini,
+    the user's .gemini)."""
+    user = tmp_path / "user" / ".gemini"
+    user.mkdir(parents=True)
+    (user / "oauth_creds.json").write_text("old")
+    config = tmp_path / "session"
+    environment = {"HOME": str(user.parent)}
+    launched = launch(DEFAULT_PROFILES["gemini"], config, hook=["hook"], environment=environment)
+    return config, Path(launched.env["GEMINI_CLI_HOME"]) / ".gemini", user
+
+
+def test_keep_agent_files_moves_new_entries_whole_and_never_replaces(tmp_path: Path) -> None:
+    config, own, user = gemini_session(tmp_path)
+    (own / "GEMINI.md").write_text("remembered")
+    (own / "history" / "work").mkdir(parents=True)
+    (own / "history" / "work" / "h").write_text("h")
+    (own / "state.json").write_text("sessions")
+    (user / "state.json").write_text("theirs")  # appeared during the session
+    (own / "oauth_creds.json").write_text("written through the link")
+    assert keep_agent_files(config) == (["GEMINI.md", "history"], [])
+    assert (user / "GEMINI.md").read_text() == "remembered"
+    assert (user / "history" / "work" / "h").read_text() == "h"
+    assert (user / "state.json").read_text() == "theirs"
+    assert (user / "oauth_creds.json").read_text() == "written through the link"
+    names = ["GEMINI.md", "history", "oauth_creds.json", "state.json", "tmp"]
+    assert sorted(p.name for p in user.iterdir()) == names  # no staging copies left
+    assert keep_agent_files(tmp_path / "not-an-agent") == ([], [])
+
+
+def test_keep_agent_files_survives_a_session_home_in_any_state(tmp_path: Path) -> None:
+    config, own, user = gemini_session(tmp_path)
+    # the agent's to change: a link loop, and its tmp pointing elsewhere
+    (own / "tmp").unlink()
+    (own / "tmp").symlink_to(own / "tmp")
+    (own / "elsewhere").symlink_to(tmp_path)
+    (own / "GEMINI.md").write_text("remembered")
+    assert keep_agent_files(config) == (["GEMINI.md"], [])
+    assert (user / "GEMINI.md").read_text() == "remembered"  # the user's, as recorded at launch
+    # the user's directory unusable (a file in its place): reported, the session's copy kept
+    (own / "more.md").write_text("more")
+    (user.parent / "moved").mkdir()
+    user.rename(user.parent / "moved" / ".gemini")
+    user.write_text("not a directory")
+    moved, failed = keep_agent_files(config)
+    assert moved == [] and [name for name, _ in failed] == ["more.md"]
+    assert (own / "more.md").read_text() == "more"

@@ -36,6 +36,7 @@ import dataclasses
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import sys
@@ -53,6 +54,9 @@ HOOK_STYLES = ("claude", "codex", "gemini", "none")
 CONFIRM_STYLES = ("hook", "output")
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
 _CLAUDE_EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Notification", "Stop")
+_GEMINI_USER_FILE = "gemini-user"
+#: what a session's terminal and hooks need: never unset
+_SESSION_ENV = frozenset({"TERM", "TMUX", "TMUX_PANE", "TRIO_BRIDGE_SESSION_ID", "TRIO_BRIDGE_API_SOCKET"})
 _GEMINI_EVENTS = ("SessionStart", "BeforeAgent", "AfterAgent", "BeforeTool", "AfterTool", "Notification")
 
 
@@ -159,6 +163,8 @@ def parse_profiles(table: Mapping[str, Any]) -> dict[str, AgentProfile]:
                 for var in changes[key]:
                     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
                         raise ValueError(f"{at}: {var!r} is not a valid environment variable")
+                    if var in _SESSION_ENV:
+                        raise ValueError(f"{at}: {var} is the session's own (tmux's or trio-bridge's)")
             elif key == "waiting_patterns":
                 changes[key] = _strings(value, at, set())
                 for pattern in changes[key]:
@@ -246,11 +252,13 @@ def _gemini_home(home: Path, environment: Mapping[str, str], hook: Sequence[str]
     must be owned by root in root-owned directories; ``GEMINI_CLI_HOME`` relocates its home.
     """
     user_home = Path(environment.get("GEMINI_CLI_HOME") or environment.get("HOME") or Path.home())
-    user = user_home / ".gemini"
+    user = Path(os.path.abspath(user_home / ".gemini"))
     # Its conversations must land in the user's own directory, not in this session's.
     (user / "tmp").mkdir(parents=True, exist_ok=True)
     own = home / ".gemini"
     own.mkdir(parents=True, exist_ok=True)
+    # where keep_agent_files moves what Gemini creates in the session home
+    (home.parent / _GEMINI_USER_FILE).write_text(str(user))
     for entry in user.iterdir():
         if entry.name != "settings.json":
             (own / entry.name).symlink_to(entry)
@@ -266,34 +274,67 @@ def _gemini_home(home: Path, environment: Mapping[str, str], hook: Sequence[str]
     return home
 
 
-def keep_agent_files(config_dir: Path) -> list[str]:
+def keep_agent_files(config_dir: Path) -> tuple[list[str], list[tuple[str, str]]]:
     """After a session: what its agent created in the session's own home goes to the user's.
 
     A Gemini CLI session home (see :func:`_gemini_home`) links the entries the user's
     ``~/.gemini`` had when the session started; what Gemini created there meanwhile (a login's
     credentials, ``/memory add``'s ``GEMINI.md``, its ids and registries) would be deleted with
-    the session's directory. Each such entry moves to the user's ``~/.gemini`` (found through the
-    session home's ``tmp`` link), unless the user's has one by then (another session's, or the
-    user's own: theirs wins). Returns the names moved. Blocking (run it in a thread).
+    the session's directory. Each such entry moves to the user's ``~/.gemini`` (as recorded at
+    launch; the home's links are the agent's to change), unless the user's has one by then:
+    theirs wins. A move is whole or not at all (:func:`_move_new`).
+
+    Returns the names moved, and (name, error) for those that could not be (their copies stay
+    with the session). Raises nothing for a session home in any state. Blocking: run it in a
+    thread.
     """
     own = config_dir / "gemini-home" / ".gemini"
-    link = own / "tmp"
-    if not link.is_symlink():
-        return []
-    user = link.resolve().parent
-    moved = []
-    for entry in sorted(own.iterdir()):
+    try:
+        user = Path((config_dir / _GEMINI_USER_FILE).read_text())
+        entries = sorted(own.iterdir())
+    except (OSError, UnicodeDecodeError):
+        return [], []  # not a Gemini session, or nothing to keep
+    moved: list[str] = []
+    failed: list[tuple[str, str]] = []
+    for entry in entries:
         if entry.name == "settings.json" or entry.is_symlink():
             continue
-        target = user / entry.name
-        if target.exists() or target.is_symlink():
-            continue
         try:
-            shutil.move(entry, target)
+            if _move_new(entry, user / entry.name):
+                moved.append(entry.name)
+        except OSError as exc:
+            failed.append((entry.name, str(exc)))
+    return moved, failed
+
+
+def _move_new(source: Path, target: Path) -> bool:
+    """Move ``source`` to ``target`` unless ``target`` exists (False then).
+
+    First to a hidden name beside ``target`` (a copy, across filesystems: a failed copy leaves
+    nothing behind), then into place without replacing what may have appeared there meanwhile
+    (a file by a hard link, which refuses to replace; a directory by a rename, which refuses a
+    file or a non-empty directory there).
+    """
+    if target.exists() or target.is_symlink():
+        return False
+    staging = target.with_name(f".{target.name}.trio-bridge-{secrets.token_hex(4)}")
+    try:
+        shutil.move(source, staging)
+        try:
+            if staging.is_dir():
+                os.rename(staging, target)
+            else:
+                os.link(staging, target)
         except OSError:
-            continue  # e.g. the user's home went read-only: the session's copy stays, no harm
-        moved.append(entry.name)
-    return moved
+            if target.exists() or target.is_symlink():
+                return False  # it appeared meanwhile: the user's wins
+            raise
+        return True
+    finally:
+        if staging.is_dir():
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            staging.unlink(missing_ok=True)
 
 
 def _hook_table(events: Sequence[str], hook: Sequence[str]) -> dict[str, Any]:

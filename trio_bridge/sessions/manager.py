@@ -364,10 +364,7 @@ class SessionManager:
                         screen = await self.screen(session_id)
                     except UnknownSessionError:
                         continue
-                    # a profile's pattern is the user's: off the event loop, in case it is slow
-                    waiting = await trio.to_thread.run_sync(
-                        _shows_any, profile.waiting_patterns, screen, abandon_on_cancel=True
-                    )
+                    waiting = any(re.search(p, screen) for p in profile.waiting_patterns)
                     if waiting and (changed := tracker.on_screen_waiting()) is not None:
                         await self._agent_changed(session_id, tracker, changed)
 
@@ -521,13 +518,17 @@ class SessionManager:
     async def _ending(self, session_id: str) -> AsyncIterator[None]:
         """Within: tmux saying the session's window is gone means the session ended just now
         (after it was found running), not a tmux failure. Waits, bounded, for its watcher to
-        record the end, then raises :class:`SessionEndedError`."""
+        record the end, then raises :class:`SessionEndedError`; if no end is recorded by then
+        (say the tmux server itself is gone), the tmux error propagates."""
         try:
             yield
         except SessionNotFoundError:
             with trio.move_on_after(self.server.timeouts.tmux):
                 await self.wait(session_id)
-            raise SessionEndedError(await self.get(session_id)) from None
+            record = await self.get(session_id)
+            if not record.state.ended:
+                raise
+            raise SessionEndedError(record) from None
 
     async def send_bytes(self, session_id: str, data: bytes) -> None:
         """Write raw bytes to the session's terminal, as typed keys (an attached terminal's
@@ -785,6 +786,9 @@ class SessionManager:
             return True
 
     async def _record_end(self, record: SessionRecord, directory: Path) -> None:
+        # before the end is told (a resume right after it finds what the agent created), and
+        # outside the lock (a copy across filesystems may take a while)
+        await self._keep_agent_files(record, directory)
         async with self._record_lock:
             # The stored record, not the watcher's copy: agent news came in meanwhile.
             record = await self.store.get(record.id) or record
@@ -797,8 +801,6 @@ class SessionManager:
         exit_code, exit_signal = status, None
         if status in _SIGNALS:
             exit_code, exit_signal = None, status - 128  # the shell's 128+N
-        # before the end is told: a resume right after it finds what the agent created
-        await self._keep_agent_files(record, directory)
         state = SessionState.KILLED if killed else SessionState.EXITED
         if status is None and not killed:
             state = SessionState.KILLED  # the wrapper itself was killed from outside
@@ -812,10 +814,16 @@ class SessionManager:
     async def _keep_agent_files(self, record: SessionRecord, directory: Path) -> None:
         """What an ended agent created in its session's home goes to the user's (see
         :func:`trio_bridge.agents.keep_agent_files`)."""
-        if record.agent is not None:
-            moved = await trio.to_thread.run_sync(keep_agent_files, directory / "agent")
-            if moved:
-                log.info("session %s: agent's new %s moved to the user's home", record.id, ", ".join(moved))
+        if record.agent is None:
+            return
+        moved, failed = await trio.to_thread.run_sync(keep_agent_files, directory / "agent")
+        if moved:
+            log.info("session %s: agent's new %s moved to the user's home", record.id, ", ".join(moved))
+        for name, error in failed:
+            # the session's copy stays in its directory (until retention removes it)
+            log.warning(
+                "session %s: could not move the agent's new %s to the user's home: %s", record.id, name, error
+            )
 
     # -- adoption -------------------------------------------------------------
 
@@ -911,10 +919,6 @@ async def _file_size(path: str) -> int:
         return (await trio.Path(path).stat()).st_size
     except OSError:
         return -1
-
-
-def _shows_any(patterns: Sequence[str], screen: str) -> bool:
-    return any(re.search(p, screen) for p in patterns)
 
 
 def _normalized(text: str | None) -> str | None:
