@@ -386,6 +386,9 @@ async def test_refused_requests_are_json_errors_and_change_nothing(sandbox: Sand
             assert_error(await client.patch(f"/v1/sessions/{before['sessions'][0]['id']}"), 405)
             assert_error(await client.get("/v1/no/such/route"), 404, "not_found")
             assert_error(await client.get("/static/app.py"), 404, "not_found")
+            # an empty segment is no route, not a redirect to another resource (werkzeug's 308 to
+            # "/v1/sessions/screen", the session named "screen")
+            assert_error(await client.get("/v1/sessions//screen"), 404, "not_found")
             assert_error(await client.get("/v1/sessions", params={"colour": "red"}), 422, "invalid_request")
 
             assert (await client.get("/v1/sessions")).json() == before

@@ -156,6 +156,9 @@ def _error(status: int, code: str, message: str) -> tuple[dict[str, Any], int]:
 def create_app(context: ApiContext) -> QuartTrio:
     """The application. Serve it with :func:`trio_bridge.api.serve_api`."""
     app = QuartTrio("trio_bridge.api")
+    # werkzeug would answer "/v1/sessions//screen" with a 308 to "/v1/sessions/screen": another
+    # resource (the session named "screen"). An empty path segment is a 404 instead.
+    app.url_map.merge_slashes = False
     app.config.update(
         MAX_CONTENT_LENGTH=context.max_body_bytes,
         # Streams end through ApiContext.stopping, not through a response timeout.
