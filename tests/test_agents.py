@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import subprocess
 import sys
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import trio
 
-from trio_bridge.agents import AgentState, AgentTracker
+from trio_bridge.agents import DEFAULT_PROFILES, AgentState, AgentTracker
 
 from ._api import running_daemon, sse_events
 from .conftest import Sandbox
@@ -75,6 +77,26 @@ def test_stuck_after_silence_and_back_on_any_sign_of_life() -> None:
     assert agent.check(1000) is None  # idle is never stuck
     assert agent.on_exit() is AgentState.EXITED
     assert agent.on_hook("UserPromptSubmit", {}, 1001) is None  # exited is final
+
+
+def test_a_turn_the_transcript_ends_is_idle() -> None:
+    """Claude Code interrupted (Esc) fires no Stop; its transcript records the interrupt."""
+    agent = AgentTracker()
+    assert agent.on_transcript_turn_end(0) is None  # starting: no turn to end
+    agent.on_hook("UserPromptSubmit", {}, 1)
+    assert agent.on_transcript(2) is None  # growth alone: a sign of life
+    assert agent.on_transcript_turn_end(3) is IDLE
+    agent.on_hook("Notification", {"notification_type": "permission_prompt"}, 4)
+    assert agent.on_transcript_turn_end(5) is IDLE  # Esc at a permission question
+
+
+def test_claudes_turn_end_pattern_is_its_interrupt_record_not_a_prompt() -> None:
+    (pattern,) = DEFAULT_PROFILES["claude"].turn_end_patterns
+    interrupt = {"type": "user", "message": {"role": "user", "content": [
+        {"type": "text", "text": "[Request interrupted by user for tool use]"}]}}  # fmt: skip
+    assert re.search(pattern, json.dumps(interrupt, separators=(",", ":")))
+    said = {"type": "user", "message": {"role": "user", "content": "why [Request interrupted by user]?"}}
+    assert not re.search(pattern, json.dumps(said, separators=(",", ":")))
 
 
 FAKE_AGENT = """

@@ -66,6 +66,7 @@ unset_env = ["MY_AGENT_CI"]
         ('[agents.claude]\nmodel_args = ["-m", "{modl}"]\n', "unknown placeholder {modl}"),
         ('[agents.claude]\nargs = "--x"\n', "agents.claude.args must be a list of strings"),
         ('[agents.claude]\nwaiting_patterns = ["("]\n', "is not a regular expression"),
+        ('[agents.claude]\nturn_end_patterns = ["["]\n', "turn_end_patterns: '[' is not a regular"),
         ('[agents."bad name"]\nbinary = "x"\n', "a profile name is letters, digits"),
         ("agents = 3\n", "agents must be a table"),
         ('[agents.claude]\nenv = {"BAD NAME" = "1"}\n', "'BAD NAME' is not a valid environment variable"),

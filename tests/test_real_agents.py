@@ -146,6 +146,15 @@ async def test_claude_code(sandbox: Sandbox, tmp_path: Path, models: FakeModelSe
             assert (work / "tool-ran.txt").exists()
             await screen_shows(client, sid, "TOOL-DONE")
 
+            # Esc mid-answer: Claude fires no Stop, its transcript records the interrupt: idle
+            await prompt(client, sid, "SLOW a turn to interrupt")  # its 10 pieces take 3 s
+            await trio.sleep(0.5)
+            assert (
+                await client.post(f"/v1/sessions/{sid}/keys", json={"keys": ["Escape"]})
+            ).status_code == 204
+            await until(client, sid, "idle", timeout=10)
+            await screen_shows(client, sid, "Interrupted")
+
             # resume the conversation in a new session, by Claude's own session id
             assert (await client.delete(f"/v1/sessions/{sid}")).status_code == 200
             resumed = (await client.post("/v1/sessions", json={"resume": sid, "env": env})).json()

@@ -85,6 +85,9 @@ class AgentProfile:
     #: regular expressions that, on the screen of an agent quiet while ``working``, mean it
     #: waits for the user (the last resort, after hooks and transcripts)
     waiting_patterns: tuple[str, ...] = ()
+    #: regular expressions that, in what the agent's transcript has just appended, mean its
+    #: turn ended with no hook to say so (Claude Code's interrupt: Esc fires no Stop)
+    turn_end_patterns: tuple[str, ...] = ()
 
 
 DEFAULT_PROFILES: Mapping[str, AgentProfile] = {
@@ -93,6 +96,8 @@ DEFAULT_PROFILES: Mapping[str, AgentProfile] = {
     "claude": AgentProfile(
         "claude", "claude", prompt_args=("--", "{prompt}"), hooks="claude", confirm="hook",
         waiting_patterns=(r"Do you want to (proceed|make this edit|create)",),
+        # the user message Claude Code records on Esc (also "... for tool use"), as JSON
+        turn_end_patterns=(r'"text":"\[Request interrupted by user',),
     ),
     "codex": AgentProfile(
         "codex", "codex", prompt_args=("--", "{prompt}"), resume_args=("resume", "{native_id}"),
@@ -165,7 +170,7 @@ def parse_profiles(table: Mapping[str, Any]) -> dict[str, AgentProfile]:
                         raise ValueError(f"{at}: {var!r} is not a valid environment variable")
                     if var in _SESSION_ENV:
                         raise ValueError(f"{at}: {var} is the session's own (tmux's or trio-bridge's)")
-            elif key == "waiting_patterns":
+            elif key in ("waiting_patterns", "turn_end_patterns"):
                 changes[key] = _strings(value, at, set())
                 for pattern in changes[key]:
                     try:

@@ -147,6 +147,13 @@ class AgentTracker:
         """The agent's transcript grew (the second source, after hooks): a sign of life."""
         return self.on_output(now)
 
+    def on_transcript_turn_end(self, now: float) -> AgentState | None:
+        """The transcript recorded the end of a turn that no hook reported (an interrupt)."""
+        self.last_sign_of_life = now
+        if self.state in (AgentState.WORKING, AgentState.STUCK, AgentState.WAITING_FOR_INPUT):
+            return self._become(AgentState.IDLE)
+        return None
+
     def on_screen_waiting(self) -> AgentState | None:
         """The screen of a quiet ``working`` agent matches its profile's waiting pattern (the
         last resort): it asks the user something, whose hook may come later or never."""

@@ -336,7 +336,8 @@ class SessionManager:
 
     async def _watch_agents(self) -> None:
         """Once a second, for each agent: ``working`` without a sign of life for too long is
-        ``stuck``; a transcript that grew is a sign of life; an agent quiet while ``working``
+        ``stuck``; a transcript that grew is a sign of life, and the end of a turn when what it
+        appended matches one of its profile's turn-end patterns; an agent quiet while ``working``
         whose screen shows one of its profile's waiting patterns waits for the user."""
         sizes: dict[str, int] = {}
         while True:
@@ -347,9 +348,17 @@ class SessionManager:
                     continue
                 if tracker.transcript_path is not None:
                     size = await _file_size(tracker.transcript_path)
-                    if sizes.setdefault(session_id, size) != size:
+                    if (before := sizes.setdefault(session_id, size)) != size:
                         sizes[session_id] = size
-                        if (changed := tracker.on_transcript(now)) is not None:
+                        changed = tracker.on_transcript(now)
+                        profile = await self._profile_of(session_id)
+                        if profile is not None and profile.turn_end_patterns and size > before >= 0:
+                            added = await trio.to_thread.run_sync(
+                                _read_range, tracker.transcript_path, before, size
+                            )
+                            if any(re.search(p, added) for p in profile.turn_end_patterns):
+                                changed = tracker.on_transcript_turn_end(now) or changed
+                        if changed is not None:
                             await self._agent_changed(session_id, tracker, changed)
                 if (changed := tracker.check(now)) is not None:
                     await self._agent_changed(session_id, tracker, changed)
@@ -912,6 +921,17 @@ async def _quiet(pulse: _Pulse, seconds: float) -> None:
             await pulse.wait()
         if quiet.cancelled_caught:
             return
+
+
+def _read_range(path: str, start: int, end: int, limit: int = 1 << 16) -> str:
+    """Bytes ``start`` to ``end`` of a file as text (at most the last ``limit`` of them)."""
+    start = max(start, end - limit)
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            return f.read(end - start).decode(errors="replace")
+    except OSError:
+        return ""
 
 
 async def _file_size(path: str) -> int:
