@@ -224,7 +224,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _pause(self, slow: bool) -> bool:
         """Wait between slow deltas; False once the server is closing."""
         if slow:
-            return not self.server.owner._closing.wait(SLOW_DELAY)
+            owner = self.server.owner
+            with owner._lock:
+                owner.slow_pauses += 1
+            return not owner._closing.wait(SLOW_DELAY)
         return True
 
     # -- dispatch --
@@ -470,6 +473,8 @@ class FakeModelServer:
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self.requests: list[tuple[str, str, Any]] = []
+        #: pauses between the deltas of slow answers so far (each follows a delta sent)
+        self.slow_pauses = 0
         self._server = _Server((host, port), _Handler)
         self._server.owner = self
         self.port: int = self._server.server_address[1]

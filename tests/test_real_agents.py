@@ -146,9 +146,13 @@ async def test_claude_code(sandbox: Sandbox, tmp_path: Path, models: FakeModelSe
             assert (work / "tool-ran.txt").exists()
             await screen_shows(client, sid, "TOOL-DONE")
 
-            # Esc mid-answer: Claude fires no Stop, its transcript records the interrupt: idle
+            # Esc mid-answer: Claude fires no Stop, its transcript records the interrupt: idle.
+            # (Not before the answer's first words: Claude then puts the prompt back in its box
+            # and records nothing, see docs/real-agents.md.)
+            paused = models.slow_pauses
             await prompt(client, sid, "SLOW a turn to interrupt")  # its 10 pieces take 3 s
-            await trio.sleep(0.5)
+            while models.slow_pauses < paused + 2:
+                await trio.sleep(0.02)
             assert (
                 await client.post(f"/v1/sessions/{sid}/keys", json={"keys": ["Escape"]})
             ).status_code == 204
