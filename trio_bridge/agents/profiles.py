@@ -55,7 +55,8 @@ CONFIRM_STYLES = ("hook", "output")
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
 _CLAUDE_EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Notification", "Stop")
 _GEMINI_USER_FILE = "gemini-user"
-#: what a session's terminal and hooks need: never unset
+#: what a session's terminal and hooks need: never unset (tmux.server refuses the terminal's
+#: too; this module imports the standard library only, so it names them itself)
 _SESSION_ENV = frozenset({"TERM", "TMUX", "TMUX_PANE", "TRIO_BRIDGE_SESSION_ID", "TRIO_BRIDGE_API_SOCKET"})
 _GEMINI_EVENTS = ("SessionStart", "BeforeAgent", "AfterAgent", "BeforeTool", "AfterTool", "Notification")
 
