@@ -150,8 +150,8 @@ async def test_claude_code(sandbox: Sandbox, tmp_path: Path, models: FakeModelSe
             # (Not before the answer's first words: Claude then puts the prompt back in its box
             # and records nothing, see docs/real-agents.md.)
             paused = models.slow_pauses
-            await prompt(client, sid, "SLOW a turn to interrupt")  # its 10 pieces take 3 s
-            while models.slow_pauses < paused + 2:
+            await prompt(client, sid, "SLOW a turn to interrupt")  # its 10 pieces take 2.7 s
+            while models.slow_pauses < paused + 3:  # 3 of its pieces sent: Claude has part of it
                 await trio.sleep(0.02)
             assert (
                 await client.post(f"/v1/sessions/{sid}/keys", json={"keys": ["Escape"]})
