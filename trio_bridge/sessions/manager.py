@@ -763,10 +763,11 @@ class SessionManager:
         # %output can miss bytes (see docs/decisions.md); the log cannot: count what it has.
         end = await trio.to_thread.run_sync(feed.log.end_offset)
         self.output_bytes += max(0, end - self._counted.pop(record.id, 0))
-        await self._record_end(record, directory)
+        # trimmed before the end is told: what a reader finds once it knows of the end is final
         await trio.to_thread.run_sync(
             SegmentLog(directory / "log", self.segment_size).drop_to, self.log_max_bytes
         )
+        await self._record_end(record, directory)
 
     async def _link(self, name: str) -> None:
         """Link the session's window into the hub (once), so the hub's client sees its output."""
