@@ -53,6 +53,7 @@ HOOK_STYLES = ("claude", "codex", "gemini", "none")
 #: how a submitted prompt is confirmed: a hook (the agent reports the prompt) or any output
 CONFIRM_STYLES = ("hook", "output")
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CLAUDE_EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Notification", "Stop")
 _GEMINI_USER_FILE = "gemini-user"
 #: what a session's terminal and hooks need: never unset (tmux.server refuses the terminal's
@@ -161,13 +162,13 @@ def parse_profiles(table: Mapping[str, Any]) -> dict[str, AgentProfile]:
                 if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
                     raise ValueError(f"{at} must be a table of strings")
                 for var, text in value.items():
-                    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var) or "\0" in text:
+                    if not _ENV_NAME.fullmatch(var) or "\0" in text:
                         raise ValueError(f"{at}: {var!r} is not a valid environment variable")
                 changes[key] = dict(value)
             elif key == "unset_env":
                 changes[key] = _strings(value, at, set())
                 for var in changes[key]:
-                    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
+                    if not _ENV_NAME.fullmatch(var):
                         raise ValueError(f"{at}: {var!r} is not a valid environment variable")
                     if var in _SESSION_ENV:
                         raise ValueError(f"{at}: {var} is the session's own (tmux's or trio-bridge's)")
