@@ -12,7 +12,7 @@ import attrs
 import httpx
 import trio
 
-from trio_bridge.config import Settings, resolve_settings
+from trio_bridge.config import Settings, read_secret_file, resolve_settings
 from trio_bridge.daemon import RunningDaemon, serve_daemon
 
 from .conftest import Sandbox
@@ -27,8 +27,16 @@ class Daemon:
     def manager(self) -> Any:
         return self.running.manager
 
+    @property
+    def tcp_token(self) -> str:
+        """The token TCP requests need: the configured one, or the one the daemon made."""
+        return self.settings.token or read_secret_file(self.settings.token_path)
+
     def client(self, *, token: str | None = None, tcp: bool = False) -> httpx.AsyncClient:
-        """An httpx client on the unix socket (or on the TCP listener)."""
+        """An httpx client on the unix socket (or on the TCP listener, with the token the daemon
+        made for it unless ``token`` is given)."""
+        if tcp and token is None and self.settings.token is None:
+            token = self.tcp_token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         if tcp:
             assert self.running.api_url is not None

@@ -19,7 +19,7 @@ import shlex
 import socket
 import stat
 from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +188,14 @@ def check_output_events(events: list[SseEvent], start: int) -> bytes:
 def ws_url(daemon: Daemon, path: str) -> str:
     assert daemon.running.api_url is not None
     return "ws" + daemon.running.api_url.removeprefix("http") + path
+
+
+def open_ws(
+    daemon: Daemon, url: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> AbstractAsyncContextManager[trio_websocket.WebSocketConnection]:
+    """A WebSocket to the TCP listener, with the token the daemon made for it."""
+    auth = [(b"Authorization", f"Bearer {daemon.tcp_token}".encode())]
+    return trio_websocket.open_websocket_url(url, extra_headers=auth + (headers or []))
 
 
 def same_origin(daemon: Daemon) -> list[tuple[bytes, bytes]]:
@@ -828,7 +836,7 @@ async def test_websocket_round_trip(sandbox: Sandbox, tmp_path: Path) -> None:
             session = await create(client, tmp_path, command=["cat"])
             sid = session["id"]
             url = ws_url(daemon, f"/v1/sessions/{sid}/ws")
-            async with trio_websocket.open_websocket_url(url, extra_headers=same_origin(daemon)) as ws:
+            async with open_ws(daemon, url, same_origin(daemon)) as ws:
                 hello = json.loads(await ws.get_message())
                 assert (hello["type"], hello["offset"]) == ("hello", 0)
                 assert hello["session"] == (await client.get(f"/v1/sessions/{sid}")).json()
@@ -855,8 +863,8 @@ async def test_websocket_round_trip(sandbox: Sandbox, tmp_path: Path) -> None:
                 end_url = ws_url(daemon, f"/v1/sessions/{sid}/ws?offset=end")
                 screen_url = ws_url(daemon, f"/v1/sessions/{sid}/ws?screen=1&offset=end")
                 async with (
-                    trio_websocket.open_websocket_url(end_url) as tail,
-                    trio_websocket.open_websocket_url(screen_url) as screen,
+                    open_ws(daemon, end_url) as tail,
+                    open_ws(daemon, screen_url) as screen,
                 ):
                     so_far = len(b"ping\r\n" * 2 + b"pong\r\n" * 2)
                     assert json.loads(await tail.get_message())["offset"] == so_far
@@ -878,13 +886,13 @@ async def test_websocket_round_trip(sandbox: Sandbox, tmp_path: Path) -> None:
                         assert closed.value.reason.code == 1000
 
             # a bad offset: an error message, then close 1008
-            async with trio_websocket.open_websocket_url(f"{url}?offset=x") as bad:
+            async with open_ws(daemon, f"{url}?offset=x") as bad:
                 assert json.loads(await bad.get_message())["type"] == "error"
                 with pytest.raises(trio_websocket.ConnectionClosed) as closed:
                     await bad.get_message()
                 assert closed.value.reason.code == 1008
             # an ended session: its whole output, the end, close 1000
-            async with trio_websocket.open_websocket_url(url) as replay:
+            async with open_ws(daemon, url) as replay:
                 assert json.loads(await replay.get_message())["session"]["state"] == "exited"
                 assert await ws_until(replay, b"later\r\n", 2) == await output(client, sid)
                 assert (await ws_json(replay))["type"] == "end"
@@ -901,17 +909,17 @@ async def test_websocket_origin_and_unknown_session(sandbox: Sandbox, tmp_path: 
             lookalike = daemon.running.api_url.encode() + b".evil.example"
             for origin in (b"http://evil.example", b"null", lookalike):
                 with pytest.raises(trio_websocket.ConnectionRejected) as rejected:
-                    async with trio_websocket.open_websocket_url(url, extra_headers=[(b"Origin", origin)]):
+                    async with open_ws(daemon, url, [(b"Origin", origin)]):
                         pass
                 assert rejected.value.status_code == 403
                 assert json.loads(rejected.value.body or b"")["error"]["code"] == "cross_origin"
             with pytest.raises(trio_websocket.ConnectionRejected) as rejected:
-                async with trio_websocket.open_websocket_url(ws_url(daemon, "/v1/sessions/nosuch/ws")):
+                async with open_ws(daemon, ws_url(daemon, "/v1/sessions/nosuch/ws")):
                     pass
             assert rejected.value.status_code == 404
             # same origin, and no Origin at all (not a browser): accepted
             for headers in (same_origin(daemon), []):
-                async with trio_websocket.open_websocket_url(url, extra_headers=headers) as ws:
+                async with open_ws(daemon, url, headers) as ws:
                     assert json.loads(await ws.get_message())["type"] == "hello"
             # the refusal over the unix socket too (on a connection of its own: see
             # test_a_refused_websocket_does_not_crash_the_api)
@@ -1225,7 +1233,7 @@ async def test_shutdown_ends_streams_cleanly_and_sessions_survive(sandbox: Sandb
                             into.append(event.event)
 
                 async def read_ws(url: str, ready: trio.Event) -> None:
-                    async with trio_websocket.open_websocket_url(url) as ws:
+                    async with open_ws(daemon, url) as ws:
                         assert json.loads(await ws.get_message())["type"] == "hello"
                         ready.set()
                         try:

@@ -713,14 +713,15 @@ def request(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
     return response.json() if response.content else None
 
 
-def fuzz_everything(api_url: str, world: World, log: Callable[[str], None]) -> Fuzzer:
+def fuzz_everything(api_url: str, token: str, world: World, log: Callable[[str], None]) -> Fuzzer:
     (world.tmp_path / "work").mkdir()
     (world.tmp_path / "file").write_text("not a directory\n")
     # One connection per request: a request whose body the server does not read (a GET with a
     # body) now and then leaves a keep-alive connection on which the next request gets no
     # answer (hypercorn 0.18); kept apart, every request is judged on its own.
     limits = httpx.Limits(max_keepalive_connections=0)
-    with httpx.Client(base_url=api_url, timeout=REQUEST_TIMEOUT, limits=limits) as client:
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=api_url, headers=headers, timeout=REQUEST_TIMEOUT, limits=limits) as client:
         document = request(client, "GET", "/v1/openapi.json")
         world.components = document.get("components", {}).get("schemas", {})
         fuzzer = Fuzzer(client, document, world)
@@ -779,7 +780,12 @@ async def test_fuzz_every_operation(
             assert daemon.running.api_url is not None
             world = World(tmp_path, daemon.settings.max_body_bytes, daemon.settings.max_input_bytes)
             fuzzer = await trio.to_thread.run_sync(
-                fuzz_everything, daemon.running.api_url, world, lines.append, abandon_on_cancel=True
+                fuzz_everything,
+                daemon.running.api_url,
+                daemon.tcp_token,
+                world,
+                lines.append,
+                abandon_on_cancel=True,
             )
     print("\n".join(lines))  # statuses per operation (pytest -s shows them)
     creates = fuzzer.statuses["POST /v1/sessions"]

@@ -34,7 +34,8 @@ def hold_lock(path: Path) -> Iterator[None]:
     Never truncates, removes or otherwise touches a lock file that someone else holds.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    # O_NOFOLLOW: a link planted in the directory must not make us truncate its target.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

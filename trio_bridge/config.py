@@ -35,6 +35,7 @@ __all__ = [
     "Timeouts",
     "load_settings",
     "resolve_settings",
+    "secret_env_names",
 ]
 
 ENV_PREFIX = "TRIO_BRIDGE_"
@@ -106,6 +107,20 @@ class Settings:
     #: a secret shared by the mesh's computers: every request and reply is signed with it
     #: (HMAC-SHA256) and unsigned or forged ones are refused
     mesh_secret: str | None = dataclasses.field(default=None, repr=False)
+    #: files holding the secrets above (one line each), so that no secret sits in the
+    #: process table or the environment; read at start, the value then treated as given
+    token_file: Path | None = None
+    redis_file: Path | None = None
+    mesh_secret_file: Path | None = None
+    #: TCP requests must name this daemon in ``Host``: its listening address, ``localhost``,
+    #: an IP address, or one of these names (a DNS-rebinding page names its own domain)
+    allowed_hosts: tuple[str, ...] = ()
+    #: origins (``scheme://host[:port]``) whose pages may call the API from a browser, beyond
+    #: the daemon's own listener; any other ``Origin`` is refused with 403
+    allowed_origins: tuple[str, ...] = ()
+    #: open connections per TCP listener at most (more are closed at once); the unix socket
+    #: has its own allowance, so the owner gets in while TCP is flooded
+    max_connections: int = 256
     #: agent profiles by name: the defaults, changed by the config file's ``[agents.NAME]``
     #: tables (see :mod:`trio_bridge.agents.profiles`)
     agents: Mapping[str, AgentProfile] = dataclasses.field(default_factory=lambda: dict(DEFAULT_PROFILES))
@@ -114,6 +129,22 @@ class Settings:
     def api_socket(self) -> Path:
         """The daemon's API unix socket (mode 0600, in a 0700 directory)."""
         return self.runtime_dir / "api.sock"
+
+    @property
+    def token_path(self) -> Path:
+        """Where a daemon with a TCP listener and no configured token keeps the token it made
+        (mode 0600): the owner's CLI reads it, nobody else can."""
+        return self.state_dir / "api.token"
+
+    def client_token(self) -> str | None:
+        """The token a client sends: the configured one; else, to a TCP ``url``, the one the
+        daemon made (if this user can read it)."""
+        if self.token is not None or self.url is None:
+            return self.token
+        try:
+            return read_secret_file(self.token_path)
+        except ValueError:
+            return None
 
 
 # -- parsers: each takes the raw value (str from env/flags, TOML types from the file) ----------
@@ -231,6 +262,63 @@ def _url(raw: object) -> str:
     return raw.rstrip("/")
 
 
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+_ORIGIN = re.compile(r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$")
+
+
+def _list(raw: object) -> list[str]:
+    if isinstance(raw, str):
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+        return [item.strip() for item in raw]
+    raise ValueError(f"expected a list of strings (or a comma-separated string), got {raw!r}")
+
+
+def _hosts(raw: object) -> tuple[str, ...]:
+    names = _list(raw)
+    for name in names:
+        if not _HOST_NAME.match(name):
+            raise ValueError(f"expected host names (no port, no scheme), got {name!r}")
+    return tuple(name.lower() for name in names)
+
+
+def _origins(raw: object) -> tuple[str, ...]:
+    origins = _list(raw)
+    for origin in origins:
+        if not _ORIGIN.match(origin):
+            raise ValueError(f"expected origins like http://HOST[:PORT], got {origin!r}")
+    return tuple(origin.lower() for origin in origins)
+
+
+def _connections(raw: object) -> int:
+    value = _count(raw)
+    if not 1 <= value <= 65536:
+        raise ValueError(f"expected a number of connections from 1 to 65536, got {raw!r}")
+    return value
+
+
+def read_secret_file(path: Path) -> str:
+    """The secret in ``path`` (its first line). The file must be the user's own and private.
+
+    Raises:
+        ValueError: unreadable, empty, or readable by others (one line, saying which).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY)
+    except OSError as exc:
+        raise ValueError(f"cannot read {str(path)!r}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if mode & 0o077:
+            raise ValueError(f"{str(path)!r} is readable by others (mode {mode & 0o777:o}); chmod 600 it")
+        data = f.read(4096)
+    lines = data.decode("utf-8", "replace").splitlines()
+    if not lines or not lines[0].strip():
+        raise ValueError(f"{str(path)!r} is empty")
+    return lines[0].strip()
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     """One row of the settings table."""
@@ -240,6 +328,8 @@ class Setting:
     help: str
     #: never shown: ``trio-bridge config`` prints only whether it is set
     secret: bool = False
+    #: this setting names a file holding the value of that (secret) setting
+    file_for: str | None = None
 
     @property
     def env(self) -> str:
@@ -264,7 +354,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("retention_count", _count, "ended sessions kept, newest first"),
     Setting("retention_days", _days, "days an ended session is kept at most"),
     Setting("output_max_bytes", _count, "output bytes kept per session"),
-    Setting("bind", _bind, "also serve the API on TCP HOST:PORT (non-loopback needs a token)"),
+    Setting("bind", _bind, "also serve the API on TCP HOST:PORT (always with a token)"),
     Setting("token", _token, "API bearer token (daemon: required from clients; client: sent)", secret=True),
     Setting("url", _url, "daemon URL for clients, http://HOST:PORT (default: the unix socket)"),
     Setting("max_body_bytes", _size, "largest API request body, in bytes"),
@@ -276,6 +366,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("heartbeat_interval", _seconds, "seconds between this computer's heartbeats"),
     Setting("heartbeat_ttl", _seconds, "seconds a heartbeat stays valid (offline after)"),
     Setting("mesh_secret", _token, "shared secret signing every mesh request and reply (HMAC)", secret=True),
+    Setting("token_file", _path, "a file holding the token (instead of token)", file_for="token"),
+    Setting("redis_file", _path, "a file holding the Redis URL (instead of redis)", file_for="redis"),
+    Setting("mesh_secret_file", _path, "a file holding the mesh secret", file_for="mesh_secret"),
+    Setting("allowed_hosts", _hosts, "extra host names TCP requests may carry in Host (comma-separated)"),
+    Setting("allowed_origins", _origins, "extra browser origins allowed to call the API (comma-separated)"),
+    Setting("max_connections", _connections, "open connections per TCP listener at most"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -288,6 +384,12 @@ class Resolved:
     #: setting name -> "default", "file <path>", "env NAME" or "flag --name"
     sources: Mapping[str, str]
     config_file: Path
+
+
+def secret_env_names() -> tuple[str, ...]:
+    """The environment variables that carry secrets: a daemon drops them from its own
+    environment once read, and no session ever inherits them."""
+    return tuple(s.env for s in SETTINGS if s.secret)
 
 
 def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
@@ -390,6 +492,11 @@ def resolve_settings(
             where = {"env": f"env {setting.env}", "flag": f"flag {setting.flag}"}.get(origin, origin)
             try:
                 values[name] = setting.parse(raw)
+                if setting.file_for is not None:
+                    # The file gives the secret at this layer, as if it were given here.
+                    target = _BY_NAME[setting.file_for]
+                    values[target.name] = target.parse(read_secret_file(values[name]))
+                    sources[target.name] = f"{where} ({setting.name})"
             except ValueError as exc:
                 label = {"env": setting.env, "flag": setting.flag}.get(origin, f"{origin}: {name}")
                 raise ConfigError(f"{label}: {exc}") from None

@@ -28,11 +28,16 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
-from .config import Settings
+if TYPE_CHECKING:
+    from .api._access import Access
+
+from ._private import UnsafeDirectoryError, make_private_dir, privatize_tree
+from .config import Settings, secret_env_names
 from .sessions import SessionManager, open_session_store
 from .supervise import CrashLoopError, RestartPolicy, Supervisor
 from .tmux import TmuxServer
@@ -66,6 +71,28 @@ async def _retention(
         await trio.sleep(_RETENTION_INTERVAL)
 
 
+def _access(settings: Settings) -> Access:
+    """The API's admission rules; with a TCP listener and no token, a token made for it."""
+    from .api._access import Access, ensure_token_file
+
+    tcp_token = settings.token
+    if settings.bind is not None and tcp_token is None:
+        try:
+            tcp_token = ensure_token_file(settings.token_path)
+        except (OSError, ValueError) as exc:
+            raise TokenFileError(f"API token file {settings.token_path}: {exc}") from None
+    return Access(
+        token=settings.token,
+        tcp_token=tcp_token,
+        allowed_hosts=frozenset(settings.allowed_hosts),
+        allowed_origins=frozenset(settings.allowed_origins),
+    )
+
+
+class TokenFileError(Exception):
+    """The token for the TCP listener cannot be made or read (one line)."""
+
+
 @attrs.frozen
 class RunningDaemon:
     """What :func:`serve_daemon` reports when it is ready."""
@@ -90,12 +117,22 @@ async def serve_daemon(
         ApiBindError: the API cannot listen (socket served by another daemon, address taken,
             non-loopback address without a token).
         CrashLoopError: a component kept crashing.
+        UnsafeDirectoryError: the state or runtime directory is another user's, or others can
+            write to it.
+        TokenFileError: the TCP listener's token file cannot be made or read.
     """
     from ._lock import hold_lock
 
     state = settings.state_dir
     from .api import ApiContext, open_listeners, serve_api
 
+    # The process is the daemon: whatever it (and the tmux server it starts) creates is private.
+    os.umask(0o077)
+    make_private_dir(state, "state directory")
+    make_private_dir(settings.runtime_dir, "runtime directory")
+    if changed := await trio.to_thread.run_sync(privatize_tree, state):
+        log.info("made %d files and directories in %s private to this user", changed, state)
+    access = _access(settings)
     with hold_lock(state / "daemon.lock"), open_listeners(settings) as listeners:
         server = TmuxServer(
             socket_name=settings.tmux_socket,
@@ -122,9 +159,10 @@ async def serve_daemon(
                 mesh = await stack.enter_async_context(open_mesh(settings, manager))
             context = ApiContext(
                 manager,
-                token=settings.token,
+                access=access,
                 max_body_bytes=settings.max_body_bytes,
                 max_input_bytes=settings.max_input_bytes,
+                max_connections=settings.max_connections,
                 supervisors=supervisors,
                 mesh=mesh,
                 socket_path=listeners.unix_path,
@@ -176,18 +214,38 @@ async def _main(settings: Settings) -> int:
     return 0
 
 
+def _raise_descriptor_limit() -> None:
+    # Connections, sessions and their pipes all take descriptors: the soft limit (often 1024)
+    # goes up to the hard one, so a flood meets max_connections, not EMFILE.
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 16, hard)
+            )
+
+
 def run_daemon(settings: Settings) -> int:
     """The ``trio-bridge daemon`` command: runs in the foreground, logs to stderr."""
     from ._lock import AlreadyRunningError
     from ._logging import setup_logging
     from .api import ApiBindError
 
-    fatal: tuple[type[Exception], ...] = (AlreadyRunningError, CrashLoopError, ApiBindError)
+    fatal: tuple[type[Exception], ...] = (
+        AlreadyRunningError, CrashLoopError, ApiBindError, UnsafeDirectoryError, TokenFileError,
+    )  # fmt: skip
     if settings.redis is not None:
         from .mesh import DuplicateComputerError, RedisUnavailableError
 
         fatal += (DuplicateComputerError, RedisUnavailableError)
     setup_logging(settings.log_format)
+    # Read once; from here on no child of ours (tmux, hooks, sessions) inherits a secret, and
+    # everything the daemon creates is private to its user (umask applies to tmux too).
+    for name in secret_env_names():
+        os.environ.pop(name, None)
+    _raise_descriptor_limit()
     failure: list[BaseException] = []
     try:
         return trio.run(_main, settings)

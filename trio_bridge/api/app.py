@@ -8,7 +8,6 @@ server stops: see :class:`ApiContext`.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import os
@@ -19,12 +18,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 import msgspec
 import trio
-from quart import Response, request, websocket
+from quart import Response, has_request_context, request, websocket
 from quart_schema import (
     QuartSchema,
     RequestSchemaValidationError,
@@ -53,6 +51,7 @@ from ..supervise import Supervisor
 from ..tmux import InvalidKeyError, InvalidTextError, TmuxError, TmuxUnavailableError
 from ..tmux.server import is_env_name
 from . import _metrics
+from ._access import Access, AccessDenied
 from ._models import (
     AgentOut,
     ComputerList,
@@ -110,9 +109,12 @@ class ApiContext:
     """
 
     manager: SessionManager
-    token: str | None = attrs.field(default=None, repr=False)
+    #: who may call (token, Host, Origin): see :mod:`trio_bridge.api._access`
+    access: Access = attrs.field(factory=Access)
     max_body_bytes: int = 1 << 20
     max_input_bytes: int = 256 << 10
+    #: open connections per listener at most
+    max_connections: int = 256
     supervisors: tuple[Supervisor, ...] = ()
     home: Path = attrs.field(factory=Path.home)
     stopping: trio.Event = attrs.field(factory=trio.Event)
@@ -181,14 +183,6 @@ def create_app(context: ApiContext) -> QuartTrio:
 
     # -- access and errors -----------------------------------------------------
 
-    def check_token(authorization: str | None) -> None:
-        if context.token is None:
-            return
-        scheme, _, given = (authorization or "").partition(" ")
-        # compare_digest: the time taken says nothing about how much of the token matched.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), context.token.encode()):
-            raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required")
-
     @app.after_request
     async def _close_after_refused_body(response: Response) -> Response:
         # A refusal (401, 413, ...) may come before the request's body was read whole; hypercorn
@@ -201,11 +195,14 @@ def create_app(context: ApiContext) -> QuartTrio:
 
     @app.before_request
     async def _authorize_request() -> None:
-        if request.scope.get("server") is None and _HOOK_PATH.fullmatch(request.path):
-            # An agent's hook, over the unix socket (mode 0600: only the daemon's own user
-            # reaches it): the token is not handed to agents just so their hooks can report.
-            return
-        check_token(request.headers.get("Authorization"))
+        context.access.check(request.scope.get("server"), request.headers, request.path)
+        if _HOOK_PATH.fullmatch(request.path):
+            if "server" not in request.scope:
+                # Only a connection of this computer reports hooks; a request forwarded
+                # through the mesh (run in process, with no socket) never does.
+                raise ApiError(403, "forbidden", "agent hooks are reported to their own computer only")
+            if "computer" in request.args:
+                raise ApiError(422, "invalid_computer", "agent hooks are never forwarded to another computer")
 
     @app.before_request
     async def _route_to_computer() -> Response | None:
@@ -250,12 +247,18 @@ def create_app(context: ApiContext) -> QuartTrio:
 
     @app.before_websocket
     async def _authorize_websocket() -> None:
-        check_token(websocket.headers.get("Authorization"))
-        origin = websocket.headers.get("Origin")
-        if origin is not None and not _same_origin(origin, websocket.headers.get("Host", "")):
-            # A browser page from another site must not drive sessions through a user's
-            # browser (cross-site WebSocket hijacking).
-            raise ApiError(403, "cross_origin", f"WebSocket from origin {origin!r} refused")
+        # A page of another site must not drive sessions through the user's browser
+        # (cross-site WebSocket hijacking): its Origin is refused (403), whatever its Host says.
+        context.access.check(websocket.scope.get("server"), websocket.headers, websocket.path)
+
+    @app.errorhandler(AccessDenied)
+    async def _denied(exc: AccessDenied) -> Any:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        if has_request_context() and (
+            exc.status == 421 or request.content_length or request.headers.get("Transfer-Encoding")
+        ):
+            headers["Connection"] = "close"
+        return _error(exc.status, exc.code, exc.message)[0], exc.status, headers
 
     @app.errorhandler(ApiError)
     async def _api_error(exc: ApiError) -> Any:
@@ -672,11 +675,6 @@ async def _final_record(manager: SessionManager, session_id: str) -> SessionReco
 def _json(value: msgspec.Struct, status: int = 200) -> Response:
     """A JSON response encoded by msgspec (several times faster than the json module)."""
     return Response(msgspec.json.encode(value), status=status, content_type="application/json")
-
-
-def _same_origin(origin: str, host: str) -> bool:
-    parts = urlsplit(origin)
-    return bool(parts.netloc) and parts.netloc.lower() == host.lower()
 
 
 def _parse_states(text: str | None) -> list[SessionState] | None:

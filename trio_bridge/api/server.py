@@ -23,7 +23,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from ..config import Settings, parse_bind
-from ._connection import contain_connection_errors
+from ._connection import contain_connections
 from .app import ApiContext, create_app
 
 __all__ = ["ApiBindError", "Listeners", "open_listeners", "serve_api"]
@@ -115,8 +115,6 @@ def _bind_tcp(bind: str, token: str | None) -> tuple[socket.socket, str]:
         raise ApiBindError(f"cannot listen on {bind}: {reason}") from None
     actual_host, actual_port = sock.getsockname()[:2]
     shown = f"[{actual_host}]" if ":" in actual_host else actual_host
-    if loopback and token is None:
-        log.warning("API on %s:%d without a token: any local user can reach it", shown, actual_port)
     return sock, f"http://{shown}:{actual_port}"
 
 
@@ -161,7 +159,7 @@ async def serve_api(
     second of slack): ``context.stopping`` ends every SSE stream with a ``shutdown`` event and
     closes every WebSocket with 1001, then hypercorn stops accepting and finishes.
     """
-    contain_connection_errors()
+    contain_connections(context.max_connections)
     app = create_app(context)
     config = Config()
     config.bind = [f"fd://{os.dup(sock.fileno())}" for sock in listeners.sockets]
@@ -169,7 +167,9 @@ async def serve_api(
     config.accesslog = None
     config.errorlog = logging.getLogger("trio_bridge.api.hypercorn")
     config.include_server_header = False
-    config.keep_alive_timeout = 30
+    # Also the bound on reading a request's headers (the idle timer runs until they are in);
+    # a body's reads are bounded by the application's BODY_TIMEOUT.
+    config.keep_alive_timeout = 15
     context.stopping = trio.Event()
     stop = trio.Event()
     # Shielded from our caller's cancellation, so that the graceful path runs; bounded

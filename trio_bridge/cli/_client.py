@@ -83,7 +83,7 @@ def run_client_command(args: argparse.Namespace, flags: Mapping[str, object]) ->
     command = _COMMANDS[args.command]
     try:
         with Client(
-            settings.api_socket, settings.url, settings.token, getattr(args, "computer", None)
+            settings.api_socket, settings.url, settings.client_token(), getattr(args, "computer", None)
         ) as client:
             return command(client, args)
     except DaemonUnavailableError as exc:

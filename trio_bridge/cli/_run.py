@@ -317,7 +317,7 @@ async def _run_via_daemon(
     from ..client import async_client
     from ._ws import control_message, open_session_socket
 
-    async with async_client(settings.api_socket, settings.url, settings.token) as http:
+    async with async_client(settings.api_socket, settings.url, settings.client_token()) as http:
         try:
             response = await http.post("/v1/sessions", json=body)
         except OSError as exc:

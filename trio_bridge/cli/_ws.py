@@ -29,7 +29,8 @@ async def open_session_socket(
     resource = f"/v1/sessions/{session_id}/ws"
     if query:
         resource += "?" + urlencode({k: str(v) for k, v in query.items()})
-    headers = [(b"Authorization", f"Bearer {settings.token}".encode())] if settings.token else []
+    token = settings.client_token()
+    headers = [(b"Authorization", f"Bearer {token}".encode())] if token else []
     if settings.url:
         url = "ws" + settings.url.removeprefix("http") + resource
         async with open_websocket_url(url, extra_headers=headers) as ws:

@@ -48,7 +48,8 @@ def _safe_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if "@" in rest:
         rest = "***@" + rest.split("@", 1)[1]
-    return scheme + sep + rest
+    # redis-py also takes ?password=... (and other credentials) in the query
+    return scheme + sep + rest.split("?", 1)[0]
 
 
 class Redis:

@@ -966,7 +966,9 @@ def _pipe_command(directory: Path, segment_size: int) -> str:
     pidfile = shlex.quote(str(directory / _PIPE_PID))
     # The shell records its PID and becomes split (exec): one process per session, whose
     # exit says the log is complete.
-    return f"echo $$ > {pidfile}; {split_command(directory / 'log', segment_size)}"
+    # umask: the log is private whoever started the tmux server (an embedded `run` from a
+    # shell with umask 022, say).
+    return f"umask 077; echo $$ > {pidfile}; {split_command(directory / 'log', segment_size)}"
 
 
 def _pipe_writer(directory: Path) -> int | None:

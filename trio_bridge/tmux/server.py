@@ -23,7 +23,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from ..config import DEFAULT_TIMEOUTS, Timeouts
+from ..config import DEFAULT_TIMEOUTS, Timeouts, secret_env_names
 from ..process import ProcessResult, SubprocessFailedError, run_process
 from . import _protocol
 from ._keys import check_keys
@@ -94,12 +94,15 @@ def _to_tuple(value: Iterable[str]) -> tuple[str, ...]:
 
 def _env_file_text(env: Mapping[str, str]) -> str:
     return "".join(
-        f"{name}={shlex.quote(value)}\n" for name, value in sorted(env.items()) if name not in _TMUX_OWNED_ENV
+        f"{name}={shlex.quote(value)}\n"
+        for name, value in sorted(env.items())
+        if name not in _TMUX_OWNED_ENV and name not in secret_env_names()
     )
 
 
 def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Never through a link planted where the file goes.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
 
@@ -231,8 +234,10 @@ class TmuxServer:
 
     @property
     def client_env(self) -> dict[str, str]:
-        """The environment our tmux clients run with (never inside someone's tmux)."""
-        return {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
+        """The environment our tmux clients run with (never inside someone's tmux). The first
+        one starts the server, whose environment every pane inherits: no secret of ours in it."""
+        dropped = {"TMUX", "TMUX_PANE", *secret_env_names()}
+        return {k: v for k, v in os.environ.items() if k not in dropped}
 
     async def run(
         self, *args: str, operation: str | None = None, input: bytes | None = None
@@ -294,8 +299,8 @@ class TmuxServer:
             "unset TB_TMUX",
             f"cd -- {q(str(spec.cwd))} || exit {START_FAILED_STATUS}",
         ]
-        if spec.unset_env:
-            lines.append("unset " + " ".join(spec.unset_env))
+        # Our secrets never reach a session, even from a tmux server started by someone else.
+        lines.append("unset " + " ".join((*secret_env_names(), *spec.unset_env)))
         if has_env:
             # The environment comes from a private file, not the command line,
             # which every local user can read in the process table.
