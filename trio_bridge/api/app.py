@@ -35,6 +35,7 @@ from werkzeug.exceptions import HTTPException
 
 from .._version import __version__
 from ..agents import AgentState
+from ..agents.payload import InvalidHookPayload, check_hook
 from ..output import Chunk, OutputFeed, Resync
 from ..output.log import OffsetDroppedError
 from ..process import SubprocessTimeoutError
@@ -254,7 +255,9 @@ def create_app(context: ApiContext) -> QuartTrio:
     @app.errorhandler(AccessDenied)
     async def _denied(exc: AccessDenied) -> Any:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
-        if has_request_context() and (
+        # A refused WebSocket handshake leaves hypercorn 0.18's connection unusable (its next
+        # request raises inside hypercorn): it is closed; so is one whose body was not read.
+        if not has_request_context() or (
             exc.status == 421 or request.content_length or request.headers.get("Transfer-Encoding")
         ):
             headers["Connection"] = "close"
@@ -456,7 +459,13 @@ def create_app(context: ApiContext) -> QuartTrio:
     @validate_request(HookBody)
     @raw_response(204, None, "recorded")
     async def agent_hook(session_id: str, data: HookBody) -> tuple[str, int]:
-        """An agent's hook fired in this session (what ``trio-bridge hook EVENT`` sends)."""
+        """An agent's hook fired in this session (what ``trio-bridge hook EVENT`` sends). Only
+        over a connection of this computer, never forwarded; fields the tracker keeps are checked
+        (422 ``invalid_hook``)."""
+        try:
+            check_hook(data.event, data.payload, max_prompt=context.max_input_bytes)
+        except InvalidHookPayload as exc:
+            raise ApiError(422, "invalid_hook", str(exc)) from None
         await manager.agent_hook(session_id, data.event, data.payload)
         return "", 204
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..client import ApiError, Client, DaemonUnavailableError
 from ..config import ConfigError, Settings, resolve_settings
+from ._text import printable
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -32,7 +33,7 @@ _COLOURS = {
 
 
 def _error(message: str) -> None:
-    print(f"trio-bridge: {message}", file=sys.stderr, flush=True)
+    print(f"trio-bridge: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def _colour(enabled: bool) -> Callable[[str, str], str]:
@@ -149,11 +150,15 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     paint = _colour(_use_colour())
     now = time.time()
     rows = [
-        (s["id"], _state_text(s), _exit_text(s), _age(now - s["created_at"]), s["title"]) for s in sessions
-    ]
+        (printable(s["id"]), printable(_state_text(s)), _exit_text(s), _age(now - s["created_at"]),
+         printable(s["title"]))
+        for s in sessions
+    ]  # fmt: skip
     header = ("ID", "STATE", "EXIT", "AGE", "TITLE")
     if args.computer == "*":
-        rows = [(f"{s['computer']}:{s['id']}", *row[1:]) for s, row in zip(sessions, rows, strict=True)]
+        rows = [
+            (printable(f"{s['computer']}:{s['id']}"), *row[1:]) for s, row in zip(sessions, rows, strict=True)
+        ]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
     title_width = max(10, _terminal_width() - sum(widths) - 8)
     print(paint("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)) + "  TITLE", "1"))
@@ -409,12 +414,12 @@ def cmd_computers(client: Client, args: argparse.Namespace) -> int:
     paint = _colour(_use_colour())
     rows = [
         (
-            c["name"] + (" (this)" if c["local"] else ""),
+            printable(str(c["name"])) + (" (this)" if c["local"] else ""),
             "online" if c["online"] else "offline",
             _age(c["age"]),
-            str(c["sessions"]),
-            c["version"],
-            c["host"],
+            printable(str(c["sessions"])),
+            printable(str(c["version"])),
+            printable(str(c["host"])),
         )
         for c in found["computers"]
     ]

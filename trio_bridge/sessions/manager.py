@@ -24,6 +24,7 @@ import attrs
 import trio
 
 from ..agents import DEFAULT_PROFILES, AgentProfile, AgentState, AgentTracker, keep_agent_files, launch
+from ..agents.payload import safe_path
 from ..output import OutputFeed, SegmentLog
 from ..output.log import split_command
 from ..process import ExitWatch, SubprocessFailedError
@@ -287,10 +288,14 @@ class SessionManager:
         """The record's tracker, made (from what the record kept) if there is none yet."""
         tracker = self._agents.get(record.id)
         if tracker is None:
-            state = AgentState(record.agent_state) if record.agent_state else AgentState.STARTING
+            # What a record kept is read back with care: a bad value must never crash-loop us.
+            known = {str(s) for s in AgentState}
+            state = AgentState(record.agent_state) if record.agent_state in known else AgentState.STARTING
+            if record.agent_state and record.agent_state not in known:
+                state = AgentState.UNKNOWN
             tracker = AgentTracker(
                 stuck_after=self.agent_stuck_after, state=state, native_id=record.native_id,
-                transcript_path=record.transcript_path, last_sign_of_life=trio.current_time(),
+                transcript_path=safe_path(record.transcript_path), last_sign_of_life=trio.current_time(),
             )  # fmt: skip
             profile = self.agent_profiles.get(record.agent) if record.agent else None
             tracker.hookless = profile is not None and profile.hooks == "none"
@@ -931,14 +936,14 @@ def _read_range(path: str, start: int, end: int, limit: int = 1 << 16) -> str:
         with open(path, "rb") as f:
             f.seek(start)
             return f.read(end - start).decode(errors="replace")
-    except OSError:
+    except (OSError, ValueError):
         return ""
 
 
 async def _file_size(path: str) -> int:
     try:
         return (await trio.Path(path).stat()).st_size
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a path no file can have (NUL)
         return -1
 
 
