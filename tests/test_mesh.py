@@ -310,6 +310,14 @@ def redis_do(url: str, *commands: tuple[object, ...]) -> list[object]:
     return trio.run(run)
 
 
+def unwrap(raw: object) -> dict[str, object]:
+    """The reply inside a reply envelope (``{from, time, sig, reply}``)."""
+    assert isinstance(raw, str)
+    reply = json.loads(json.loads(raw)["reply"])
+    assert isinstance(reply, dict)
+    return reply
+
+
 def test_remote_sessions_through_the_cli(sandbox: Sandbox, redis_url: str, computers: list[Computer]) -> None:
     alpha, beta = start_pair(sandbox, redis_url, computers)
 
@@ -355,7 +363,18 @@ def test_a_request_left_unacknowledged_is_handled_after_a_restart_once(
     assert "ready" in beta.start()  # creates the inbox and its consumer group
     assert beta.stop() == 0
     body = forwarded_create(["sh", "-c", "echo once"], str(tmp_path))
-    entry = ["id", "req-1", "from", "alpha", "session", "", "body", json.dumps(body)]
+    entry = [
+        "id",
+        "req-1",
+        "from",
+        "alpha",
+        "session",
+        "",
+        "time",
+        repr(time.time()),
+        "body",
+        json.dumps(body),
+    ]
     # delivered to beta's consumer but never acknowledged: as if beta died while handling it
     delivered = redis_do(
         redis_url,
@@ -367,7 +386,7 @@ def test_a_request_left_unacknowledged_is_handled_after_a_restart_once(
     assert "ready" in beta.start()
     wait_until(lambda: redis_do(redis_url, ("XPENDING", "tb:inbox:beta", "tb"))[0]["pending"] == 0)  # type: ignore[index]
     (reply,) = redis_do(redis_url, ("LRANGE", "tb:reply:alpha:req-1", 0, -1))
-    assert len(reply) == 1 and json.loads(reply[0])["status"] == 201  # type: ignore[arg-type]
+    assert len(reply) == 1 and unwrap(reply[0])["status"] == 201  # type: ignore[arg-type,index]
     # the same request again (a requester retrying): answered again, not handled again
     redis_do(redis_url, ("XADD", "tb:inbox:beta", "*", *entry))
     wait_until(lambda: len(redis_do(redis_url, ("LRANGE", "tb:reply:alpha:req-1", 0, -1))[0]) == 2)  # type: ignore[arg-type]
@@ -399,7 +418,9 @@ def test_with_a_secret_forged_requests_are_refused_and_logged(
     assert redis_do(redis_url, ("EXISTS", "tb:reply:alpha:f-1", "tb:reply:alpha:f-2")) == [0]
     assert [s["id"] for s in json.loads(beta.cli("ls", "--json").stdout)] == [sid]
     assert beta.stop() == 0
-    assert beta_log_mentions(beta, "refused request f-1") and beta_log_mentions(beta, "refused request f-2")
+    assert beta_log_mentions(beta, "refused request 'f-1'") and beta_log_mentions(
+        beta, "refused request 'f-2'"
+    )
 
 
 def beta_log_mentions(computer: Computer, text: str) -> bool:

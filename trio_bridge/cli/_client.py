@@ -407,14 +407,15 @@ def cmd_computers(client: Client, args: argparse.Namespace) -> int:
         _print_json(found)
         return 0
     paint = _colour(_use_colour())
+    # Every field came through Redis: escaped, so that no name can drive the terminal.
     rows = [
         (
-            c["name"] + (" (this)" if c["local"] else ""),
+            _printable(c["name"]) + (" (this)" if c["local"] else ""),
             "online" if c["online"] else "offline",
             _age(c["age"]),
-            str(c["sessions"]),
-            c["version"],
-            c["host"],
+            _printable(c["sessions"]),
+            _printable(c["version"]),
+            _printable(c["host"]),
         )
         for c in found["computers"]
     ]
@@ -427,7 +428,22 @@ def cmd_computers(client: Client, args: argparse.Namespace) -> int:
         print("  ".join(cells).rstrip())
     if not found["mesh"]:
         print("(no mesh: start the daemon with --redis URL to join one)", file=sys.stderr)
+    elif found.get("signed"):
+        print("mesh: signed (messages carry the mesh secret's HMAC)", file=sys.stderr)
+    else:
+        print(
+            "mesh: NOT signed (no mesh_secret): anyone who can write to its Redis can run commands here",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _printable(value: object) -> str:
+    """``value`` as text with control and other non-printable characters escaped (``\\x1b``)."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
