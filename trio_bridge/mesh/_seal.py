@@ -93,6 +93,9 @@ class Signer:
             Rejected: malformed, unsigned, bad signature, or (``fresh``) stale.
         """
         sent_at = fields.get("time")
+        sig = fields.get("sig")
+        if self.secret and (not isinstance(sig, str) or not sig):
+            raise Rejected("unsigned")
         try:
             when = float(sent_at)  # type: ignore[arg-type]
         except (TypeError, ValueError):
@@ -100,9 +103,7 @@ class Signer:
         if when != when:  # NaN compares with nothing: it would never be stale
             raise Rejected("malformed", "no time")
         if self.secret:
-            sig = fields.get("sig")
-            if not isinstance(sig, str) or not sig:
-                raise Rejected("unsigned")
+            assert isinstance(sig, str)
             expected = self.mac(kind, sender, target, ident, str(sent_at), *body)
             if not hmac.compare_digest(expected, sig):
                 raise Rejected("bad_signature")
