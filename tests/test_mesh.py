@@ -222,10 +222,17 @@ def wait_until(predicate: object, timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
+#: the legitimate mesh works the same without and with a mesh secret (every message signed)
+MESH_SECRETS = pytest.mark.parametrize(
+    "secret", [{}, {"TRIO_BRIDGE_MESH_SECRET": "s3cret-shared-by-the-mesh"}], ids=["open", "signed"]
+)
+
+
+@MESH_SECRETS
 def test_discovery_offline_detection_and_unique_names(
-    sandbox: Sandbox, redis_url: str, computers: list[Computer]
+    sandbox: Sandbox, redis_url: str, computers: list[Computer], secret: dict[str, str]
 ) -> None:
-    alpha, beta = start_pair(sandbox, redis_url, computers)
+    alpha, beta = start_pair(sandbox, redis_url, computers, **secret)
     seen = alpha.computers()
     assert set(seen) == {"alpha", "beta"} and all(c["online"] for c in seen.values())
     assert seen["alpha"]["local"] and not seen["beta"]["local"]
@@ -235,7 +242,7 @@ def test_discovery_offline_detection_and_unique_names(
 
     # the same name, while alpha lives: refused, in one line, and alpha is untouched
     twin = Computer(sandbox, "alpha", redis_url, TRIO_BRIDGE_STATE_DIR=str(sandbox.root / "twin"),
-                    TRIO_BRIDGE_RUNTIME_DIR=str(sandbox.root / "twin-run"))  # fmt: skip
+                    TRIO_BRIDGE_RUNTIME_DIR=str(sandbox.root / "twin-run"), **secret)  # fmt: skip
     computers.append(twin)
     said = twin.start()
     assert twin.wait_exit() == 1
@@ -318,8 +325,11 @@ def unwrap(raw: object) -> dict[str, object]:
     return reply
 
 
-def test_remote_sessions_through_the_cli(sandbox: Sandbox, redis_url: str, computers: list[Computer]) -> None:
-    alpha, beta = start_pair(sandbox, redis_url, computers)
+@MESH_SECRETS
+def test_remote_sessions_through_the_cli(
+    sandbox: Sandbox, redis_url: str, computers: list[Computer], secret: dict[str, str]
+) -> None:
+    alpha, beta = start_pair(sandbox, redis_url, computers, **secret)
 
     def ok(result: subprocess.CompletedProcess[bytes]) -> str:
         assert result.returncode == 0, result.stderr.decode()
@@ -427,10 +437,11 @@ def beta_log_mentions(computer: Computer, text: str) -> bool:
     return text in computer.log
 
 
+@MESH_SECRETS
 def test_a_remote_reader_loses_nothing_when_redis_restarts(
-    sandbox: Sandbox, redis_server: RedisServer, computers: list[Computer]
+    sandbox: Sandbox, redis_server: RedisServer, computers: list[Computer], secret: dict[str, str]
 ) -> None:
-    alpha, _ = start_pair(sandbox, redis_server.url, computers)
+    alpha, _ = start_pair(sandbox, redis_server.url, computers, **secret)
     printer = "import time\nfor i in range(80):\n    print(f'line {i:03d}', flush=True)\n    time.sleep(0.05)"
     created = alpha.cli("new", "--computer", "beta", "--", sys.executable, "-c", printer)
     assert created.returncode == 0, created.stderr.decode()
@@ -456,10 +467,11 @@ def test_a_remote_reader_loses_nothing_when_redis_restarts(
     assert set(alpha.computers()) == {"alpha", "beta"}
 
 
+@MESH_SECRETS
 def test_lifecycle_events_of_another_computer(
-    sandbox: Sandbox, redis_url: str, computers: list[Computer]
+    sandbox: Sandbox, redis_url: str, computers: list[Computer], secret: dict[str, str]
 ) -> None:
-    alpha, beta = start_pair(sandbox, redis_url, computers)
+    alpha, beta = start_pair(sandbox, redis_url, computers, **secret)
     socket_path = Path(alpha.env["TRIO_BRIDGE_RUNTIME_DIR"]) / "api.sock"
     seen: list[tuple[str, str, str]] = []
     with (

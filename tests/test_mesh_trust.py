@@ -364,6 +364,50 @@ def test_with_a_secret_a_forged_heartbeat_is_left_out(
     assert beta.computers()["alpha"]["online"]
 
 
+async def test_a_forged_or_misdirected_reply_is_ignored(redis_url: str) -> None:
+    from trio_bridge.mesh import open_redis
+    from trio_bridge.mesh._seal import Drops
+    from trio_bridge.mesh.rpc import request, seal_reply
+
+    signer, drops = Signer(SECRET["TRIO_BRIDGE_MESH_SECRET"]), Drops()
+    answer: dict[str, object] = {}
+    with trio.fail_after(30):
+        async with open_redis(redis_url) as redis:
+            await redis.pipeline([("HSET", "tb:computers", "beta", "{}"), ("SET", "tb:computer:beta", "{}")])
+
+            async def ask() -> None:
+                answer.update(
+                    await request(redis, sender="alpha", computer="beta", body={}, signer=signer, drops=drops)
+                )
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ask)
+                while not (entries := await redis.call("XRANGE", "tb:inbox:beta", "-", "+")):
+                    await trio.sleep(0.01)
+                rid = entries[0][1]["id"]
+
+                def reply(text: str) -> str:
+                    return json.dumps({"status": 200, "body": text})
+
+                for forged in (
+                    "not json",
+                    json.dumps({"reply": reply("unsigned"), "from": "beta", "time": repr(time.time())}),
+                    seal_reply(Signer("a guess"), "reply", "beta", "alpha", rid, reply("wrong key")),
+                    seal_reply(signer, "reply", "gamma", "alpha", rid, reply("from another computer")),
+                    seal_reply(signer, "reply", "beta", "alpha", "another-id", reply("for another request")),
+                    seal_reply(signer, "done", "beta", "alpha", rid, reply("another kind")),
+                    seal_reply(signer, "reply", "beta", "alpha", rid, "[]"),  # genuine, but no reply
+                ):
+                    await redis.call("RPUSH", f"tb:reply:alpha:{rid}", forged)
+                await redis.call(
+                    "RPUSH",
+                    f"tb:reply:alpha:{rid}",
+                    seal_reply(signer, "reply", "beta", "alpha", rid, reply("ok")),
+                )
+    assert answer == {"status": 200, "body": "ok"}
+    assert sum(drops.counts.values()) == 7
+
+
 # -- the pieces ------------------------------------------------------------------------------
 
 
