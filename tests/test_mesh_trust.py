@@ -361,6 +361,15 @@ def test_with_a_secret_a_forged_heartbeat_is_left_out(
     )
     assert set(alpha.computers()) == {"alpha", "beta"}
     assert dropped(alpha, "heartbeat", "bad_signature") >= 3
+    # a genuine heartbeat recorded long ago, replayed into a live key: listed, but offline
+    from trio_bridge.mesh.computers import seal_heartbeat
+
+    old = {**value, "name": "gone", "time": time.time() - 3600}
+    del old["sig"]
+    replayed = seal_heartbeat(Signer(SECRET["TRIO_BRIDGE_MESH_SECRET"]), old)
+    redis_do(redis_url, ("SET", "tb:computer:gone", replayed, "EX", 60))
+    listed = alpha.computers()
+    assert set(listed) == {"alpha", "beta", "gone"} and not listed["gone"]["online"]
     assert beta.computers()["alpha"]["online"]
 
 

@@ -44,7 +44,7 @@ from .._version import __version__
 from ..config import Settings
 from ..sessions import SessionManager, SessionState
 from ._redis import Redis, RedisUnavailableError, open_redis, scan_keys
-from ._seal import Drops, Rejected, Signer
+from ._seal import MAX_SKEW, Drops, Rejected, Signer
 
 __all__ = ["API_CAPABILITIES", "Computer", "DuplicateComputerError", "Mesh", "open_mesh"]
 
@@ -291,7 +291,11 @@ class Mesh:
             if name in found or (online and raw is None):  # (expired between SCAN and MGET)
                 continue
             try:
-                found[name] = open_heartbeat(self.signer, raw, name, online, now)
+                computer = open_heartbeat(self.signer, raw, name, online, now)
+                if online and computer.age > MAX_SKEW + self._settings.heartbeat_ttl:
+                    # A live key with an old beat: a replayed heartbeat (or a clock far off).
+                    computer = attrs.evolve(computer, online=False)
+                found[name] = computer
             except Rejected as exc:
                 self.drops.drop("heartbeat", exc.reason, f"computer {name[:80]!r} left out: {exc}")
         return sorted(found.values(), key=lambda c: (not c.online, c.name))
