@@ -322,12 +322,6 @@ class Inbox:
             )
             await self.redis.call("XACK", stream, GROUP, entry_id)
             return
-        # Kept until the request is stale by our clock (its own time or ours, whichever is
-        # later): past that, the skew check refuses it without this memory.
-        now = time.time()
-        first = await self.memory.remember(
-            f"{sender}\x1f{request_id}", expires_at=max(now, sent_at) + MAX_SKEW, now=now
-        )
         done_key = f"tb:done:{self.computer}:{request_id}"
         reply: str | None = None
         stored = await self.redis.call("GET", done_key)
@@ -336,8 +330,15 @@ class Inbox:
                 reply = open_reply(self.signer, "done", self.computer, self.computer, request_id, stored)
             except Rejected as exc:
                 self.drops.drop("done", exc.reason, f"the idempotency record of request {request_id!r}")
+        # Remembered before it runs (and after the read above: a Redis outage there leaves the
+        # request to be read again, not half-remembered), until it is stale by our clock (its
+        # own time or ours, whichever is later): past that, the skew check refuses it.
+        now = time.time()
+        first = await self.memory.remember(
+            f"{sender}\x1f{request_id}", expires_at=max(now, sent_at) + MAX_SKEW, now=now
+        )
         if reply is not None:
-            log.info("request %s was handled before: re-sending its reply", request_id)
+            log.info("request %r was handled before: re-sending its reply", request_id)
         elif not first:
             # Handled before (we remember it) and its record is gone or forged: a replay, or
             # our own crash mid-request. Either way it must not run twice.
@@ -353,7 +354,7 @@ class Inbox:
                 result = await self.handler(body)
             except Exception as exc:
                 # Handler errors come back as errors, never as silence.
-                log.error("request %s from %r failed", request_id, sender, exc_info=exc)  # noqa: TRY400
+                log.error("request %r from %r failed", request_id, sender, exc_info=exc)  # noqa: TRY400
                 result = _failure(500, "remote_failure", f"computer {self.computer!r} failed: {exc}")
             reply = json.dumps(result)
             record = seal_reply(self.signer, "done", self.computer, self.computer, request_id, reply)
