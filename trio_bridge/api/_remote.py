@@ -67,15 +67,23 @@ def remote_handler(app: QuartTrio, token: str | None) -> Any:
     return handle
 
 
+def _body(reply: dict[str, Any]) -> bytes:
+    """A reply's body: ``body_b64`` (a response of the remote API) or ``body`` (a failure the
+    remote inbox made itself: handler error, duplicate request).
+
+    Raises:
+        ValueError: ``body_b64`` is not base64.
+    """
+    if "body_b64" in reply:
+        return base64.b64decode(str(reply["body_b64"]), validate=True)
+    return str(reply.get("body", "")).encode()
+
+
 def _response(reply: dict[str, Any]) -> Response:
     from .app import ApiError
 
     try:
-        body = (
-            base64.b64decode(reply["body_b64"])
-            if "body_b64" in reply
-            else str(reply.get("body", "")).encode()
-        )
+        body = _body(reply)
         headers = {str(k): str(v) for k, v in (reply.get("headers") or {}).items()}
         return Response(
             body, status=int(reply["status"]), content_type=reply.get("content_type"), headers=headers
@@ -136,7 +144,7 @@ async def list_everywhere(context: ApiContext, local: list[Any]) -> Response:
                 context, name, {"method": "GET", "path": "/v1/sessions", "query": query}, "", LIMIT
             )
             if int(reply["status"]) == 200:
-                sessions = msgspec.json.decode(base64.b64decode(reply["body_b64"]))["sessions"]
+                sessions = msgspec.json.decode(_body(reply))["sessions"]
                 if not isinstance(sessions, list) or not all(
                     isinstance(s, dict)
                     and isinstance(s.get("created_at"), int | float)
@@ -187,7 +195,7 @@ async def stream_remote(context: ApiContext, computer: str, session_id: str, sta
             session_id,
             LIMIT,
         )
-        body = base64.b64decode(reply["body_b64"])
+        body = _body(reply)
         if int(reply["status"]) == 410:
             found = _DROPPED.search(body.decode("utf-8", "replace"))
             return b"", offset, int(found[1]) if found else offset
@@ -243,7 +251,7 @@ async def stream_remote(context: ApiContext, computer: str, session_id: str, sta
                             final = await _send(
                                 context, computer, _get(f"/v1/sessions/{session_id}"), session_id, LIMIT
                             )
-                            record = base64.b64decode(final["body_b64"]).decode()
+                            record = _body(final).decode("utf-8", "replace")
                             await send.send(_sse("end", record))
                             return
                         offset, data = entry
