@@ -222,10 +222,17 @@ def wait_until(predicate: object, timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
+#: the legitimate mesh works the same without and with a mesh secret (every message signed)
+MESH_SECRETS = pytest.mark.parametrize(
+    "secret", [{}, {"TRIO_BRIDGE_MESH_SECRET": "s3cret-shared-by-the-mesh"}], ids=["open", "signed"]
+)
+
+
+@MESH_SECRETS
 def test_discovery_offline_detection_and_unique_names(
-    sandbox: Sandbox, redis_url: str, computers: list[Computer]
+    sandbox: Sandbox, redis_url: str, computers: list[Computer], secret: dict[str, str]
 ) -> None:
-    alpha, beta = start_pair(sandbox, redis_url, computers)
+    alpha, beta = start_pair(sandbox, redis_url, computers, **secret)
     seen = alpha.computers()
     assert set(seen) == {"alpha", "beta"} and all(c["online"] for c in seen.values())
     assert seen["alpha"]["local"] and not seen["beta"]["local"]
@@ -235,7 +242,7 @@ def test_discovery_offline_detection_and_unique_names(
 
     # the same name, while alpha lives: refused, in one line, and alpha is untouched
     twin = Computer(sandbox, "alpha", redis_url, TRIO_BRIDGE_STATE_DIR=str(sandbox.root / "twin"),
-                    TRIO_BRIDGE_RUNTIME_DIR=str(sandbox.root / "twin-run"))  # fmt: skip
+                    TRIO_BRIDGE_RUNTIME_DIR=str(sandbox.root / "twin-run"), **secret)  # fmt: skip
     computers.append(twin)
     said = twin.start()
     assert twin.wait_exit() == 1
@@ -310,8 +317,19 @@ def redis_do(url: str, *commands: tuple[object, ...]) -> list[object]:
     return trio.run(run)
 
 
-def test_remote_sessions_through_the_cli(sandbox: Sandbox, redis_url: str, computers: list[Computer]) -> None:
-    alpha, beta = start_pair(sandbox, redis_url, computers)
+def unwrap(raw: object) -> dict[str, object]:
+    """The reply inside a reply envelope (``{from, time, sig, reply}``)."""
+    assert isinstance(raw, str)
+    reply = json.loads(json.loads(raw)["reply"])
+    assert isinstance(reply, dict)
+    return reply
+
+
+@MESH_SECRETS
+def test_remote_sessions_through_the_cli(
+    sandbox: Sandbox, redis_url: str, computers: list[Computer], secret: dict[str, str]
+) -> None:
+    alpha, beta = start_pair(sandbox, redis_url, computers, **secret)
 
     def ok(result: subprocess.CompletedProcess[bytes]) -> str:
         assert result.returncode == 0, result.stderr.decode()
@@ -355,7 +373,18 @@ def test_a_request_left_unacknowledged_is_handled_after_a_restart_once(
     assert "ready" in beta.start()  # creates the inbox and its consumer group
     assert beta.stop() == 0
     body = forwarded_create(["sh", "-c", "echo once"], str(tmp_path))
-    entry = ["id", "req-1", "from", "alpha", "session", "", "body", json.dumps(body)]
+    entry = [
+        "id",
+        "req-1",
+        "from",
+        "alpha",
+        "session",
+        "",
+        "time",
+        repr(time.time()),
+        "body",
+        json.dumps(body),
+    ]
     # delivered to beta's consumer but never acknowledged: as if beta died while handling it
     delivered = redis_do(
         redis_url,
@@ -367,7 +396,7 @@ def test_a_request_left_unacknowledged_is_handled_after_a_restart_once(
     assert "ready" in beta.start()
     wait_until(lambda: redis_do(redis_url, ("XPENDING", "tb:inbox:beta", "tb"))[0]["pending"] == 0)  # type: ignore[index]
     (reply,) = redis_do(redis_url, ("LRANGE", "tb:reply:alpha:req-1", 0, -1))
-    assert len(reply) == 1 and json.loads(reply[0])["status"] == 201  # type: ignore[arg-type]
+    assert len(reply) == 1 and unwrap(reply[0])["status"] == 201  # type: ignore[arg-type,index]
     # the same request again (a requester retrying): answered again, not handled again
     redis_do(redis_url, ("XADD", "tb:inbox:beta", "*", *entry))
     wait_until(lambda: len(redis_do(redis_url, ("LRANGE", "tb:reply:alpha:req-1", 0, -1))[0]) == 2)  # type: ignore[arg-type]
@@ -399,17 +428,20 @@ def test_with_a_secret_forged_requests_are_refused_and_logged(
     assert redis_do(redis_url, ("EXISTS", "tb:reply:alpha:f-1", "tb:reply:alpha:f-2")) == [0]
     assert [s["id"] for s in json.loads(beta.cli("ls", "--json").stdout)] == [sid]
     assert beta.stop() == 0
-    assert beta_log_mentions(beta, "refused request f-1") and beta_log_mentions(beta, "refused request f-2")
+    assert beta_log_mentions(beta, "refused request 'f-1'") and beta_log_mentions(
+        beta, "refused request 'f-2'"
+    )
 
 
 def beta_log_mentions(computer: Computer, text: str) -> bool:
     return text in computer.log
 
 
+@MESH_SECRETS
 def test_a_remote_reader_loses_nothing_when_redis_restarts(
-    sandbox: Sandbox, redis_server: RedisServer, computers: list[Computer]
+    sandbox: Sandbox, redis_server: RedisServer, computers: list[Computer], secret: dict[str, str]
 ) -> None:
-    alpha, _ = start_pair(sandbox, redis_server.url, computers)
+    alpha, _ = start_pair(sandbox, redis_server.url, computers, **secret)
     printer = "import time\nfor i in range(80):\n    print(f'line {i:03d}', flush=True)\n    time.sleep(0.05)"
     created = alpha.cli("new", "--computer", "beta", "--", sys.executable, "-c", printer)
     assert created.returncode == 0, created.stderr.decode()
@@ -435,10 +467,11 @@ def test_a_remote_reader_loses_nothing_when_redis_restarts(
     assert set(alpha.computers()) == {"alpha", "beta"}
 
 
+@MESH_SECRETS
 def test_lifecycle_events_of_another_computer(
-    sandbox: Sandbox, redis_url: str, computers: list[Computer]
+    sandbox: Sandbox, redis_url: str, computers: list[Computer], secret: dict[str, str]
 ) -> None:
-    alpha, beta = start_pair(sandbox, redis_url, computers)
+    alpha, beta = start_pair(sandbox, redis_url, computers, **secret)
     socket_path = Path(alpha.env["TRIO_BRIDGE_RUNTIME_DIR"]) / "api.sock"
     seen: list[tuple[str, str, str]] = []
     with (

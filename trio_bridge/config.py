@@ -365,7 +365,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("computer", _computer, "this computer's name in the mesh (default: the host name)"),
     Setting("heartbeat_interval", _seconds, "seconds between this computer's heartbeats"),
     Setting("heartbeat_ttl", _seconds, "seconds a heartbeat stays valid (offline after)"),
-    Setting("mesh_secret", _token, "shared secret signing every mesh request and reply (HMAC)", secret=True),
+    Setting("mesh_secret", _token, "shared secret signing every mesh message (HMAC)", secret=True),
     Setting("token_file", _path, "a file holding the token (instead of token)", file_for="token"),
     Setting("redis_file", _path, "a file holding the Redis URL (instead of redis)", file_for="redis"),
     Setting("mesh_secret_file", _path, "a file holding the mesh secret", file_for="mesh_secret"),

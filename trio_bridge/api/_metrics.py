@@ -57,4 +57,13 @@ async def render(context: ApiContext) -> bytes:
     root = trio.lowlevel.current_root_task()
     tasks.add_metric([], _count_tasks(root) if root is not None else 0)
     families: list[Metric] = [sessions, readers, streams, output, timeouts, restarts, tasks]
+    if context.mesh is not None:
+        dropped = CounterMetricFamily(
+            "trio_bridge_mesh_dropped",
+            "Mesh messages read from Redis and dropped: failed verification, stale, replayed or malformed",
+            labels=["entry", "reason"],
+        )
+        for (entry, reason), count in sorted(context.mesh.drops.counts.items()):
+            dropped.add_metric([entry, reason], count)
+        families.append(dropped)
     return generate_latest(_Snapshot(families))

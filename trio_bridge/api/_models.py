@@ -203,6 +203,8 @@ class ComputerList(msgspec.Struct):
     computers: list[ComputerOut]
     #: whether this daemon is part of a Redis mesh
     mesh: bool
+    #: whether the mesh's messages are signed (a mesh secret is set); false without a mesh
+    signed: bool = False
 
 
 class Health(msgspec.Struct):

@@ -5,11 +5,16 @@ A request with ``?computer=NAME`` (another computer of the mesh) travels, as an 
 (:mod:`trio_bridge.mesh.rpc`); there :func:`remote_handler` runs it against the daemon's own
 application (in process, no network), and the response comes back as it is: same validation,
 same errors, same status codes as a local request. Only the two directions live here.
+
+What comes back through Redis is checked by the mesh (:mod:`trio_bridge.mesh`): a relay or event
+entry that fails verification or does not parse is dropped, counted
+(``trio_bridge_mesh_dropped``) and skipped; one bad entry never ends a stream or a listing.
 """
 
 from __future__ import annotations
 
 import base64
+import collections
 import json
 import logging
 import re
@@ -62,14 +67,32 @@ def remote_handler(app: QuartTrio, token: str | None) -> Any:
     return handle
 
 
+def _body(reply: dict[str, Any]) -> bytes:
+    """A reply's body: ``body_b64`` (a response of the remote API) or ``body`` (a failure the
+    remote inbox made itself: handler error, duplicate request).
+
+    Raises:
+        ValueError: ``body_b64`` is not base64.
+    """
+    if "body_b64" in reply:
+        return base64.b64decode(str(reply["body_b64"]), validate=True)
+    return str(reply.get("body", "")).encode()
+
+
 def _response(reply: dict[str, Any]) -> Response:
-    body = base64.b64decode(reply["body_b64"]) if "body_b64" in reply else str(reply.get("body", "")).encode()
-    return Response(
-        body,
-        status=int(reply["status"]),
-        content_type=reply.get("content_type"),
-        headers=reply.get("headers") or {},
-    )
+    from .app import ApiError
+
+    try:
+        body = _body(reply)
+        headers = {str(k): str(v) for k, v in (reply.get("headers") or {}).items()}
+        return Response(
+            body, status=int(reply["status"]), content_type=reply.get("content_type"), headers=headers
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        # (Only a forged reply, without a mesh secret, can be malformed: the mesh checked the rest.)
+        raise ApiError(
+            502, "bad_remote_reply", f"the remote computer's reply does not parse: {exc}"
+        ) from None
 
 
 async def _send(
@@ -120,11 +143,18 @@ async def list_everywhere(context: ApiContext, local: list[Any]) -> Response:
             reply = await _send(
                 context, name, {"method": "GET", "path": "/v1/sessions", "query": query}, "", LIMIT
             )
+            if int(reply["status"]) == 200:
+                sessions = msgspec.json.decode(_body(reply))["sessions"]
+                if not isinstance(sessions, list) or not all(
+                    isinstance(s, dict)
+                    and isinstance(s.get("created_at"), int | float)
+                    and isinstance(s.get("id"), str)
+                    for s in sessions
+                ):
+                    raise ValueError("not a list of sessions")
+                gathered.extend(sessions)
         except Exception as exc:
             failures.append(f"{name}: {exc}")
-            return
-        if int(reply["status"]) == 200:
-            gathered.extend(msgspec.json.decode(base64.b64decode(reply["body_b64"]))["sessions"])
 
     async with trio.open_nursery() as nursery:
         for name in computers:
@@ -146,7 +176,8 @@ async def stream_remote(context: ApiContext, computer: str, session_id: str, sta
     misses (an entry trimmed, Redis restarted) is fetched from the owner's output range, so the
     stream has no gap and no duplicate."""
     from ..mesh import RedisUnavailableError
-    from ..mesh.computers import RELAY_IDLE, relay_key
+    from ..mesh._seal import Rejected
+    from ..mesh.computers import RELAY_IDLE, open_relay_entry, relay_key
     from .app import ApiError, SseOutput, _sse, _sse_response
 
     probe = await _send(context, computer, _get(f"/v1/sessions/{session_id}"), session_id, LIMIT)
@@ -164,7 +195,7 @@ async def stream_remote(context: ApiContext, computer: str, session_id: str, sta
             session_id,
             LIMIT,
         )
-        body = base64.b64decode(reply["body_b64"])
+        body = _body(reply)
         if int(reply["status"]) == 410:
             found = _DROPPED.search(body.decode("utf-8", "replace"))
             return b"", offset, int(found[1]) if found else offset
@@ -208,17 +239,22 @@ async def stream_remote(context: ApiContext, computer: str, session_id: str, sta
                 for _, entries in reply or []:
                     for entry_id, fields in entries:
                         last_id = entry_id
-                        if "end" in fields:
-                            await fill(int(fields["end"]))
+                        try:
+                            entry = open_relay_entry(context.mesh.signer, computer, session_id, fields)
+                        except Rejected as exc:
+                            context.mesh.drops.drop("output", exc.reason, f"{key} entry {entry_id}: {exc}")
+                            continue
+                        if isinstance(entry, int):
+                            await fill(entry)
                             if event := encoder.flush():
                                 await send.send(event)
                             final = await _send(
                                 context, computer, _get(f"/v1/sessions/{session_id}"), session_id, LIMIT
                             )
-                            record = base64.b64decode(final["body_b64"]).decode()
+                            record = _body(final).decode("utf-8", "replace")
                             await send.send(_sse("end", record))
                             return
-                        offset, data = int(fields["offset"]), base64.b64decode(fields["data"])
+                        offset, data = entry
                         if offset > expected:
                             await fill(offset)  # missed entries (trimmed, or lost with Redis)
                         if offset + len(data) <= expected:
@@ -250,7 +286,8 @@ async def events_remote(context: ApiContext, computer: str) -> Response:
     """``GET /v1/events?computer=NAME`` (``*``: every computer): lifecycle events from the
     computers' event streams (``tb:events:<computer>``), from now on."""
     from ..mesh import RedisUnavailableError
-    from ..mesh.computers import events_key
+    from ..mesh._seal import Rejected
+    from ..mesh.computers import events_key, open_event
     from .app import ApiError, _sse, _sse_response
 
     known = {c.name for c in await context.mesh.computers()}
@@ -264,8 +301,12 @@ async def events_remote(context: ApiContext, computer: str) -> Response:
     last = {
         events_key(name): (tail[0][0] if tail else "0-0") for name, tail in zip(names, tails, strict=True)
     }
+    owner = {events_key(name): name for name in names}
+    mesh = context.mesh
 
     async def produce(send: trio.MemorySendChannel[bytes]) -> None:
+        recent: set[tuple[str, str]] = set()
+        order: collections.deque[tuple[str, str]] = collections.deque()
         backoff = 0.1
         while True:
             try:
@@ -281,7 +322,17 @@ async def events_remote(context: ApiContext, computer: str) -> Response:
             for key, entries in reply or []:
                 for entry_id, fields in entries:
                     last[key] = entry_id
-                    body = json.dumps({"kind": fields["kind"], "session": json.loads(fields["session"])})
-                    await send.send(_sse(fields["kind"], body))
+                    try:
+                        kind, session = open_event(mesh.signer, owner[key], fields)
+                        if (seen := (key, fields.get("sig") or entry_id)) in recent:
+                            raise Rejected("replay", "seen before by this reader")
+                    except Rejected as exc:
+                        mesh.drops.drop("event", exc.reason, f"{key} entry {entry_id}: {exc}")
+                        continue
+                    recent.add(seen)
+                    order.append(seen)
+                    if len(order) > 4096:  # a genuine event replayed within the skew: dropped
+                        recent.discard(order.popleft())
+                    await send.send(_sse(kind, json.dumps({"kind": kind, "session": session})))
 
     return _sse_response(context, produce)

@@ -350,6 +350,7 @@ def create_app(context: ApiContext) -> QuartTrio:
             ComputerList(
                 computers=[_computer_out(c, local=c.name == context.mesh.name) for c in found],
                 mesh=True,
+                signed=context.mesh.signed,
             )
         )
 

@@ -412,6 +412,7 @@ def cmd_computers(client: Client, args: argparse.Namespace) -> int:
         _print_json(found)
         return 0
     paint = _colour(_use_colour())
+    # Every field came through Redis: escaped, so that no name can drive the terminal.
     rows = [
         (
             printable(str(c["name"])) + (" (this)" if c["local"] else ""),
@@ -432,6 +433,13 @@ def cmd_computers(client: Client, args: argparse.Namespace) -> int:
         print("  ".join(cells).rstrip())
     if not found["mesh"]:
         print("(no mesh: start the daemon with --redis URL to join one)", file=sys.stderr)
+    elif found.get("signed"):
+        print("mesh: signed (messages carry the mesh secret's HMAC)", file=sys.stderr)
+    else:
+        print(
+            "mesh: NOT signed (no mesh_secret): anyone who can write to its Redis can run commands here",
+            file=sys.stderr,
+        )
     return 0
 
 

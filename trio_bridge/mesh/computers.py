@@ -10,19 +10,30 @@ Redis keys:
   offline is still listed (with its age) and its sessions show as unreachable, not gone.
 
 Discovery walks ``tb:computer:*`` with :func:`scan_keys` and fetches every value plus the hash
-in one pipelined round trip.
+in one pipelined round trip. Every heartbeat is validated where it is read: with a mesh secret
+it carries ``sig`` (kind ``heartbeat``, from its name, over the rest of the value in canonical
+JSON); one that does not verify or parse, or whose name differs from its key, is left out of the
+listing, counted and logged (never an error for the whole listing).
+
+The output relay and the lifecycle events are signed too, each entry bound to the stream it is
+written to (so it cannot be copied to another computer's or session's stream): relay entries
+``{offset, data, time, sig}`` (kind ``output``, id the offset) and ``{end, time, sig}`` (kind
+``end``), events ``{kind, session, time, sig}`` (id the session's id).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import logging
+import math
 import os
+import re
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
@@ -33,6 +44,7 @@ from .._version import __version__
 from ..config import Settings
 from ..sessions import SessionManager, SessionState
 from ._redis import Redis, RedisUnavailableError, open_redis, scan_keys
+from ._seal import MAX_SKEW, Drops, Rejected, Signer
 
 __all__ = ["API_CAPABILITIES", "Computer", "DuplicateComputerError", "Mesh", "open_mesh"]
 
@@ -103,14 +115,21 @@ def default_name() -> str:
     return socket.gethostname().split(".")[0] or "localhost"
 
 
-def _computer(value: dict[str, Any], online: bool, now: float) -> Computer:
-    return Computer(
-        name=str(value.get("name", "?")), online=online,
-        age=round(max(0.0, now - float(value.get("time", 0))), 3),
-        version=str(value.get("version", "?")), capabilities=tuple(value.get("capabilities", ())),
-        sessions=int(value.get("sessions", 0)), started_at=float(value.get("started_at", 0)),
-        host=str(value.get("host", "?")),
-    )  # fmt: skip
+#: a computer's name, as the ``computer`` setting allows it (config.py), checked again where
+#: names are read back from Redis
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise Rejected("malformed", f"{value!r} is not a number")
+    return float(value)
+
+
+def _text(value: object, limit: int = 256) -> str:
+    if not isinstance(value, str) or len(value) > limit:
+        raise Rejected("malformed", "a field is not a short string")
+    return value
 
 
 def _parse(raw: str | None) -> dict[str, Any] | None:
@@ -119,6 +138,49 @@ def _parse(raw: str | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def canonical(value: Mapping[str, Any]) -> str:
+    """The signed form of a heartbeat: its JSON without ``sig``, keys sorted, no spaces."""
+    return json.dumps({k: v for k, v in value.items() if k != "sig"}, sort_keys=True, separators=(",", ":"))
+
+
+def seal_heartbeat(signer: Signer, value: dict[str, Any]) -> str:
+    """The heartbeat as written to Redis (with ``sig`` when there is a secret)."""
+    sig = signer.mac(
+        "heartbeat", value["name"], REGISTRY, value["instance"], repr(value["time"]), canonical(value)
+    )
+    return json.dumps({**value, "sig": sig} if sig else value)
+
+
+def open_heartbeat(signer: Signer, raw: object, name: str, online: bool, now: float) -> Computer:
+    """The computer a heartbeat read under ``name`` describes.
+
+    Raises:
+        Rejected: it does not parse, is not genuine, or names another computer.
+    """
+    value = _parse(raw if isinstance(raw, str) else None)
+    if value is None:
+        raise Rejected("malformed", "not a JSON object")
+    if value.get("name") != name or not _NAME.match(name):
+        raise Rejected("malformed", f"the heartbeat of {name!r} names {str(value.get('name'))[:80]!r}")
+    sent_at = _number(value.get("time"))
+    fields = {"time": repr(value.get("time")), "sig": str(value.get("sig", ""))}
+    signer.check(
+        fields, "heartbeat", name, REGISTRY, str(value.get("instance")), canonical(value), fresh=False
+    )
+    capabilities = value.get("capabilities", [])
+    if not isinstance(capabilities, list) or len(capabilities) > 64:
+        raise Rejected("malformed", "capabilities is not a list")
+    sessions = value.get("sessions", 0)
+    if isinstance(sessions, bool) or not isinstance(sessions, int) or sessions < 0:
+        raise Rejected("malformed", "sessions is not a count")
+    return Computer(
+        name=name, online=online, age=round(max(0.0, now - sent_at), 3),
+        version=_text(value.get("version", "?")),
+        capabilities=tuple(_text(c, 64) for c in capabilities), sessions=sessions,
+        started_at=_number(value.get("started_at", 0)), host=_text(value.get("host", "?")),
+    )  # fmt: skip
 
 
 class Mesh:
@@ -135,6 +197,15 @@ class Mesh:
         self._last_value: str | None = None
         self._nursery: trio.Nursery | None = None
         self._relays: dict[str, trio.CancelScope] = {}  # session id -> its relay's scope
+        #: signs what we write to Redis, checks what we read
+        self.signer = Signer(settings.mesh_secret)
+        #: what this daemon's readers dropped (``trio_bridge_mesh_dropped``)
+        self.drops = Drops()
+
+    @property
+    def signed(self) -> bool:
+        """Whether the mesh's messages are signed (a mesh secret is set)."""
+        return self.signer.signed
 
     @property
     def key(self) -> str:
@@ -142,7 +213,8 @@ class Mesh:
 
     async def _value(self) -> str:
         running = await self._manager.store.all([SessionState.STARTING, SessionState.RUNNING])
-        return json.dumps(
+        return seal_heartbeat(
+            self.signer,
             {
                 "name": self.name,
                 "version": __version__,
@@ -153,7 +225,7 @@ class Mesh:
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
                 "instance": self.instance,
-            }
+            },
         )
 
     async def beat(self) -> None:
@@ -163,23 +235,29 @@ class Mesh:
             DuplicateComputerError: another live daemon holds the name.
             RedisUnavailableError: Redis cannot be reached.
         """
-        value = await self._value()
-        ttl_ms = int(self._settings.heartbeat_ttl * 1000)
-        holder = await self.redis.call(
-            "EVAL", _CLAIM, 2, self.key, REGISTRY, value, self.instance, ttl_ms, self.name
-        )
-        if holder is None:
-            self._last_value = value
-            return
-        other = _parse(holder) or {}
-        if other.get("host") == socket.gethostname() and not _alive(other.get("pid")):
-            # Ours from before a crash: that daemon is gone, its heartbeat not yet expired.
-            log.warning(
-                "taking over computer name %r from a dead daemon (pid %s)", self.name, other.get("pid")
+        for _ in range(3):
+            value = await self._value()
+            ttl_ms = int(self._settings.heartbeat_ttl * 1000)
+            holder = await self.redis.call(
+                "EVAL", _CLAIM, 2, self.key, REGISTRY, value, self.instance, ttl_ms, self.name
             )
+            if holder is None:
+                self._last_value = value
+                return
+            other = _parse(holder) or {}
+            try:
+                open_heartbeat(self.signer, holder, self.name, True, time.time())
+            except Rejected as exc:
+                # Not a daemon of this mesh (forged, or junk): it cannot hold our name.
+                self.drops.drop("heartbeat", exc.reason, f"replacing the heartbeat under our name: {exc}")
+            else:
+                if other.get("host") != socket.gethostname() or _alive(other.get("pid")):
+                    break
+                # Ours from before a crash: that daemon is gone, its heartbeat not yet expired.
+                log.warning(
+                    "taking over computer name %r from a dead daemon (pid %s)", self.name, other.get("pid")
+                )
             await self.redis.call("EVAL", _RELEASE, 1, self.key, holder)
-            await self.beat()
-            return
         raise DuplicateComputerError(
             f"computer name {self.name!r} is in use by a running daemon on {other.get('host', '?')} "
             f"(pid {other.get('pid', '?')}); choose another with --computer, or stop that one"
@@ -194,7 +272,8 @@ class Mesh:
             await self.redis.call("EVAL", _RELEASE, 1, self.key, value)
 
     async def computers(self) -> list[Computer]:
-        """Every computer the mesh knows, online ones first, by name."""
+        """Every computer the mesh knows, online ones first, by name. A heartbeat that does not
+        verify or parse is left out (counted, logged)."""
         async with aclosing(scan_keys(self.redis, KEY_PREFIX + "*")) as keys:
             names = [key async for key in keys]
         commands: list[tuple[Any, ...]] = [("HGETALL", REGISTRY)]
@@ -202,38 +281,46 @@ class Mesh:
             commands.append(("MGET", *names))
         replies = await self.redis.pipeline(commands)
         now = time.time()
-        online = {}
-        for raw in replies[1] if names else []:
-            value = _parse(raw)
-            if value is not None:
-                online[str(value.get("name"))] = _computer(value, True, now)
-        found = dict(online)
-        for name, raw in (replies[0] or {}).items():
-            value = _parse(raw)
-            if name not in found and value is not None:
-                found[name] = _computer(value, False, now)
+        found: dict[str, Computer] = {}
+        registry = replies[0] if isinstance(replies[0], dict) else {}
+        values = replies[1] if names else []
+        heartbeats = [
+            (key.removeprefix(KEY_PREFIX), raw, True) for key, raw in zip(names, values, strict=True)
+        ]
+        for name, raw, online in [*heartbeats, *((n, raw, False) for n, raw in registry.items())]:
+            if name in found or (online and raw is None):  # (expired between SCAN and MGET)
+                continue
+            try:
+                computer = open_heartbeat(self.signer, raw, name, online, now)
+                if online and computer.age > MAX_SKEW + self._settings.heartbeat_ttl:
+                    # A live key with an old beat: a replayed heartbeat (or a clock far off).
+                    computer = attrs.evolve(computer, online=False)
+                found[name] = computer
+            except Rejected as exc:
+                self.drops.drop("heartbeat", exc.reason, f"computer {name[:80]!r} left out: {exc}")
         return sorted(found.values(), key=lambda c: (not c.online, c.name))
 
     async def request(
         self, computer: str, body: dict[str, Any], *, session: str = "", limit: float = 15.0
     ) -> dict[str, Any]:
         """Have ``computer`` handle ``body``; its reply (see :func:`trio_bridge.mesh.rpc.request`)."""
-        from .rpc import Signer, request
+        from .rpc import request
 
         return await request(
             self.redis, sender=self.name, computer=computer, body=body, session=session, limit=limit,
-            signer=Signer(self._settings.mesh_secret),
+            signer=self.signer, drops=self.drops,
         )  # fmt: skip
 
     async def serve_inbox(
         self, handler: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Handle requests addressed to this computer until cancelled (see :class:`rpc.Inbox`)."""
-        from .rpc import Inbox, Signer
+        from .rpc import Inbox
 
-        await Inbox(self.redis, self.name, handler, Signer(self._settings.mesh_secret)).serve(
-            task_status=task_status
-        )
+        # The store remembers the requests taken on: replay protection that survives a restart
+        # and that nobody with access to Redis can erase.
+        inbox = Inbox(self.redis, self.name, handler, self._manager.store, self.signer, self.drops)
+        await inbox.serve(task_status=task_status)
 
     # -- output relay ----------------------------------------------------------------
 
@@ -265,10 +352,15 @@ class Mesh:
                     async for item in chunks:
                         if not isinstance(item, Chunk):
                             continue  # dropped by retention: readers find out by offset
-                        fields = ("offset", item.offset, "data", base64.b64encode(item.data).decode())
+                        data = base64.b64encode(item.data).decode()
+                        sent_at, sig = self.signer.seal("output", self.name, key, str(item.offset), data)
+                        fields = ("offset", item.offset, "data", data, "time", sent_at, "sig", sig)
                         await self._retrying(("XADD", key, "MAXLEN", "~", RELAY_MAXLEN, "*", *fields))
                         end = item.offset + len(item.data)
-                await self._retrying(("XADD", key, "MAXLEN", "~", RELAY_MAXLEN, "*", "end", end))
+                sent_at, sig = self.signer.seal("end", self.name, key, str(end))
+                await self._retrying(
+                    ("XADD", key, "MAXLEN", "~", RELAY_MAXLEN, "*", "end", end, "time", sent_at, "sig", sig)
+                )
                 await self._retrying(("EXPIRE", key, RELAY_KEEP))
         finally:
             self._relays.pop(session_id, None)
@@ -292,9 +384,11 @@ class Mesh:
             async with subscription:
                 async for event in subscription:
                     record = json.dumps({**attrs.asdict(event.record), "computer": self.name})
+                    key, kind = events_key(self.name), str(event.kind)
+                    sent_at, sig = self.signer.seal(kind, self.name, key, event.record.id, record)
                     await self._retrying(
-                        ("XADD", events_key(self.name), "MAXLEN", "~", EVENTS_MAXLEN, "*",
-                         "kind", str(event.kind), "session", record)
+                        ("XADD", key, "MAXLEN", "~", EVENTS_MAXLEN, "*",
+                         "kind", kind, "session", record, "time", sent_at, "sig", sig)
                     )  # fmt: skip
             # The manager restarted (or cut us off for being slow): subscribe again.
             await trio.sleep(0.5)
@@ -339,6 +433,12 @@ async def open_mesh(settings: Settings, manager: SessionManager) -> AsyncIterato
     assert settings.redis is not None
     async with open_redis(settings.redis) as redis:
         mesh = Mesh(redis, settings, manager, settings.computer or default_name())
+        if not mesh.signed:
+            log.warning(
+                "the mesh at %s has no mesh_secret: anyone who can write to this Redis can run "
+                "commands here (set the same --mesh-secret on every computer)",
+                redis.url,
+            )
         await mesh.beat()
         try:
             async with trio.open_nursery() as nursery:
@@ -354,3 +454,46 @@ async def open_mesh(settings: Settings, manager: SessionManager) -> AsyncIterato
                     await mesh.release()
                 except RedisUnavailableError:
                     pass  # the heartbeat expires by itself
+
+
+def open_relay_entry(
+    signer: Signer, computer: str, session_id: str, fields: Mapping[str, str]
+) -> tuple[int, bytes] | int:
+    """A relay entry read from ``tb:out:<computer>:<session>``: ``(offset, data)``, or the end
+    offset (an int) for the last entry. Not checked for staleness: bytes are placed by offset,
+    and those of one session at one offset never change, so a replayed entry adds nothing.
+
+    Raises:
+        Rejected: it does not parse or is not genuine.
+    """
+    key = relay_key(computer, session_id)
+    try:
+        if "end" in fields:
+            end = int(fields["end"])
+            signer.check(fields, "end", computer, key, str(end), fresh=False)
+            if end < 0:
+                raise Rejected("malformed", "a negative end")
+            return end
+        offset, data = int(fields["offset"]), str(fields["data"])
+        signer.check(fields, "output", computer, key, str(offset), data, fresh=False)
+        if offset < 0:
+            raise Rejected("malformed", "a negative offset")
+        return offset, base64.b64decode(data, validate=True)
+    except (KeyError, ValueError, TypeError, binascii.Error) as exc:
+        raise Rejected("malformed", type(exc).__name__) from None
+
+
+def open_event(signer: Signer, computer: str, fields: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
+    """A lifecycle event read from ``tb:events:<computer>``: its kind and session record.
+
+    Raises:
+        Rejected: it does not parse, is not genuine, is stale, or concerns another computer.
+    """
+    kind, record = fields.get("kind"), fields.get("session")
+    if not isinstance(kind, str) or not re.fullmatch(r"[a-z_]{1,32}", kind) or not isinstance(record, str):
+        raise Rejected("malformed", "no kind or session")
+    session = _parse(record)
+    if session is None or not isinstance(session.get("id"), str) or session.get("computer") != computer:
+        raise Rejected("malformed", "not a session record of this computer")
+    signer.check(fields, kind, computer, events_key(computer), session["id"], record)
+    return kind, session

@@ -15,27 +15,36 @@ Protocol (Redis keys):
 - ``tb:reply:<requester>:<id>``: a list the reply is pushed to (expires after 60 s); the
   requester waits on it with ``BLPOP``, bounded by the request's own limit.
 
-Trust: anyone who can write to the Redis can ask a computer to run commands. With a mesh secret,
-every request carries ``sig`` = HMAC-SHA256(secret, id, from, session, time, body) and every reply
-is ``{"sig", "reply"}`` signed over the request id and the reply; unsigned, forged or stale
-(more than 5 minutes off) requests are refused and logged, forged replies ignored.
+Every message is signed (:mod:`._seal`) with a mesh secret; without one the same shape is
+checked. A request is ``{id, from, session, time, body, sig}`` signed as kind ``request`` from
+``from`` to the inbox's computer, over its id, time, session and body. A reply is JSON
+``{from, time, sig, reply}`` signed as kind ``reply`` from the computer asked to the requester,
+over the request id. The idempotency record ``tb:done:...`` is the same envelope (kind ``done``,
+from and to the handler) so that nobody can plant a reply there.
+
+Replay: a request older (or newer) than the accepted skew is refused as stale; within the skew
+the receiver remembers, in its own session store (not in Redis, where anyone can delete a
+record), every request id it took on. An id seen before is answered from its idempotency record
+if that is genuine, else refused: it never runs twice.
+
+What fails verification or does not parse is acknowledged, dropped, counted and logged (see
+:class:`._seal.Drops`); a reply that does not verify is ignored and the requester keeps waiting.
 """
 
 from __future__ import annotations
 
 import collections
-import hashlib
-import hmac
 import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 import trio
 
 from ._redis import Redis, RedisUnavailableError
+from ._seal import MAX_SKEW, Drops, Rejected, Signer
 
 __all__ = ["ComputerUnavailableError", "Inbox", "Signer", "UnknownComputerError", "request"]
 
@@ -59,59 +68,72 @@ class ComputerUnavailableError(Exception):
     """The computer is offline, or did not answer within the limit (the message says which)."""
 
 
-#: a signed request older (or newer) than this is refused: a replay cannot outlive the
-#: idempotency record
-MAX_SKEW = 300.0
-
-
-class Signer:
-    """Signs and checks mesh messages with the shared secret (or does nothing without one)."""
-
-    def __init__(self, secret: str | None) -> None:
-        self._key = secret.encode() if secret else None
-
-    def _mac(self, *parts: str) -> str:
-        assert self._key is not None
-        return hmac.new(self._key, "\x1f".join(parts).encode(), hashlib.sha256).hexdigest()
-
-    def sign_request(self, fields: dict[str, Any]) -> None:
-        if self._key is not None:
-            fields["sig"] = self._mac(*(str(fields[k]) for k in ("id", "from", "session", "time", "body")))
-
-    def check_request(self, fields: dict[str, str]) -> str | None:
-        """Why the request must be refused, or None."""
-        if self._key is None:
-            return None
-        try:
-            expected = self._mac(*(fields[k] for k in ("id", "from", "session", "time", "body")))
-            sent_at = float(fields["time"])
-        except (KeyError, ValueError):
-            return "unsigned or incomplete"
-        if not hmac.compare_digest(expected, fields.get("sig", "")):
-            return "bad signature"
-        if abs(time.time() - sent_at) > MAX_SKEW:
-            return "stale"
-        return None
-
-    def wrap_reply(self, request_id: str, reply: str) -> str:
-        if self._key is None:
-            return reply
-        return json.dumps({"sig": self._mac(request_id, reply), "reply": reply})
-
-    def unwrap_reply(self, request_id: str, raw: str) -> str | None:
-        """The reply, or None if it is not genuine."""
-        if self._key is None:
-            return raw
-        try:
-            wrapped = json.loads(raw)
-            reply, sig = str(wrapped["reply"]), str(wrapped["sig"])
-        except (ValueError, KeyError, TypeError):
-            return None
-        return reply if hmac.compare_digest(self._mac(request_id, reply), sig) else None
-
-
 def inbox_key(computer: str) -> str:
     return f"tb:inbox:{computer}"
+
+
+def seal_request(
+    signer: Signer, *, sender: str, computer: str, request_id: str, session: str, body: str
+) -> dict[str, str]:
+    """The stream fields of a request from ``sender`` to ``computer``."""
+    sent_at, sig = signer.seal("request", sender, computer, request_id, session, body)
+    fields = {"id": request_id, "from": sender, "session": session, "time": sent_at, "body": body}
+    if sig:
+        fields["sig"] = sig
+    return fields
+
+
+def open_request(signer: Signer, computer: str, fields: Mapping[str, str]) -> float:
+    """Check a request read from ``computer``'s inbox; its time.
+
+    Raises:
+        Rejected: it is not a genuine, fresh request for ``computer``.
+    """
+    parts = [fields.get(name) for name in ("id", "from", "session", "body")]
+    if not all(isinstance(part, str) for part in parts) or not parts[0] or not parts[1]:
+        raise Rejected("malformed", "a field is missing")
+    request_id, sender, session, body = (str(part) for part in parts)
+    return signer.check(fields, "request", sender, computer, request_id, session, body)
+
+
+def seal_reply(signer: Signer, kind: str, sender: str, target: str, request_id: str, reply: str) -> str:
+    """A reply (kind ``reply``) or idempotency record (kind ``done``), as stored in Redis."""
+    sent_at, sig = signer.seal(kind, sender, target, request_id, reply)
+    return json.dumps({"from": sender, "time": sent_at, "sig": sig, "reply": reply})
+
+
+def open_reply(signer: Signer, kind: str, sender: str, target: str, request_id: str, raw: object) -> str:
+    """The reply inside what :func:`seal_reply` made.
+
+    Raises:
+        Rejected: it is not genuine, not from ``sender``, or (a reply) stale.
+    """
+    try:
+        wrapped = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        wrapped = None
+    if not isinstance(wrapped, dict) or not isinstance(wrapped.get("reply"), str):
+        raise Rejected("malformed", "not a sealed reply")
+    if wrapped.get("from") != sender:
+        raise Rejected("bad_signature", f"from {str(wrapped.get('from'))!r}, not {sender!r}")
+    fields = {k: str(wrapped[k]) for k in ("time", "sig") if k in wrapped}
+    signer.check(fields, kind, sender, target, request_id, wrapped["reply"], fresh=kind == "reply")
+    return str(wrapped["reply"])
+
+
+def _reply_dict(reply: str) -> dict[str, Any]:
+    """A reply as the API expects it: a dict with an integer status.
+
+    Raises:
+        Rejected: anything else.
+    """
+    try:
+        value = json.loads(reply)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not isinstance(value.get("status"), int):
+        raise Rejected("malformed", "a reply without a status")
+    return value
 
 
 async def request(
@@ -123,8 +145,11 @@ async def request(
     session: str = "",
     limit: float = 15.0,
     signer: Signer | None = None,
+    drops: Drops | None = None,
 ) -> dict[str, Any]:
     """Send ``body`` to ``computer``'s inbox and wait at most ``limit`` seconds for its reply.
+    A reply that does not verify (forged, for another request, from another computer) or does
+    not parse is dropped (counted in ``drops``) and the wait goes on.
 
     Raises:
         UnknownComputerError: the computer never joined the mesh.
@@ -141,26 +166,28 @@ async def request(
     request_id = uuid.uuid4().hex
     reply_key = f"tb:reply:{sender}:{request_id}"
     signer = signer or Signer(None)
-    fields: dict[str, Any] = {
-        "id": request_id,
-        "from": sender,
-        "session": session,
-        "body": json.dumps(body),
-        "time": repr(time.time()),
-    }
-    signer.sign_request(fields)
+    drops = drops or Drops()
+    fields = seal_request(
+        signer,
+        sender=sender,
+        computer=computer,
+        request_id=request_id,
+        session=session,
+        body=json.dumps(body),
+    )
     await redis.call("XADD", inbox_key(computer), "MAXLEN", "~", INBOX_MAXLEN, "*", *_flatten(fields))
     with trio.move_on_after(limit):
         while True:
             popped = await redis.blocking_call("BLPOP", reply_key, max(1, int(limit) + 1))
             if not popped:
                 break
-            reply = signer.unwrap_reply(request_id, popped[1])
-            if reply is None:
-                log.warning("ignored a forged reply to request %s (from %s)", request_id, computer)
+            try:
+                reply = _reply_dict(open_reply(signer, "reply", computer, sender, request_id, popped[1]))
+            except Rejected as exc:
+                drops.drop("reply", exc.reason, f"to request {request_id} (from {computer!r}): {exc}")
                 continue
             await redis.call("DEL", reply_key)
-            return dict(json.loads(reply))
+            return reply
     raise ComputerUnavailableError(f"computer {computer!r} did not answer within {limit:g} s")
 
 
@@ -168,14 +195,29 @@ def _flatten(fields: dict[str, Any]) -> list[Any]:
     return [item for pair in fields.items() for item in pair]
 
 
+class Memory(Protocol):
+    """Where the inbox remembers the requests it took on (the session store, in the daemon)."""
+
+    async def remember(self, key: str, *, expires_at: float, now: float) -> bool: ...
+
+
 class Inbox:
     """Serves the requests addressed to one computer (see the module docstring)."""
 
-    def __init__(self, redis: Redis, computer: str, handler: Handler, signer: Signer | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        computer: str,
+        handler: Handler,
+        memory: Memory,
+        signer: Signer | None = None,
+        drops: Drops | None = None,
+    ) -> None:
         self.redis = redis
         self.signer = signer or Signer(None)
-        #: requests refused for their signature since start
-        self.refused = 0
+        self.memory = memory
+        #: requests refused (bad signature, stale, replayed, malformed), by entry and reason
+        self.drops = drops or Drops()
         self.computer = computer
         self.handler = handler
         self._queues: dict[str, collections.deque[tuple[str, dict[str, str]]]] = {}
@@ -270,33 +312,63 @@ class Inbox:
                 del self._queues[key]
 
     async def _handle(self, entry_id: str, fields: dict[str, str]) -> None:
-        request_id, sender = fields.get("id", entry_id), fields.get("from", "")
-        problem = self.signer.check_request(fields)
-        if problem is not None:
-            self.refused += 1
-            log.warning("refused request %s claiming to be from %r: %s", request_id, sender, problem)
-            await self.redis.call("XACK", inbox_key(self.computer), GROUP, entry_id)
+        stream = inbox_key(self.computer)
+        request_id, sender = str(fields.get("id", entry_id)), str(fields.get("from", ""))
+        try:
+            sent_at = open_request(self.signer, self.computer, fields)
+        except Rejected as exc:
+            self.drops.drop(
+                "request", exc.reason, f"refused request {request_id!r} claiming to be from {sender!r}"
+            )
+            await self.redis.call("XACK", stream, GROUP, entry_id)
             return
         done_key = f"tb:done:{self.computer}:{request_id}"
-        reply = await self.redis.call("GET", done_key)
-        if reply is None:
+        reply: str | None = None
+        stored = await self.redis.call("GET", done_key)
+        if stored is not None:
             try:
-                body = json.loads(fields.get("body", "{}"))
+                reply = open_reply(self.signer, "done", self.computer, self.computer, request_id, stored)
+            except Rejected as exc:
+                self.drops.drop("done", exc.reason, f"the idempotency record of request {request_id!r}")
+        # Remembered before it runs (and after the read above: a Redis outage there leaves the
+        # request to be read again, not half-remembered), until it is stale by our clock (its
+        # own time or ours, whichever is later): past that, the skew check refuses it.
+        now = time.time()
+        first = await self.memory.remember(
+            f"{sender}\x1f{request_id}", expires_at=max(now, sent_at) + MAX_SKEW, now=now
+        )
+        if reply is not None:
+            log.info("request %r was handled before: re-sending its reply", request_id)
+        elif not first:
+            # Handled before (we remember it) and its record is gone or forged: a replay, or
+            # our own crash mid-request. Either way it must not run twice.
+            self.drops.drop("request", "replay", f"request {request_id!r} from {sender!r} was handled before")
+            reply = json.dumps(
+                _failure(409, "duplicate_request", f"request {request_id} was handled before; not run again")
+            )
+        else:
+            try:
+                body = json.loads(fields["body"])
+                if not isinstance(body, dict):
+                    raise TypeError("the body is not an object")
                 result = await self.handler(body)
             except Exception as exc:
                 # Handler errors come back as errors, never as silence.
-                log.error("request %s from %s failed", request_id, sender, exc_info=exc)  # noqa: TRY400
+                log.error("request %r from %r failed", request_id, sender, exc_info=exc)  # noqa: TRY400
                 result = _failure(500, "remote_failure", f"computer {self.computer!r} failed: {exc}")
             reply = json.dumps(result)
-            await self.redis.call("SET", done_key, reply, "EX", DONE_TTL)
-        else:
-            log.info("request %s was handled before: re-sending its reply", request_id)
+            record = seal_reply(self.signer, "done", self.computer, self.computer, request_id, reply)
+            await self.redis.call("SET", done_key, record, "EX", DONE_TTL)
         reply_key = f"tb:reply:{sender}:{request_id}"
         await self.redis.pipeline(
             [
-                ("RPUSH", reply_key, self.signer.wrap_reply(request_id, reply)),
+                (
+                    "RPUSH",
+                    reply_key,
+                    seal_reply(self.signer, "reply", self.computer, sender, request_id, reply),
+                ),
                 ("EXPIRE", reply_key, REPLY_TTL),
-                ("XACK", inbox_key(self.computer), GROUP, entry_id),
+                ("XACK", stream, GROUP, entry_id),
             ]
         )
         self.handled += 1

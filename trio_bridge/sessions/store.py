@@ -22,7 +22,7 @@ __all__ = ["SessionRecord", "SessionState", "SessionStore", "open_session_store"
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     id          TEXT PRIMARY KEY,
@@ -40,7 +40,16 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_state ON sessions(state);
 CREATE INDEX IF NOT EXISTS sessions_ended ON sessions(ended_at);
+-- schema 2 -> 3 (created by this script if missing): the mesh requests this daemon handled,
+-- kept until they are stale (see SessionStore.remember)
+CREATE TABLE IF NOT EXISTS mesh_seen (
+    id          TEXT PRIMARY KEY,
+    expires_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mesh_seen_expires ON mesh_seen(expires_at);
 """
+#: ids kept in ``mesh_seen`` at most (the oldest go first)
+MESH_SEEN_MAX = 100_000
 #: schema 1 -> 2: agent sessions (the profile, the agent's state, its own conversation id and
 #: transcript, kept so that a conversation can be resumed after the session or daemon ended)
 _AGENT_COLUMNS = ("agent", "agent_state", "native_id", "transcript_path")
@@ -170,6 +179,25 @@ class SessionStore:
         await self._call(replace)
         self._records[record.id] = record
         self.version += 1
+
+    async def remember(self, key: str, *, expires_at: float, now: float) -> bool:
+        """Note that the mesh request ``key`` was handled; False if it was noted before (and
+        has not expired). Forgets ids that expired before ``now``, and the oldest beyond
+        :data:`MESH_SEEN_MAX`. Not cached in memory: the inbox's replay memory must survive a
+        restart, and each id is asked about once.
+        """
+
+        def insert(db: sqlite3.Connection) -> bool:
+            with db:
+                db.execute("DELETE FROM mesh_seen WHERE expires_at < ?", (now,))
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO mesh_seen (id, expires_at) VALUES (?, ?)", (key, expires_at)
+                )
+                if cursor.rowcount and cursor.lastrowid is not None and cursor.lastrowid > MESH_SEEN_MAX:
+                    db.execute("DELETE FROM mesh_seen WHERE rowid <= ?", (cursor.lastrowid - MESH_SEEN_MAX,))
+            return cursor.rowcount == 1
+
+        return await self._call(insert)
 
     async def prune(self, *, keep: int, older_than: float) -> list[str]:
         """Delete ended sessions beyond the newest ``keep`` or ended before ``older_than``.
