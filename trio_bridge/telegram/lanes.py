@@ -1,0 +1,142 @@
+"""Outgoing calls, one lane per chat: each chat's own pace and its own 429 pauses.
+
+Telegram limits a bot per chat (about 20 messages a minute in a group, one a second in a
+private chat) and overall (about 30 a second). A 429 names the seconds to wait
+(``retry_after``); flood control turns into bans of hours for bots that ignore it. So each
+chat has a lane: calls to that chat go one at a time, spaced by the chat's interval, urgent
+ones (final answers, replies) before the others (status edits), and a 429 pauses that lane
+alone, for exactly ``retry_after``: other chats, the poller and callback answers go on (one
+global limiter or an inline sleep would stall every chat: the complaints of ccgram#171 and
+hermes-agent#86337). Failed calls (network) are retried, bounded.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import trio
+
+from .api import BotApi, BotApiError, NetworkError, RetryAfterError
+
+__all__ = ["ChatLane", "Lanes", "Priority"]
+
+log = logging.getLogger(__name__)
+
+
+class Priority:
+    URGENT = 0  # final answers, ends of sessions, replies to users
+    NORMAL = 1  # new status messages, keyboards
+    LOW = 2  # status edits, topic names
+
+
+class Lanes:
+    """The lanes of every chat, sharing one global pace. ``interval(chat_id)`` is the
+    seconds between two calls to one chat."""
+
+    def __init__(
+        self,
+        api: BotApi,
+        *,
+        group_interval: float = 3.0,
+        private_interval: float = 1.0,
+        global_interval: float = 1 / 25,
+        attempts: int = 3,
+    ) -> None:
+        self.api = api
+        self.group_interval = group_interval
+        self.private_interval = private_interval
+        self.global_interval = global_interval
+        self.attempts = attempts
+        self._lanes: dict[int, ChatLane] = {}
+        self._next_global = 0.0
+
+    def lane(self, chat_id: int) -> ChatLane:
+        lane = self._lanes.get(chat_id)
+        if lane is None:
+            # group and channel ids are negative
+            interval = self.group_interval if chat_id < 0 else self.private_interval
+            lane = self._lanes[chat_id] = ChatLane(self, chat_id, interval)
+        return lane
+
+    async def call(
+        self, chat_id: int, method: str, params: Mapping[str, Any], priority: int = Priority.NORMAL, **kw: Any
+    ) -> Any:
+        return await self.lane(chat_id).call(method, params, priority, **kw)
+
+    async def _global_turn(self) -> None:
+        now = trio.current_time()
+        at = max(now, self._next_global)
+        self._next_global = at + self.global_interval
+        await trio.sleep_until(at)
+
+
+class ChatLane:
+    """Calls to one chat, one at a time, by priority then arrival."""
+
+    def __init__(self, lanes: Lanes, chat_id: int, interval: float) -> None:
+        self._lanes = lanes
+        self.chat_id = chat_id
+        self.interval = interval
+        #: no call to this chat before this (trio clock): its pace, or a 429's retry_after
+        self.paused_until = 0.0
+        self._busy = False
+        self._waiting: list[tuple[int, int, trio.Event]] = []
+        self._order = itertools.count()
+
+    async def _turn(self, priority: int) -> None:
+        if not self._busy:
+            self._busy = True
+            return
+        entry = (priority, next(self._order), trio.Event())
+        heapq.heappush(self._waiting, entry)
+        try:
+            await entry[2].wait()
+        except BaseException:
+            if entry[2].is_set():
+                self._release()  # handed the turn while cancelled: pass it on
+            else:
+                self._waiting.remove(entry)
+                heapq.heapify(self._waiting)
+            raise
+
+    def _release(self) -> None:
+        if self._waiting:
+            heapq.heappop(self._waiting)[2].set()
+        else:
+            self._busy = False
+
+    async def call(
+        self, method: str, params: Mapping[str, Any], priority: int = Priority.NORMAL, **kw: Any
+    ) -> Any:
+        """Make the call when this chat's turn and pace allow; wait out 429s; retry network
+        failures (``attempts`` in all). Raises what :meth:`BotApi.call` raises otherwise."""
+        await self._turn(priority)
+        try:
+            failures = 0
+            while True:
+                await trio.sleep_until(self.paused_until)
+                await self._lanes._global_turn()
+                try:
+                    return await self._lanes.api.call(method, params, **kw)
+                except RetryAfterError as exc:
+                    log.warning(
+                        "chat %s: Telegram says too many requests (%s): pausing this chat %g s",
+                        self.chat_id, method, exc.retry_after,
+                    )  # fmt: skip
+                    self.paused_until = trio.current_time() + exc.retry_after
+                except (NetworkError, BotApiError) as exc:
+                    if isinstance(exc, BotApiError) and exc.code < 500:
+                        raise
+                    failures += 1
+                    if failures >= self._lanes.attempts:
+                        raise
+                    log.info("chat %s: %s failed (%s); retrying", self.chat_id, method, exc)
+                    self.paused_until = trio.current_time() + min(30.0, 2.0**failures)
+                finally:
+                    self.paused_until = max(self.paused_until, trio.current_time() + self.interval)
+        finally:
+            self._release()
