@@ -46,7 +46,7 @@ In the General topic (or a private chat with the bot):
 In a session's topic:
 text - a prompt to its agent (you are told whether it was taken), a line to a shell
 /screen - its screen now
-/keys NAME... - press keys (Enter, Escape, C-c, Up, 1, ...)
+/keys NAME... - press keys (Enter, Escape, C-c, Up, Tab, ...)
 /kill - end it
 When an agent asks something, tap one of the buttons under its question."""
 
@@ -96,8 +96,9 @@ async def _message(bot: TelegramBot, message: dict[str, Any]) -> None:
         bot.spawn(_command, bot, chat_id, thread_id, session_id, command.lower(), rest.strip())
     elif session_id is not None:
         bot.spawn(_input, bot, chat_id, thread_id, session_id, text)
-    elif thread_id is None:
-        await bot.reply(chat_id, None, "Send text in a session's topic. /help says more.")
+    else:
+        where = "This topic is not a session's" if thread_id is not None else "This is not a session's topic"
+        bot.spawn(bot.reply, chat_id, thread_id, f"{where}: nothing was sent. /help says more.")
 
 
 async def _command(
@@ -168,7 +169,9 @@ async def _new(bot: TelegramBot, rest: str) -> str:
     elif "model" in options:
         known = ", ".join(sorted(manager.agent_profiles))
         return f"Not done: {argv[0]!r} is not an agent profile (known: {known})"
-    record = await manager.create(argv, cwd=cwd, origin="telegram", agent=agent)
+    # as the API does: hooks (`trio-bridge hook`) find the daemon through this
+    env = {"TRIO_BRIDGE_API_SOCKET": str(bot.settings.api_socket)}
+    record = await manager.create(argv, cwd=cwd, env=env, origin="telegram", agent=agent)
     return f"Started {record.id} ({record.title}): its topic is coming."
 
 
@@ -221,7 +224,8 @@ async def _tap(bot: TelegramBot, query_id: str, message_id: object, session_id: 
         return
     try:
         if key.isdigit():
-            await manager.send_text(session_id, key)
+            # typed as a key press (send_text would paste it: a dialog takes no paste)
+            await manager.send_bytes(session_id, key.encode())
         else:
             await manager.send_keys(session_id, [key])
     except _USER_ERRORS as exc:

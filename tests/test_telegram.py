@@ -1,0 +1,347 @@
+"""The Telegram front end against a fake Bot API on loopback (tests/_fake_telegram.py), with the
+real daemon, real tmux and the fake agent CLI. Every test is bounded by ``trio.fail_after``."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from trio_bridge.config import ConfigError, resolve_settings
+from trio_bridge.sessions import SessionRecord
+from trio_bridge.telegram import BotApi, TelegramBot
+from trio_bridge.telegram._text import split_message, units
+from trio_bridge.telegram.lanes import Lanes
+from trio_bridge.telegram.store import open_telegram_store
+
+from ._api import Daemon, running_daemon
+from ._fake_telegram import FORUM, STRANGER, USER, FakeTelegram, Message, open_fake_telegram
+from .conftest import Sandbox
+from .test_agent_sessions import agent_sandbox, env_of  # noqa: F401 - a fixture
+
+TOKEN = "123456789:" + "AbC-d_" * 6
+
+
+@asynccontextmanager
+async def started_bot(daemon: Daemon, fake: FakeTelegram) -> AsyncIterator[TelegramBot]:
+    """A bot on the daemon's own manager, paced for tests (the chat intervals of real
+    Telegram would make each test take minutes)."""
+    settings = dataclasses.replace(
+        daemon.settings, telegram_token=TOKEN, telegram_chat=FORUM, telegram_users=(USER,),
+        telegram_api_url=fake.url,
+    )  # fmt: skip
+    async with (
+        open_telegram_store(settings.state_dir / "telegram.db") as store,
+        BotApi(fake.url, TOKEN) as api,
+        trio.open_nursery() as nursery,
+    ):
+        lanes = Lanes(api, group_interval=0.05, private_interval=0.05, global_interval=0.0)
+        bot = TelegramBot(settings, daemon.manager, api, store, "testbox", lanes=lanes)
+        bot.status_interval = 0.2
+        bot.poller.conflict_wait = 0.2
+        await nursery.start(bot.run)
+        yield bot
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def world(
+    sandbox: Sandbox, **overrides: Any
+) -> AsyncIterator[tuple[FakeTelegram, Daemon, TelegramBot]]:
+    async with (
+        open_fake_telegram(TOKEN) as fake,
+        running_daemon(sandbox, **overrides) as daemon,
+        started_bot(daemon, fake) as bot,
+    ):
+        try:
+            yield fake, daemon, bot
+        except BaseException:
+            # what the fake saw, for the failure's report
+            for call in [c for c in fake.calls if c.method != "getUpdates"][-40:]:
+                print(call.method, call.error, {k: v for k, v in call.params.items() if k != "reply_markup"})
+            raise
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                for record in await daemon.manager.store.all():
+                    if not record.state.ended:
+                        await daemon.manager.kill(record.id)
+                        await daemon.manager.wait(record.id)
+
+
+async def topic_of(fake: FakeTelegram, record: SessionRecord, bot: TelegramBot | None = None) -> int:
+    """The session's topic, once the fake has it (and the bot has recorded it)."""
+    thread: int = await fake.wait_for(lambda: fake.thread_named(record.title))
+    while bot is not None and bot.store.topic(record.id) is None:
+        await trio.sleep(0.01)
+    return thread
+
+
+def texts(fake: FakeTelegram, thread: int) -> list[str]:
+    return [m.text for m in fake.in_topic(FORUM, thread)]
+
+
+def calls(fake: FakeTelegram, method: str) -> int:
+    return sum(1 for c in fake.calls if c.method == method and c.error == 0)
+
+
+async def test_shell_session_gets_a_topic_a_status_edited_in_place_input_and_its_end(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    script = "echo hello-tg; read line; echo got:$line; read line; exit 3"
+    with trio.fail_after(30):
+        async with world(sandbox) as (fake, daemon, bot):
+            record = await daemon.manager.create(["sh", "-c", script], cwd=tmp_path, title="shell-one")
+            thread = await topic_of(fake, record, bot)
+            assert fake.topics[(FORUM, thread)].startswith("▶️ testbox · shell · shell-one")
+            status: Message = await fake.wait_for(
+                lambda: next((m for m in fake.in_topic(FORUM, thread) if "hello-tg" in m.text), None)
+            )
+            assert status.text.startswith("▶️ <b>running</b>\n<pre>") and status.text.endswith("</pre>")
+            # nothing changes on the screen: nothing is sent (the status is compared, not re-sent)
+            edits = calls(fake, "editMessageText")
+            await trio.sleep(1.0)
+            assert calls(fake, "editMessageText") == edits
+            fake.say("a <b> & c", thread_id=thread)
+            await fake.wait_for(lambda: "got:a &lt;b&gt; &amp; c" in status.text)
+            fake.say("bye", thread_id=thread)
+            ended = "Session ended: exited with code 3."
+            await fake.wait_for(lambda: ended in texts(fake, thread))
+            await fake.wait_for(lambda: "🏁" in status.text and fake.topics[(FORUM, thread)].startswith("🏁"))
+            # one topic, one status message edited in place
+            assert calls(fake, "createForumTopic") == 1
+            statuses = [m for m in fake.in_topic(FORUM, thread) if m.text.startswith(("▶️", "🏁"))]
+            assert statuses == [status] and len(status.history) >= 3
+            assert fake.errors(400) == []
+
+
+async def test_agent_from_a_phone_start_prompt_approve_answer_kill(
+    agent_sandbox: Sandbox,  # noqa: F811 - the fixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    agents = resolve_settings(env_of(agent_sandbox, tmp_path)).settings.agents
+    with trio.fail_after(45):
+        async with world(agent_sandbox, agents=agents) as (fake, daemon, bot):
+            fake.say(f"/new@bridge_bot fake-claude cwd={tmp_path}")
+            started = await fake.wait_for(
+                lambda: next((m for m in fake.messages.values() if m.text.startswith("Started ")), None)
+            )
+            assert started.thread_id is None  # answered in General
+            (record,) = await daemon.manager.store.all()
+            assert record.agent == "fake-claude" and record.origin == "telegram"
+            thread = await topic_of(fake, record, bot)
+            fake.say("please PERMISSION now", thread_id=thread)
+            await fake.wait_for(lambda: "✅ The agent took the prompt." in texts(fake, thread))
+            question: Message = await fake.wait_for(
+                lambda: next((m for m in fake.in_topic(FORUM, thread) if m.reply_markup), None)
+            )
+            buttons = [row[0] for row in question.reply_markup["inline_keyboard"]]
+            assert [b["text"] for b in buttons] == ["1. Yes", "2. No"]
+            # a stranger's tap and text are ignored
+            fake.tap(question, buttons[0]["callback_data"], user=STRANGER)
+            fake.say("rm -rf", thread_id=thread, user=STRANGER)
+            await fake.wait_for(lambda: bot.ignored == 2)
+            fake.tap(question, buttons[0]["callback_data"])
+            await fake.wait_for(lambda: fake.callback_answers)
+            assert [a["text"] for a in fake.callback_answers] == ["Sent 1."]
+            await fake.wait_for(lambda: "ANSWER: please PERMISSION now" in texts(fake, thread))
+            assert question.text == "Answered: 1" and question.reply_markup is None
+            fake.say("/kill", thread_id=thread)
+            await fake.wait_for(lambda: "Session ended: killed." in texts(fake, thread))
+            # the answer went once, the stranger got nothing
+            assert texts(fake, thread).count("ANSWER: please PERMISSION now") == 1
+            assert not [m for m in fake.messages.values() if "rm -rf" in m.text]
+
+
+async def test_long_answers_split_on_lines_and_very_long_ones_go_as_a_file(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    line = "ünïcode 🙂 line of an answer, numbered {:05d}\n"
+    answer = "".join(line.format(i) for i in range(200))  # about 2.4 messages
+    huge = "".join(line.format(i) for i in range(2000))
+    assert all(units(p) <= 4096 for p in split_message(answer)) and "".join(split_message(answer)) == answer
+    assert split_message("x" * 5000) == ["x" * 4096, "x" * 904]
+    with trio.fail_after(30):
+        async with world(sandbox) as (fake, daemon, bot):
+            record = await daemon.manager.create(["sleep", "60"], cwd=tmp_path, title="answers")
+            await bot._enqueue(record.id, answer)
+            await bot._enqueue(record.id, huge)
+            thread = await topic_of(fake, record)
+            document: Message = await fake.wait_for(
+                lambda: next((m for m in fake.in_topic(FORUM, thread) if m.document), None)
+            )
+            parts = [t for t in texts(fake, thread) if "numbered" in t]
+            assert len(parts) == 3 and "".join(parts) == answer
+            assert all(p.endswith("\n") for p in parts)  # cut where lines end
+            assert document.document == huge.encode() and document.caption is not None
+            while await bot.store.pending(FORUM):  # removed once Telegram took it
+                await trio.sleep(0.05)
+
+
+async def test_a_429_pauses_only_its_own_chat_for_retry_after(sandbox: Sandbox, tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with world(sandbox) as (fake, daemon, bot):
+            record = await daemon.manager.create(["sleep", "60"], cwd=tmp_path, title="penalized")
+            thread = await topic_of(fake, record)
+            fake.penalize(FORUM, 3)
+            penalty_ends = fake.penalties[FORUM]
+            await bot._enqueue(record.id, "the final answer")
+            fake.say("/help", chat_id=USER)  # a private chat: its own lane
+            reply: Message = await fake.wait_for(
+                lambda: next((m for m in fake.messages.values() if m.chat_id == USER), None)
+            )
+            answered_at = next(c.at for c in fake.calls if c.error == 0 and c.params.get("chat_id") == USER)
+            assert answered_at < penalty_ends and reply.text.startswith("trio-bridge")
+            await fake.wait_for(lambda: "the final answer" in texts(fake, thread))
+            sent_at = next(
+                c.at for c in fake.calls if c.error == 0 and c.params.get("text") == "the final answer"
+            )
+            assert sent_at >= penalty_ends
+            # the forum's calls waited out retry_after: one 429 each (the answer, maybe a status edit)
+            refused = [c for c in fake.errors(429) if c.params.get("chat_id") == FORUM]
+            assert 1 <= len(refused) <= 2, refused
+
+
+async def test_a_deleted_topic_is_made_again_once(sandbox: Sandbox, tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with world(sandbox) as (fake, daemon, bot):
+            record = await daemon.manager.create(["cat"], cwd=tmp_path, title="deleted")
+            first = await topic_of(fake, record)
+            await fake.wait_for(lambda: fake.in_topic(FORUM, first))
+            fake.delete_topic(FORUM, first)
+            await daemon.manager.send_text(record.id, "again-1", enter=True)
+            second = await fake.wait_for(lambda: fake.thread_named("deleted"))
+            await fake.wait_for(lambda: any("again-1" in t for t in texts(fake, second)))
+            assert second != first and calls(fake, "createForumTopic") == 2
+            fake.delete_topic(FORUM, second)
+            await daemon.manager.send_text(record.id, "again-2", enter=True)
+            await fake.wait_for(lambda: bot.store.topic(record.id).thread_id is None)  # type: ignore[union-attr]
+            await trio.sleep(0.5)
+            assert calls(fake, "createForumTopic") == 2 and fake.thread_named("deleted") is None
+
+
+async def test_a_second_poller_is_one_log_line_and_polling_resumes(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "trio_bridge.telegram")
+    with trio.fail_after(30):
+        async with world(sandbox) as (fake, _, bot), BotApi(fake.url, TOKEN) as rival:
+
+            async def poll_as_rival() -> None:
+                while True:
+                    try:
+                        await rival.call("getUpdates", {"timeout": 1}, read_timeout=5)
+                    except Exception:
+                        await trio.sleep(0.05)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(poll_as_rival)
+                await fake.wait_for(lambda: bot.poller.conflicts >= 3)
+                nursery.cancel_scope.cancel()
+            fake.say("/help")
+            await fake.wait_for(lambda: any(m.text.startswith("trio-bridge") for m in fake.messages.values()))
+    lines = [r.getMessage() for r in caplog.records if "another process is polling" in r.getMessage()]
+    assert len(lines) == 1 and "409" in lines[0]
+    assert any(r.getMessage() == "polling Telegram again" for r in caplog.records)
+    assert TOKEN not in caplog.text
+
+
+async def test_updates_are_handled_once_across_restarts_and_the_status_is_not_sent_again(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    with trio.fail_after(30):
+        async with open_fake_telegram(TOKEN) as fake, running_daemon(sandbox) as daemon:
+            record = await daemon.manager.create(["sleep", "60"], cwd=tmp_path, title="restart")
+            async with started_bot(daemon, fake):
+                thread = await topic_of(fake, record)
+                await fake.wait_for(lambda: fake.in_topic(FORUM, thread))
+                fake.say("/ls")
+                await fake.wait_for(lambda: any("restart" in m.text for m in fake.messages.values()))
+            replies = [m for m in fake.messages.values() if m.thread_id is None]
+            async with started_bot(daemon, fake) as bot:
+                fake.say("/help")
+                await fake.wait_for(
+                    lambda: any(m.text.startswith("trio-bridge") for m in fake.messages.values())
+                )
+                await fake.wait_for(lambda: bot.poller.updates >= 1)
+                await trio.sleep(0.5)  # the status is looked at again
+            # /ls was not answered twice; the same status was an edit Telegram refused as not modified
+            assert [m for m in fake.messages.values() if m.thread_id is None][: len(replies)] == replies
+            assert sum("restart" in m.text for m in fake.messages.values() if m.thread_id is None) == 1
+            assert len(fake.in_topic(FORUM, thread)) == 1 and calls(fake, "createForumTopic") == 1
+            assert any("not modified" in (c.method + str(c.error)) or c.error == 400 for c in fake.calls)
+            await daemon.manager.kill(record.id)
+
+
+async def test_the_daemon_runs_the_bot_only_with_a_token(sandbox: Sandbox, tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with open_fake_telegram(TOKEN) as fake:
+            overrides = dict(telegram_token=TOKEN, telegram_chat=FORUM, telegram_users=(USER,),
+                             telegram_api_url=fake.url)  # fmt: skip
+            async with running_daemon(sandbox, **overrides) as daemon:
+                record = await daemon.manager.create(["sleep", "60"], cwd=tmp_path, title="from-daemon")
+                thread = await topic_of(fake, record)
+                await fake.wait_for(lambda: fake.in_topic(FORUM, thread))
+                await daemon.manager.kill(record.id)
+
+
+def test_a_daemon_without_a_token_never_loads_telegram(sandbox: Sandbox) -> None:
+    code = (
+        "import sys, trio; from trio_bridge.config import resolve_settings; "
+        "from trio_bridge.daemon import serve_daemon\n"
+        "async def main():\n"
+        "    async with trio.open_nursery() as n:\n"
+        "        await n.start(serve_daemon, resolve_settings().settings); n.cancel_scope.cancel()\n"
+        "trio.run(main)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('trio_bridge.telegram')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=sandbox.env, capture_output=True, timeout=30)
+    assert result.stdout.decode().splitlines()[-1] == "[]", result.stderr.decode()
+
+
+def test_telegram_settings(tmp_path: Path) -> None:
+    env = {
+        "HOME": str(tmp_path),
+        "TRIO_BRIDGE_TELEGRAM_CHAT": "-100123",
+        "TRIO_BRIDGE_TELEGRAM_USERS": "1, 22",
+    }
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    resolved = resolve_settings({**env, "TRIO_BRIDGE_TELEGRAM_TOKEN_FILE": str(token_file)})
+    s = resolved.settings
+    assert (s.telegram_token, s.telegram_chat, s.telegram_users) == (TOKEN, -100123, (1, 22))
+    assert s.telegram_api_url == "https://api.telegram.org" and TOKEN not in repr(s)
+    assert resolved.sources["telegram_token"] == "env TRIO_BRIDGE_TELEGRAM_TOKEN_FILE"
+    token_file.chmod(0o644)
+    with pytest.raises(ConfigError, match="readable by others"):
+        resolve_settings({**env, "TRIO_BRIDGE_TELEGRAM_TOKEN_FILE": str(token_file)})
+    with pytest.raises(ConfigError, match="telegram_chat"):
+        resolve_settings({"HOME": str(tmp_path), "TRIO_BRIDGE_TELEGRAM_TOKEN": TOKEN})
+    for bad in ("http://api.example.org", "ftp://x"):
+        with pytest.raises(ConfigError, match="TELEGRAM_API_URL"):
+            resolve_settings({**env, "TRIO_BRIDGE_TELEGRAM_API_URL": bad})
+    assert resolve_settings(
+        {**env, "TRIO_BRIDGE_TELEGRAM_API_URL": "http://127.0.0.1:81/"}
+    ).settings.telegram_api_url == ("http://127.0.0.1:81")
+    with pytest.raises(ConfigError, match="TELEGRAM_USERS"):
+        resolve_settings({**env, "TRIO_BRIDGE_TELEGRAM_USERS": "1,-2"})
+
+
+def test_config_command_hides_the_telegram_token(sandbox: Sandbox) -> None:
+    env = {**sandbox.env, "TRIO_BRIDGE_TELEGRAM_TOKEN": TOKEN, "TRIO_BRIDGE_TELEGRAM_CHAT": "-100123"}
+    result = sandbox.cli("config", env=env)
+    assert result.returncode == 0, result.stderr
+    assert TOKEN.encode() not in result.stdout and b"telegram_token " in result.stdout
+    assert b"(set, hidden)" in result.stdout
+    assert os.environ.get("TRIO_BRIDGE_TELEGRAM_TOKEN") is None
