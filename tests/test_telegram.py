@@ -267,7 +267,6 @@ async def test_updates_are_handled_once_across_restarts_and_the_status_is_not_se
                 await fake.wait_for(lambda: fake.in_topic(FORUM, thread))
                 fake.say("/ls")
                 await fake.wait_for(lambda: any("restart" in m.text for m in fake.messages.values()))
-            replies = [m for m in fake.messages.values() if m.thread_id is None]
             async with started_bot(daemon, fake) as bot:
                 fake.say("/help")
                 await fake.wait_for(
@@ -275,11 +274,11 @@ async def test_updates_are_handled_once_across_restarts_and_the_status_is_not_se
                 )
                 await fake.wait_for(lambda: bot.poller.updates >= 1)
                 await trio.sleep(0.5)  # the status is looked at again
-            # /ls was not answered twice; the same status was an edit Telegram refused as not modified
-            assert [m for m in fake.messages.values() if m.thread_id is None][: len(replies)] == replies
+            # /ls was not answered twice; the same status was an edit Telegram refused as not
+            # modified (the restarted bot knew the message, not what it said), taken as done
             assert sum("restart" in m.text for m in fake.messages.values() if m.thread_id is None) == 1
             assert len(fake.in_topic(FORUM, thread)) == 1 and calls(fake, "createForumTopic") == 1
-            assert any("not modified" in (c.method + str(c.error)) or c.error == 400 for c in fake.calls)
+            assert sorted(c.method for c in fake.errors(400)) == ["editForumTopic", "editMessageText"]
             await daemon.manager.kill(record.id)
 
 

@@ -93,6 +93,10 @@ class TelegramBot:
             for record in await self.manager.store.all():
                 if not record.state.ended:
                     self._watch(record.id)
+                    # answers given before we started were for whoever was there then (after a
+                    # daemon restart there are none: the outbox holds the undelivered ones)
+                    if (tracker := self.manager.agent(record.id)) is not None:
+                        self._answers[record.id] = tracker.answers
             await self.store.forget_topics({r.id for r in await self.manager.store.all()})
             nursery.start_soon(self._follow_events, events)
             nursery.start_soon(self._deliver_outbox)
@@ -145,9 +149,11 @@ class TelegramBot:
         record = event.record
         self._watch(record.id)
         if event.kind is EventKind.AGENT:
-            await self._queue_answer(record)
+            if event.agent is AgentState.IDLE:
+                await self._queue_answer(record)
             if event.agent is AgentState.WAITING_FOR_INPUT:
-                self.spawn(self._ask, record.id)
+                if record.id not in self._keyboards:
+                    self.spawn(self._ask, record.id)
             else:
                 self._close_question(record.id)
         elif record.state.ended:
@@ -189,20 +195,14 @@ class TelegramBot:
                     await status.changed.wait()
                 status.changed = trio.Event()
                 try:
-                    record = await self.manager.get(session_id)
-                    screen = await self.manager.screen(session_id)
+                    record = await self._show_status(session_id, status)
+                except TopicGoneError:
+                    return
                 except UnknownSessionError:
                     return
-                text = status_text(record, screen)
-                if text != status.text:
-                    try:
-                        await self._show_status(record, text)
-                    except TopicGoneError:
-                        return
-                    except (BotApiError, NetworkError) as exc:
-                        log.warning("session %s: status not shown: %s", session_id, exc)
-                        continue
-                    status.text = text
+                except (BotApiError, NetworkError) as exc:
+                    log.warning("session %s: status not shown: %s", session_id, exc)
+                    continue
                 try:
                     await self.topics.rename(record)
                 except (BotApiError, NetworkError) as exc:
@@ -212,31 +212,49 @@ class TelegramBot:
         finally:
             self._status.pop(session_id, None)
 
-    async def _show_status(self, record: SessionRecord, text: str) -> None:
-        """Edit the status message (a new one if it is gone: a deleted message, a new topic)."""
-        await self.topics.thread(record)  # made first: its id is in the status's record
-        topic = self.store.topic(record.id)
-        assert topic is not None
-        if topic.status_message_id is not None:
-            try:
-                await self.lanes.call(
-                    self.chat_id, "editMessageText",
-                    {"chat_id": self.chat_id, "message_id": topic.status_message_id, "text": text,
-                     "parse_mode": "HTML"}, Priority.LOW,
-                )  # fmt: skip
-                return
-            except BotApiError as exc:
-                if exc.not_modified:
-                    return
-                if not exc.message_gone:
-                    raise
+    async def _show_status(self, session_id: str, status: _Status) -> SessionRecord:
+        """Bring the status message up to date: edited in place, rendered within the chat's
+        turn (so what goes is the latest), skipped when unchanged; a new message when there is
+        none yet or it was deleted. Returns the session's record as shown.
+
+        Raises:
+            UnknownSessionError, TopicGoneError, BotApiError, NetworkError.
+        """
+        record = await self.manager.get(session_id)
+        if status_text(record, await self.manager.screen(session_id)) == status.text:
+            return record  # unchanged: not even a turn is taken
+        await self.topics.thread(record)  # made first (outside the turn: it takes one itself)
+        lane = self.lanes.lane(self.chat_id)
+        async with lane.turn(Priority.LOW):
+            record = await self.manager.get(session_id)
+            text = status_text(record, await self.manager.screen(session_id))
+            topic = self.store.topic(session_id)
+            if text == status.text or topic is None or topic.thread_id is None:
+                return record
+            if topic.status_message_id is not None:
+                try:
+                    await lane.send(
+                        "editMessageText",
+                        {"chat_id": self.chat_id, "message_id": topic.status_message_id, "text": text,
+                         "parse_mode": "HTML"},
+                    )  # fmt: skip
+                    status.text = text
+                    return record
+                except BotApiError as exc:
+                    if exc.not_modified:
+                        status.text = text
+                        return record
+                    if not exc.message_gone:
+                        raise
         message = await self.topics.send(
             record, "sendMessage", {"text": text, "parse_mode": "HTML", "disable_notification": True},
             Priority.NORMAL,
         )  # fmt: skip
+        status.text = text
         topic = self.store.topic(record.id)
         if topic is not None:
             await self.store.put_topic(attrs.evolve(topic, status_message_id=int(message["message_id"])))
+        return record
 
     # -- questions -------------------------------------------------------------------
 

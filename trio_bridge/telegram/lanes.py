@@ -15,7 +15,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
@@ -109,34 +110,47 @@ class ChatLane:
         else:
             self._busy = False
 
+    @asynccontextmanager
+    async def turn(self, priority: int = Priority.NORMAL) -> AsyncIterator[None]:
+        """This chat's turn: within, :meth:`send` calls go out, and no one else's. A status
+        renders what it shows inside its turn, so what it sends is the latest, however long
+        it waited (edits coalesce)."""
+        await self._turn(priority)
+        try:
+            yield
+        finally:
+            self._release()
+
     async def call(
         self, method: str, params: Mapping[str, Any], priority: int = Priority.NORMAL, **kw: Any
     ) -> Any:
-        """Make the call when this chat's turn and pace allow; wait out 429s; retry network
-        failures (``attempts`` in all). Raises what :meth:`BotApi.call` raises otherwise."""
-        await self._turn(priority)
-        try:
-            failures = 0
-            while True:
-                await trio.sleep_until(self.paused_until)
-                await self._lanes._global_turn()
-                try:
-                    return await self._lanes.api.call(method, params, **kw)
-                except RetryAfterError as exc:
-                    log.warning(
-                        "chat %s: Telegram says too many requests (%s): pausing this chat %g s",
-                        self.chat_id, method, exc.retry_after,
-                    )  # fmt: skip
-                    self.paused_until = trio.current_time() + exc.retry_after
-                except (NetworkError, BotApiError) as exc:
-                    if isinstance(exc, BotApiError) and exc.code < 500:
-                        raise
-                    failures += 1
-                    if failures >= self._lanes.attempts:
-                        raise
-                    log.info("chat %s: %s failed (%s); retrying", self.chat_id, method, exc)
-                    self.paused_until = trio.current_time() + min(30.0, 2.0**failures)
-                finally:
-                    self.paused_until = max(self.paused_until, trio.current_time() + self.interval)
-        finally:
-            self._release()
+        """:meth:`send` in a turn of its own."""
+        async with self.turn(priority):
+            return await self.send(method, params, **kw)
+
+    async def send(self, method: str, params: Mapping[str, Any], **kw: Any) -> Any:
+        """Make the call (within a :meth:`turn`) when this chat's pace allows; wait out 429s;
+        retry network failures (``attempts`` in all). Raises what :meth:`BotApi.call` raises
+        otherwise."""
+        failures = 0
+        while True:
+            await trio.sleep_until(self.paused_until)
+            await self._lanes._global_turn()
+            try:
+                return await self._lanes.api.call(method, params, **kw)
+            except RetryAfterError as exc:
+                log.warning(
+                    "chat %s: Telegram says too many requests (%s): pausing this chat %g s",
+                    self.chat_id, method, exc.retry_after,
+                )  # fmt: skip
+                self.paused_until = trio.current_time() + exc.retry_after
+            except (NetworkError, BotApiError) as exc:
+                if isinstance(exc, BotApiError) and exc.code < 500:
+                    raise
+                failures += 1
+                if failures >= self._lanes.attempts:
+                    raise
+                log.info("chat %s: %s failed (%s); retrying", self.chat_id, method, exc)
+                self.paused_until = trio.current_time() + min(30.0, 2.0**failures)
+            finally:
+                self.paused_until = max(self.paused_until, trio.current_time() + self.interval)
