@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
@@ -27,6 +28,7 @@ from ._api import Daemon, running_daemon
 from ._fake_telegram import FORUM, STRANGER, USER, FakeTelegram, Message, open_fake_telegram
 from .conftest import Sandbox
 from .test_agent_sessions import agent_sandbox, env_of  # noqa: F401 - a fixture
+from .test_mesh import redis_server, redis_url  # noqa: F401 - fixtures
 
 TOKEN = "123456789:" + "AbC-d_" * 6
 
@@ -344,3 +346,61 @@ def test_config_command_hides_the_telegram_token(sandbox: Sandbox) -> None:
     assert TOKEN.encode() not in result.stdout and b"telegram_token " in result.stdout
     assert b"(set, hidden)" in result.stdout
     assert os.environ.get("TRIO_BRIDGE_TELEGRAM_TOKEN") is None
+
+
+@attrs.frozen
+class MeshMember:
+    """What the bot uses of a computer's mesh membership: its name and a real Redis client."""
+
+    redis: Any
+    name: str
+    instance: str
+
+
+async def test_with_a_mesh_one_computer_runs_the_bot_and_another_takes_over(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    redis_url: str,  # noqa: F811 - the fixture
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from trio_bridge.mesh import open_redis, scan_keys
+    from trio_bridge.telegram import serve_telegram
+
+    caplog.set_level(logging.INFO, "trio_bridge.telegram")
+    with trio.fail_after(40):
+        async with (
+            open_fake_telegram(TOKEN) as fake,
+            running_daemon(sandbox) as daemon,
+            open_redis(redis_url) as redis,
+            trio.open_nursery() as nursery,
+        ):
+            base = dataclasses.replace(
+                daemon.settings, telegram_token=TOKEN, telegram_chat=FORUM, telegram_users=(USER,),
+                telegram_api_url=fake.url, heartbeat_ttl=1.5,
+            )  # fmt: skip
+            members = {}
+            for name in ("alpha", "beta"):
+                (tmp_path / name).mkdir()
+                members[name] = (
+                    dataclasses.replace(base, state_dir=tmp_path / name),
+                    MeshMember(redis, name, "i"),
+                )
+            alpha = trio.CancelScope()
+
+            async def run_alpha() -> None:
+                with alpha:
+                    await serve_telegram(members["alpha"][0], daemon.manager, "alpha", members["alpha"][1])
+
+            nursery.start_soon(run_alpha)
+            await fake.wait_for(lambda: calls(fake, "getUpdates"))
+            nursery.start_soon(serve_telegram, members["beta"][0], daemon.manager, "beta", members["beta"][1])
+            await trio.sleep(2.0)  # beta tries for the lease every 0.5 s meanwhile; alpha renews it
+            assert fake.errors(409) == []  # one poller
+            assert "the Telegram bot runs elsewhere (alpha/i)" in caplog.text
+            alpha.cancel()  # alpha stops (and gives the lease up)
+            fake.say("/help")
+            await fake.wait_for(lambda: any(m.text.startswith("trio-bridge") for m in fake.messages.values()))
+            assert fake.errors(409) == [] and TOKEN not in caplog.text
+            (key,) = [k async for k in scan_keys(redis, "tb:telegram:poller:*")]
+            assert await redis.call("GET", key) == "beta/i"
+            nursery.cancel_scope.cancel()

@@ -148,7 +148,9 @@ async def serve_daemon(
 
                 telegram = Supervisor("telegram", policy)
                 context.supervisors += (telegram,)
-                await nursery.start(telegram.run, serve_telegram, settings, manager, context.computer_name)
+                await nursery.start(
+                    telegram.run, serve_telegram, settings, manager, context.computer_name, mesh
+                )
             log.info("ready (state %s, tmux -L %s, API %s)", state, settings.tmux_socket, listeners.unix_path)
             task_status.started(RunningDaemon(manager, listeners.unix_path, listeners.tcp_url))
             await trio.sleep_forever()

@@ -18,7 +18,7 @@ It talks to the daemon's own :class:`SessionManager` in the same process (no HTT
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -33,6 +33,9 @@ from .lanes import Lanes, Priority
 from .poller import Poller
 from .store import OutboxEntry, TelegramStore, open_telegram_store
 from .topics import TopicGoneError, Topics
+
+if TYPE_CHECKING:
+    from ..mesh import Mesh
 
 __all__ = ["TelegramBot", "serve_telegram"]
 
@@ -364,15 +367,46 @@ async def serve_telegram(
     settings: Settings,
     manager: SessionManager,
     computer: str,
+    mesh: Mesh | None = None,
     *,
-    task_status: trio.TaskStatus[TelegramBot] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the Telegram front end until cancelled; report the :class:`TelegramBot` once it
-    serves (without waiting for Telegram to answer: the daemon starts without a network)."""
+    """Run the Telegram front end until cancelled. Ready at once: the daemon starts without
+    Telegram answering, and with a ``mesh`` the bot runs only while this computer holds the
+    bot's lease (see :mod:`.lease`).
+
+    A lost lease (another holder, Redis unreachable for too long) stops the bot here; then it
+    waits for the lease again.
+    """
+    assert settings.telegram_token is not None
+    if not settings.telegram_users:
+        log.warning("telegram_users is empty: the bot shows the sessions, and nobody may act")
+    task_status.started()
+    if mesh is None:
+        await _serve_bot(settings, manager, computer)
+        return
+    from .lease import LeaseLostError, PollerLease
+
+    lease = PollerLease(
+        mesh.redis, settings.telegram_token, f"{mesh.name}/{mesh.instance}", settings.heartbeat_ttl
+    )
+    while True:
+        await lease.acquire()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lease.keep)  # raises when lost: the bot here stops with it
+                await _serve_bot(settings, manager, computer)
+        except* LeaseLostError as group:
+            log.warning("the Telegram bot stopped here: %s; waiting for its lease again", group.exceptions[0])
+        finally:
+            await lease.release()
+
+
+async def _serve_bot(settings: Settings, manager: SessionManager, computer: str) -> None:
     assert settings.telegram_token is not None
     async with (
         open_telegram_store(settings.state_dir / "telegram.db") as store,
         BotApi(settings.telegram_api_url, settings.telegram_token) as api,
     ):
         bot = TelegramBot(settings, manager, api, store, computer)
-        await bot.run(task_status=task_status)
+        await bot.run()
