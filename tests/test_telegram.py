@@ -158,6 +158,9 @@ async def test_agent_from_a_phone_start_prompt_approve_answer_kill(
             assert [a["text"] for a in fake.callback_answers] == ["Sent 1."]
             await fake.wait_for(lambda: "ANSWER: please PERMISSION now" in texts(fake, thread))
             assert question.text == "Answered: 1" and question.reply_markup is None
+            fake.tap(question, buttons[1]["callback_data"])  # a second tap, on a closed question
+            await fake.wait_for(lambda: len(fake.callback_answers) == 2)
+            assert fake.callback_answers[1]["text"] == "This question is no longer open."
             fake.say("/kill", thread_id=thread)
             await fake.wait_for(lambda: "Session ended: killed." in texts(fake, thread))
             # the answer went once, the stranger got nothing
@@ -188,6 +191,59 @@ async def test_long_answers_split_on_lines_and_very_long_ones_go_as_a_file(
             assert document.document == huge.encode() and document.caption is not None
             while await bot.store.pending(FORUM):  # removed once Telegram took it
                 await trio.sleep(0.05)
+
+
+async def test_screen_keys_and_commands_in_a_topic(sandbox: Sandbox, tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with world(sandbox) as (fake, daemon, bot):
+            record = await daemon.manager.create(["cat"], cwd=tmp_path, title="commands")
+            thread = await topic_of(fake, record, bot)
+            fake.say("typed <here>", thread_id=thread)
+            fake.say("/screen", thread_id=thread)
+            screen: Message = await fake.wait_for(
+                lambda: next(
+                    (m for m in fake.in_topic(FORUM, thread) if m.text.count("typed &lt;here&gt;") == 2), None
+                )
+            )
+            assert screen.text.startswith("▶️ <b>running</b>\n<pre>")
+            fake.say("/keys Bogus", thread_id=thread)
+            await fake.wait_for(
+                lambda: any(t.startswith("Not done: unknown key 'Bogus'") for t in texts(fake, thread))
+            )
+            fake.say("/ls", thread_id=thread)
+            await fake.wait_for(
+                lambda: any(
+                    t.startswith(f"{record.id}  running  shell  commands") for t in texts(fake, thread)
+                )
+            )
+            fake.say("/screen")  # in General: no session there
+            await fake.wait_for(
+                lambda: any("works in a session's topic" in m.text for m in fake.messages.values())
+            )
+            fake.say("/keys C-d", thread_id=thread)
+            await fake.wait_for(lambda: "Session ended: exited with code 0." in texts(fake, thread))
+
+
+async def test_an_undelivered_answer_waits_on_disk_and_goes_once_after_a_restart(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    with trio.fail_after(30):
+        async with open_fake_telegram(TOKEN) as fake, running_daemon(sandbox) as daemon:
+            record = await daemon.manager.create(["sleep", "60"], cwd=tmp_path, title="kept")
+            async with started_bot(daemon, fake) as bot:
+                thread = await topic_of(fake, record, bot)
+                await fake.wait_for(lambda: fake.in_topic(FORUM, thread))  # its status
+                fake.penalize(FORUM, 600)  # flood control: nothing goes for ten minutes
+                await bot._enqueue(record.id, "the kept answer")
+                await fake.wait_for(lambda: fake.errors(429))
+                assert [e.text for e in await bot.store.pending(FORUM)] == ["the kept answer"]
+            fake.penalties.clear()
+            async with started_bot(daemon, fake) as bot:
+                await fake.wait_for(lambda: "the kept answer" in texts(fake, thread))
+                while await bot.store.pending(FORUM):
+                    await trio.sleep(0.05)
+            assert texts(fake, thread).count("the kept answer") == 1
+            await daemon.manager.kill(record.id)
 
 
 async def test_a_429_pauses_only_its_own_chat_for_retry_after(sandbox: Sandbox, tmp_path: Path) -> None:
