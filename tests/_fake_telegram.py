@@ -111,9 +111,10 @@ class FakeTelegram:
         self.updates: list[dict[str, Any]] = []
         self.callback_answers: list[dict[str, Any]] = []
         self.penalties: dict[int, float] = {}
-        #: seconds required between two calls to one chat (None: not enforced)
-        self.min_interval: float | None = None
-        self._last_call: dict[int, float] = {}
+        #: Telegram's flood limit on a group, enforced when set: at most COUNT calls in any
+        #: WINDOW seconds (Telegram's is about 20 a minute); beyond, a 429
+        self.group_limit: tuple[int, float] | None = None
+        self._recent: dict[int, list[float]] = {}
         self._ids = itertools.count(1)
         self._update_ids = itertools.count(100)
         self._threads = itertools.count(1000)
@@ -197,11 +198,14 @@ class FakeTelegram:
             raise ApiError(
                 429, f"Too Many Requests: retry after {math.ceil(until - now)}", math.ceil(until - now)
             )
-        if self.min_interval is not None:
-            last = self._last_call.get(chat_id)
-            if last is not None and now - last < self.min_interval - 0.05:
-                raise ApiError(429, "Too Many Requests: retry after 1", 1)
-        self._last_call[chat_id] = now
+        if self.group_limit is not None and chat_id < 0:
+            count, window = self.group_limit
+            recent = self._recent.setdefault(chat_id, [])
+            recent[:] = [t for t in recent if t > now - window]
+            if len(recent) >= count:
+                wait = math.ceil(recent[0] + window - now)
+                raise ApiError(429, f"Too Many Requests: retry after {wait}", wait)
+            recent.append(now)
 
     def _message_out(self, m: Message) -> dict[str, Any]:
         out: dict[str, Any] = {

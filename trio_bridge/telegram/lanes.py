@@ -3,11 +3,13 @@
 Telegram limits a bot per chat (about 20 messages a minute in a group, one a second in a
 private chat) and overall (about 30 a second). A 429 names the seconds to wait
 (``retry_after``); flood control turns into bans of hours for bots that ignore it. So each
-chat has a lane: calls to that chat go one at a time, spaced by the chat's interval, urgent
-ones (final answers, replies) before the others (status edits), and a 429 pauses that lane
-alone, for exactly ``retry_after``: other chats, the poller and callback answers go on (one
-global limiter or an inline sleep would stall every chat: the complaints of ccgram#171 and
-hermes-agent#86337). Failed calls (network) are retried, bounded.
+chat has a lane: calls to that chat go one at a time, urgent ones (final answers, replies)
+before the others (status edits), within the chat's budget (a token bucket: ``burst`` calls at
+once, one more each ``interval``; a group's 3 + 1 per 3.5 s stays within 20 a minute), of which
+status edits leave one call for what is urgent, so a reply goes at once even while screens
+change. A 429 pauses that lane alone, for exactly ``retry_after``: other chats, the poller and
+callback answers go on (one global limiter or an inline sleep would stall every chat: the
+complaints of ccgram#171 and hermes-agent#86337). Failed calls (network) are retried, bounded.
 """
 
 from __future__ import annotations
@@ -35,21 +37,23 @@ class Priority:
 
 
 class Lanes:
-    """The lanes of every chat, sharing one global pace. ``interval(chat_id)`` is the
-    seconds between two calls to one chat."""
+    """The lanes of every chat, sharing one global pace. A chat's budget: ``burst`` calls, and
+    one more each ``group_interval`` (a group: its id is negative) or ``private_interval``."""
 
     def __init__(
         self,
         api: BotApi,
         *,
-        group_interval: float = 3.0,
+        group_interval: float = 3.5,
         private_interval: float = 1.0,
+        burst: int = 3,
         global_interval: float = 1 / 25,
         attempts: int = 3,
     ) -> None:
         self.api = api
         self.group_interval = group_interval
         self.private_interval = private_interval
+        self.burst = burst
         self.global_interval = global_interval
         self.attempts = attempts
         self._lanes: dict[int, ChatLane] = {}
@@ -60,7 +64,7 @@ class Lanes:
         if lane is None:
             # group and channel ids are negative
             interval = self.group_interval if chat_id < 0 else self.private_interval
-            lane = self._lanes[chat_id] = ChatLane(self, chat_id, interval)
+            lane = self._lanes[chat_id] = ChatLane(self, chat_id, interval, self.burst)
         return lane
 
     async def call(
@@ -78,11 +82,15 @@ class Lanes:
 class ChatLane:
     """Calls to one chat, one at a time, by priority then arrival."""
 
-    def __init__(self, lanes: Lanes, chat_id: int, interval: float) -> None:
+    def __init__(self, lanes: Lanes, chat_id: int, interval: float, burst: int) -> None:
         self._lanes = lanes
         self.chat_id = chat_id
         self.interval = interval
-        #: no call to this chat before this (trio clock): its pace, or a 429's retry_after
+        self.burst = max(1, burst)
+        self._tokens = float(self.burst)
+        self._stamp = trio.current_time()
+        self._priority = Priority.NORMAL  # the current turn's
+        #: no call to this chat before this (trio clock): a 429's retry_after, a failure's backoff
         self.paused_until = 0.0
         self._busy = False
         self._waiting: list[tuple[int, int, trio.Event]] = []
@@ -116,6 +124,7 @@ class ChatLane:
         renders what it shows inside its turn, so what it sends is the latest, however long
         it waited (edits coalesce)."""
         await self._turn(priority)
+        self._priority = priority
         try:
             yield
         finally:
@@ -134,7 +143,7 @@ class ChatLane:
         otherwise."""
         failures = 0
         while True:
-            await trio.sleep_until(self.paused_until)
+            await self._budget()
             await self._lanes._global_turn()
             try:
                 return await self._lanes.api.call(method, params, **kw)
@@ -144,6 +153,7 @@ class ChatLane:
                     self.chat_id, method, exc.retry_after,
                 )  # fmt: skip
                 self.paused_until = trio.current_time() + exc.retry_after
+                self._tokens = 0.0
             except (NetworkError, BotApiError) as exc:
                 if isinstance(exc, BotApiError) and exc.code < 500:
                     raise
@@ -152,5 +162,16 @@ class ChatLane:
                     raise
                 log.info("chat %s: %s failed (%s); retrying", self.chat_id, method, exc)
                 self.paused_until = trio.current_time() + min(30.0, 2.0**failures)
-            finally:
-                self.paused_until = max(self.paused_until, trio.current_time() + self.interval)
+
+    async def _budget(self) -> None:
+        """Wait for the pause to end and for a call in the budget (two for a low-priority call:
+        one stays for what is urgent); take one."""
+        need = min(float(self.burst), 2.0 if self._priority >= Priority.LOW else 1.0)
+        while True:
+            now = trio.current_time()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._stamp) / self.interval)
+            self._stamp = now
+            if now >= self.paused_until and self._tokens >= need:
+                self._tokens -= 1.0
+                return
+            await trio.sleep(max(self.paused_until - now, (need - self._tokens) * self.interval, 0.001))

@@ -101,4 +101,7 @@ class Poller:
                 handled = max(handled, update["update_id"] + 1)
             if handled != offset:
                 offset = handled
-                await self.store.set_offset(offset)
+                # shielded (and bounded): cancelled between handling and storing, a restart
+                # would handle the batch again
+                with trio.CancelScope(shield=True), trio.move_on_after(10):
+                    await self.store.set_offset(offset)
