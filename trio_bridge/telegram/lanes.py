@@ -89,7 +89,6 @@ class ChatLane:
         self.burst = max(1, burst)
         self._tokens = float(self.burst)
         self._stamp = trio.current_time()
-        self._priority = Priority.NORMAL  # the current turn's
         #: no call to this chat before this (trio clock): a 429's retry_after, a failure's backoff
         self.paused_until = 0.0
         self._busy = False
@@ -123,8 +122,15 @@ class ChatLane:
         """This chat's turn: within, :meth:`send` calls go out, and no one else's. A status
         renders what it shows inside its turn, so what it sends is the latest, however long
         it waited (edits coalesce)."""
-        await self._turn(priority)
-        self._priority = priority
+        while True:
+            if priority >= Priority.LOW:
+                # waits for its budget before its turn: holding the turn meanwhile would keep
+                # an answer or a reply waiting behind a status edit
+                await self._budget(2.0, take=False)
+            await self._turn(priority)
+            if priority < Priority.LOW or self._refilled() >= min(2.0, self.burst):
+                break
+            self._release()  # spent meanwhile by what is urgent: wait again
         try:
             yield
         finally:
@@ -143,7 +149,7 @@ class ChatLane:
         otherwise."""
         failures = 0
         while True:
-            await self._budget()
+            await self._budget(1.0)
             await self._lanes._global_turn()
             try:
                 return await self._lanes.api.call(method, params, **kw)
@@ -163,15 +169,20 @@ class ChatLane:
                 log.info("chat %s: %s failed (%s); retrying", self.chat_id, method, exc)
                 self.paused_until = trio.current_time() + min(30.0, 2.0**failures)
 
-    async def _budget(self) -> None:
-        """Wait for the pause to end and for a call in the budget (two for a low-priority call:
-        one stays for what is urgent); take one."""
-        need = min(float(self.burst), 2.0 if self._priority >= Priority.LOW else 1.0)
+    def _refilled(self) -> float:
+        now = trio.current_time()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._stamp) / self.interval)
+        self._stamp = now
+        return self._tokens
+
+    async def _budget(self, need: float, *, take: bool = True) -> None:
+        """Wait for the pause to end and for ``need`` calls in the budget; take one."""
+        need = min(float(self.burst), need)
         while True:
+            tokens = self._refilled()
             now = trio.current_time()
-            self._tokens = min(float(self.burst), self._tokens + (now - self._stamp) / self.interval)
-            self._stamp = now
-            if now >= self.paused_until and self._tokens >= need:
-                self._tokens -= 1.0
+            if now >= self.paused_until and tokens >= need:
+                if take:
+                    self._tokens -= 1.0
                 return
-            await trio.sleep(max(self.paused_until - now, (need - self._tokens) * self.interval, 0.001))
+            await trio.sleep(max(self.paused_until - now, (need - tokens) * self.interval, 0.001))
