@@ -4,6 +4,7 @@ real daemon, real tmux and the fake agent CLI. Every test is bounded by ``trio.f
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import subprocess
@@ -16,16 +17,19 @@ from typing import Any
 import attrs
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trio_bridge.config import ConfigError, resolve_settings
-from trio_bridge.sessions import SessionRecord
+from trio_bridge.sessions import SessionRecord, SessionState
 from trio_bridge.telegram import BotApi, TelegramBot
-from trio_bridge.telegram._text import split_message, units
+from trio_bridge.telegram._text import split_message, status_text, topic_name, units
+from trio_bridge.telegram.keyboard import choices_on_screen, keyboard, parse_callback
 from trio_bridge.telegram.lanes import Lanes
 from trio_bridge.telegram.store import open_telegram_store
 
 from ._api import Daemon, running_daemon
-from ._fake_telegram import FORUM, STRANGER, USER, FakeTelegram, Message, open_fake_telegram
+from ._fake_telegram import FORUM, STRANGER, USER, FakeTelegram, Message, open_fake_telegram, plain_text
 from .conftest import Sandbox
 from .test_agent_sessions import agent_sandbox, env_of  # noqa: F401 - a fixture
 from .test_mesh import redis_server, redis_url  # noqa: F401 - fixtures
@@ -460,3 +464,47 @@ async def test_with_a_mesh_one_computer_runs_the_bot_and_another_takes_over(
             (key,) = [k async for k in scan_keys(redis, "tb:telegram:poller:*")]
             assert await redis.call("GET", key) == "beta/i"
             nursery.cancel_scope.cancel()
+
+
+@given(st.text(alphabet=st.sampled_from("ab\n🙂é "), max_size=400), st.integers(min_value=2, max_value=50))
+def test_split_message_keeps_everything_within_the_limit(text: str, limit: int) -> None:
+    parts = split_message(text, limit)
+    assert "".join(parts) == text
+    assert all(units(p) <= limit for p in parts)
+    # a part ends where a line ends, unless its line alone was too long
+    for part, after in itertools.pairwise(parts):
+        line = part.rsplit("\n", 1)[-1] + after.split("\n", 1)[0] + ("\n" if "\n" in after else "")
+        assert part.endswith("\n") or units(line) > limit
+
+
+def test_question_buttons_from_the_screen_and_what_a_tap_may_say() -> None:
+    claude = (
+        "Bash command\n  rm -rf build\n\nDo you want to proceed?\n"
+        "\u276f 1. Yes\n  2. Yes, and don't ask again for rm commands in /very/long/path/of/the/project\n"
+        "  3. No, and tell Claude what to do differently (esc)\n"
+    )
+    assert [(c.key, c.label) for c in choices_on_screen(claude)] == [
+        ("1", "1. Yes"),
+        ("2", "2. Yes, and don't ask again for rm command…"),
+        ("3", "3. No, and tell Claude what to do differen…"),
+    ]
+    assert [c.key for c in choices_on_screen("Continue? (press enter)")] == ["Enter", "Escape"]
+    markup = keyboard("0123456789ab", choices_on_screen(claude))
+    datas = [row[0]["callback_data"] for row in markup["inline_keyboard"]]
+    assert all(len(d.encode()) <= 64 for d in datas)
+    assert [parse_callback(d) for d in datas] == [("0123456789ab", k) for k in "123"]
+    for bad in ("k:0123456789AB:1", "k:0123456789ab:0", "k:0123456789ab:C-c", "k:0123456789ab:1;x", None, 7):
+        assert parse_callback(bad) is None
+
+
+def test_status_and_topic_name_fit_telegram(tmp_path: Path) -> None:
+    record = SessionRecord(
+        id="0123456789ab", title="🙂" * 200, command=("sh",), cwd=str(tmp_path), env_keys=(), created_at=0.0,
+        state=SessionState.RUNNING, origin="telegram", tmux_name="tb-0123456789ab",
+    )  # fmt: skip
+    name = topic_name(record, "box")
+    assert units(name) <= 128 and name.startswith("▶️ box · shell · 🙂")
+    screen = "\n".join(f"{i:03d} " + "<&>" * 60 for i in range(300))
+    text = status_text(record, screen)
+    shown = plain_text(text, "HTML")  # what Telegram counts; raises on broken HTML
+    assert units(shown) <= 4096 and shown.rstrip().endswith("299 " + "<&>" * 60)
