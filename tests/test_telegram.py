@@ -20,6 +20,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trio_bridge.agents import AgentState
 from trio_bridge.config import ConfigError, resolve_settings
 from trio_bridge.sessions import SessionRecord, SessionState
 from trio_bridge.telegram import BotApi, TelegramBot
@@ -508,3 +509,42 @@ def test_status_and_topic_name_fit_telegram(tmp_path: Path) -> None:
     text = status_text(record, screen)
     shown = plain_text(text, "HTML")  # what Telegram counts; raises on broken HTML
     assert units(shown) <= 4096 and shown.rstrip().endswith("299 " + "<&>" * 60)
+
+
+@pytest.mark.timeout(150)
+async def test_real_claude_code_from_a_phone(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real Claude Code against the fake model API: started with /new, a prompt typed in its
+    topic, its permission dialog as buttons, a tap, the tool runs, the final answer arrives."""
+    from trio_bridge.agents import DEFAULT_PROFILES
+
+    from ._fake_models import FakeModelServer, claude_env
+    from .test_real_agents import agent_binary
+
+    profiles = dict(DEFAULT_PROFILES)
+    profiles["claude"] = dataclasses.replace(profiles["claude"], binary=agent_binary("claude"))
+    work = tmp_path / "work"
+    work.mkdir()
+    with FakeModelServer() as models:
+        # the daemon's environment is the sessions' (a /new names no environment)
+        for name, value in claude_env(tmp_path / "home", models.url, work).items():
+            monkeypatch.setenv(name, value)
+        with trio.fail_after(140):
+            async with world(sandbox, agents=profiles) as (fake, daemon, bot):
+                fake.say(f"/new claude cwd={work}")
+                while not (records := await daemon.manager.store.all()):
+                    await trio.sleep(0.05)
+                thread = await topic_of(fake, records[0], bot)
+                await daemon.manager.wait_agent(records[0].id, [AgentState.IDLE])
+                fake.say("RUN_TOOL: touch tool-ran.txt", thread_id=thread)
+                await fake.wait_for(lambda: "✅ The agent took the prompt." in texts(fake, thread))
+                question: Message = await fake.wait_for(
+                    lambda: next((m for m in fake.in_topic(FORUM, thread) if m.reply_markup), None)
+                )
+                buttons = [row[0] for row in question.reply_markup["inline_keyboard"]]
+                assert buttons[0]["text"].startswith("1. Yes"), buttons
+                fake.tap(question, buttons[0]["callback_data"])
+                await fake.wait_for(lambda: "TOOL-DONE" in texts(fake, thread))  # the answer, alone
+                assert (work / "tool-ran.txt").exists()
+                assert [a["text"] for a in fake.callback_answers] == ["Sent 1."]
