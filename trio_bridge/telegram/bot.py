@@ -82,6 +82,7 @@ class TelegramBot:
         #: updates from users not in telegram_users (ignored)
         self.ignored = 0
         self._status: dict[str, _Status] = {}
+        self._final_shown: set[str] = set()  # ended sessions whose last status is shown
         self._answers: dict[str, int] = {}  # per agent session: answers already queued
         self._keyboards: dict[str, int] = {}  # per session: the message of its open question
         self._outbox_changed = trio.Event()
@@ -183,6 +184,8 @@ class TelegramBot:
 
     def _watch(self, session_id: str) -> None:
         """Make sure the session has a status task; tell it something changed."""
+        if session_id in self._final_shown:
+            return
         status = self._status.get(session_id)
         if status is None:
             status = self._status[session_id] = _Status()
@@ -211,6 +214,7 @@ class TelegramBot:
                 except (BotApiError, NetworkError) as exc:
                     log.warning("session %s: topic not renamed: %s", session_id, exc)
                 if record.state.ended:
+                    self._final_shown.add(session_id)
                     return
         finally:
             self._status.pop(session_id, None)
