@@ -256,7 +256,7 @@ async def test_a_429_pauses_only_its_own_chat_for_retry_after(sandbox: Sandbox, 
         async with world(sandbox) as (fake, daemon, bot):
             record = await daemon.manager.create(["sleep", "60"], cwd=tmp_path, title="penalized")
             thread = await topic_of(fake, record)
-            fake.penalize(FORUM, 3)
+            fake.penalize(FORUM, 5)
             penalty_ends = fake.penalties[FORUM]
             await bot._enqueue(record.id, "the final answer")
             fake.say("/help", chat_id=USER)  # a private chat: its own lane

@@ -24,7 +24,7 @@ from ..sessions.manager import (
     UnknownAgentError,
 )
 from ..tmux import InvalidKeyError, InvalidTextError
-from ._text import escape, state_of, status_text
+from ._text import state_of, status_text
 from .api import BotApiError, NetworkError
 from .keyboard import parse_callback
 
@@ -140,7 +140,7 @@ async def _run_command(bot: TelegramBot, session_id: str | None, command: str, r
     if command == "kill":
         await manager.kill(session_id)
         return "", False  # its end is posted like any other
-    return f"Unknown command /{escape(command)}. /help says more.", False
+    return f"Unknown command /{command}. /help says more.", False
 
 
 async def _new(bot: TelegramBot, rest: str) -> str:
