@@ -340,9 +340,12 @@ class TelegramBot:
                 files={"document": ("answer.txt", entry.text.encode("utf-8"), "text/plain")},
             )  # fmt: skip
             return
-        for part in parts:
+        for n, part in enumerate(parts):
             if part.strip():
                 await self.topics.send(record, "sendMessage", {"text": part}, Priority.URGENT)
+            if n + 1 < len(parts):
+                # a restart from here sends the rest, not the parts already sent
+                await self.store.rest(entry.id, "".join(parts[n + 1 :]))
 
     async def _record(self, session_id: str | None) -> SessionRecord | None:
         if session_id is None:

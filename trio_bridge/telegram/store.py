@@ -5,8 +5,9 @@
 * each session's topic and status message (a topic is created once: createForumTopic is not
   idempotent, and a restart must not make a second one);
 * the outbox: final answers and ends of sessions waiting to be delivered. An entry is
-  removed once Telegram accepted it, so it survives a restart and goes once (a crash between
-  Telegram's answer and the removal would send it again: at least once, in that instant).
+  removed once Telegram accepted it (a long one is cut to what is left after each of its
+  messages), so it survives a restart and goes once (a crash between Telegram's answer and the
+  write would send that message again: at least once, in that instant).
 
 One connection, used from worker threads, serialised by a lock; topics are also kept in
 memory (this store is the database's only writer).
@@ -156,6 +157,15 @@ class TelegramStore:
     async def chats_pending(self) -> list[int]:
         rows = await self._run(lambda: self._db.execute("SELECT DISTINCT chat_id FROM outbox").fetchall())
         return [int(r["chat_id"]) for r in rows]
+
+    async def rest(self, entry_id: int, text: str) -> None:
+        """Part of the entry went: only ``text`` is left to deliver."""
+
+        def write() -> None:
+            with self._db:
+                self._db.execute("UPDATE outbox SET text = ? WHERE id = ?", (text, entry_id))
+
+        await self._run(write)
 
     async def delivered(self, entry_id: int) -> None:
         def write() -> None:
