@@ -115,6 +115,7 @@ class FakeTelegram:
         #: WINDOW seconds (Telegram's is about 20 a minute); beyond, a 429
         self.group_limit: tuple[int, float] | None = None
         self._recent: dict[int, list[float]] = {}
+        self._flood_after: dict[int, tuple[int, float]] = {}
         self._ids = itertools.count(1)
         self._update_ids = itertools.count(100)
         self._threads = itertools.count(1000)
@@ -159,6 +160,10 @@ class FakeTelegram:
     def penalize(self, chat_id: int, seconds: float) -> None:
         """Flood control: every call to this chat gets a 429 for ``seconds``."""
         self.penalties[chat_id] = trio.current_time() + seconds
+
+    def flood_after(self, chat_id: int, sends: int, seconds: float) -> None:
+        """Flood control that starts after ``sends`` more messages to this chat."""
+        self._flood_after[chat_id] = (sends, seconds)
 
     def delete_topic(self, chat_id: int, thread_id: int) -> None:
         """The user deletes a topic (its messages go with it)."""
@@ -280,6 +285,12 @@ class FakeTelegram:
             markup = self._check_markup(params.get("reply_markup"))
             message = Message(chat_id, next(self._ids), self._thread(chat_id, params), text, markup, [text])  # type: ignore[arg-type]
             self.messages[(message.chat_id, message.message_id)] = message
+            if chat_id in self._flood_after:
+                sends, seconds = self._flood_after.pop(chat_id)  # type: ignore[arg-type]
+                if sends > 1:
+                    self._flood_after[chat_id] = (sends - 1, seconds)  # type: ignore[index]
+                else:
+                    self.penalize(chat_id, seconds)  # type: ignore[arg-type]
             return self._message_out(message)
         if method == "sendDocument":
             if "document" not in files:

@@ -251,6 +251,33 @@ async def test_an_undelivered_answer_waits_on_disk_and_goes_once_after_a_restart
             await daemon.manager.kill(record.id)
 
 
+async def test_an_answer_cut_short_by_flood_control_sends_only_its_rest_after_a_restart(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    answer = "".join(
+        f"line {i:05d} of a long answer, long enough to need three messages\n" for i in range(180)
+    )
+    parts = split_message(answer)
+    assert len(parts) == 3
+    with trio.fail_after(30):
+        async with open_fake_telegram(TOKEN) as fake, running_daemon(sandbox) as daemon:
+            record = await daemon.manager.create(["sleep", "60"], cwd=tmp_path, title="cut")
+            async with started_bot(daemon, fake) as bot:
+                thread = await topic_of(fake, record, bot)
+                await fake.wait_for(lambda: fake.in_topic(FORUM, thread))  # its status
+                fake.flood_after(FORUM, 1, 600)  # the first part goes, then flood control
+                await bot._enqueue(record.id, answer)
+                await fake.wait_for(lambda: fake.errors(429))
+                while [e.text for e in await bot.store.pending(FORUM)] != ["".join(parts[1:])]:
+                    await trio.sleep(0.02)
+            fake.penalties.clear()
+            async with started_bot(daemon, fake):
+                await fake.wait_for(lambda: parts[2] in texts(fake, thread))
+            sent = [t for t in texts(fake, thread) if t.startswith("line ")]
+            assert sent == parts  # each once, in order
+            await daemon.manager.kill(record.id)
+
+
 async def test_a_429_pauses_only_its_own_chat_for_retry_after(sandbox: Sandbox, tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with world(sandbox) as (fake, daemon, bot):
