@@ -17,7 +17,14 @@ from pathlib import Path
 
 from . import agents, api, daemon, mesh, run_cli, telegram
 
-BENCHMARKS = {"run_cli": run_cli, "daemon": daemon, "api": api, "mesh": mesh, "agents": agents, "telegram": telegram}
+BENCHMARKS = {
+    "run_cli": run_cli,
+    "daemon": daemon,
+    "api": api,
+    "mesh": mesh,
+    "agents": agents,
+    "telegram": telegram,
+}
 
 
 def machine() -> dict[str, object]:
