@@ -116,6 +116,8 @@ class FakeTelegram:
         self.group_limit: tuple[int, float] | None = None
         self._recent: dict[int, list[float]] = {}
         self._flood_after: dict[int, tuple[int, float]] = {}
+        #: chats whose topics are on (forum supergroups)
+        self.forums: set[int] = {FORUM}
         self._ids = itertools.count(1)
         self._update_ids = itertools.count(100)
         self._threads = itertools.count(1000)
@@ -264,6 +266,8 @@ class FakeTelegram:
             return await self._get_updates(params)
         assert chat_id is not None or method == "answerCallbackQuery", method
         if method == "createForumTopic":
+            if chat_id not in self.forums:
+                raise ApiError(400, "Bad Request: the chat is not a forum")
             name = str(params["name"])
             if not 1 <= units(name) <= 128:
                 raise ApiError(400, "Bad Request: TOPIC_NAME_INVALID")

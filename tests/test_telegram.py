@@ -278,6 +278,28 @@ async def test_an_answer_cut_short_by_flood_control_sends_only_its_rest_after_a_
             await daemon.manager.kill(record.id)
 
 
+async def test_a_group_without_topics_is_one_log_line_not_a_storm(
+    sandbox: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "trio_bridge.telegram")
+    with trio.fail_after(30):
+        async with world(sandbox) as (fake, daemon, bot):
+            fake.forums.clear()  # the user forgot to turn Topics on
+            record = await daemon.manager.create(["sleep", "60"], cwd=tmp_path, title="no-forum")
+            await fake.wait_for(lambda: fake.errors(400))
+            for n in range(150):
+                fake.say(f"spam {n}", user=STRANGER)
+            await fake.wait_for(lambda: bot.ignored == 150)
+            await trio.sleep(1.0)  # ten status intervals
+            assert [c.method for c in fake.errors(400)] == ["createForumTopic"]
+            lines = [r.getMessage() for r in caplog.records]
+            assert [line for line in lines if "status not shown" in line] == [
+                f"session {record.id}: status not shown: "
+                "createForumTopic: 400 Bad Request: the chat is not a forum"
+            ]
+            assert len([line for line in lines if f"from user {STRANGER}" in line]) == 2  # the 1st, the 101st
+
+
 async def test_a_429_pauses_only_its_own_chat_for_retry_after(sandbox: Sandbox, tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with world(sandbox) as (fake, daemon, bot):

@@ -78,11 +78,16 @@ class TelegramBot:
         self.poller = Poller(api, store, self._handle)
         #: seconds between looks at a live session's screen (status edits coalesce meanwhile)
         self.status_interval = 2.0
+        #: seconds before a status that Telegram refused is tried again
+        self.retry_after_failure = 30.0
         self.username = ""
         #: updates from users not in telegram_users (ignored)
         self.ignored = 0
         self._status: dict[str, _Status] = {}
-        self._final_shown: set[str] = set()  # ended sessions whose last status is shown
+        self._final_shown: set[str] = set()
+        self._strangers: dict[
+            object, int
+        ] = {}  # updates ignored, per user id  # ended sessions whose last status is shown
         self._answers: dict[str, int] = {}  # per agent session: answers already queued
         self._keyboards: dict[str, int] = {}  # per session: the message of its open question
         self._outbox_changed = trio.Event()
@@ -131,7 +136,10 @@ class TelegramBot:
         if isinstance(user_id, int) and user_id in self.users:
             return True
         self.ignored += 1
-        log.info("ignored an update from user %s (not in telegram_users)", user_id)
+        # logged the first time, then every 100th (a stranger's flood does not flood the log)
+        seen = self._strangers[user_id] = self._strangers.get(user_id, 0) + 1
+        if seen % 100 == 1:
+            log.info("ignored an update from user %s (not in telegram_users; %d so far)", user_id, seen)
         return False
 
     # -- events -------------------------------------------------------------------
@@ -195,6 +203,7 @@ class TelegramBot:
     async def _status_loop(self, session_id: str, status: _Status) -> None:
         """Keep the session's status message current until the session has ended and its last
         status is shown; an unchanged status is never sent again."""
+        failed: str | None = None
         try:
             while True:
                 with trio.move_on_after(self.status_interval):
@@ -207,8 +216,14 @@ class TelegramBot:
                 except UnknownSessionError:
                     return
                 except (BotApiError, NetworkError) as exc:
-                    log.warning("session %s: status not shown: %s", session_id, exc)
+                    # (a group that is no forum, a bot without the right to manage topics: one
+                    # line per new trouble, and a slower pace until it is fixed)
+                    if str(exc) != failed:
+                        log.warning("session %s: status not shown: %s", session_id, exc)
+                        failed = str(exc)
+                    await trio.sleep(self.retry_after_failure)
                     continue
+                failed = None
                 try:
                     await self.topics.rename(record)
                 except (BotApiError, NetworkError) as exc:
