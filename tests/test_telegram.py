@@ -290,8 +290,10 @@ async def test_a_group_without_topics_is_one_log_line_not_a_storm(
             for n in range(150):
                 fake.say(f"spam {n}", user=STRANGER)
             await fake.wait_for(lambda: bot.ignored == 150)
+            await bot._enqueue(record.id, "an answer that waits for its topic")
             await trio.sleep(1.0)  # ten status intervals
-            assert [c.method for c in fake.errors(400)] == ["createForumTopic"]
+            assert [c.method for c in fake.errors(400)] == ["createForumTopic"] * 2  # status, answer
+            assert [e.text for e in await bot.store.pending(FORUM)] == ["an answer that waits for its topic"]
             lines = [r.getMessage() for r in caplog.records]
             assert [line for line in lines if "status not shown" in line] == [
                 f"session {record.id}: status not shown: "

@@ -329,12 +329,19 @@ class TelegramBot:
             for entry in await self.store.pending(self.chat_id):
                 try:
                     await self._deliver(entry)
-                except NetworkError as exc:
+                except (NetworkError, BotApiError) as exc:
+                    if isinstance(exc, BotApiError) and exc.method != "createForumTopic":
+                        # the message itself refused: sending it again would be refused again
+                        log.warning("outbox: dropped an entry for session %s: %s", entry.session_id, exc)
+                        await self.store.delivered(entry.id)
+                        continue
+                    # no network, or no topic (a group without topics, no right to manage
+                    # them): the answers wait until that is fixed
                     log.warning("outbox: could not deliver yet (%s); retrying", exc)
-                    await trio.sleep(5.0)
+                    await trio.sleep(5.0 if isinstance(exc, NetworkError) else self.retry_after_failure)
                     self._outbox_changed.set()
                     break
-                except (BotApiError, TopicGoneError) as exc:
+                except TopicGoneError as exc:
                     # refused as it is: sending it again would be refused again
                     log.warning("outbox: dropped an entry for session %s: %s", entry.session_id, exc)
                 await self.store.delivered(entry.id)
