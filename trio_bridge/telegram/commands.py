@@ -89,7 +89,8 @@ async def _message(bot: TelegramBot, message: dict[str, Any]) -> None:
         thread_id = int(message["message_thread_id"])
     session_id = bot.store.session_of(chat_id, thread_id) if thread_id is not None else None
     if text.startswith("/"):
-        head, _, rest = text.partition(" ")
+        head, *more = text.split(maxsplit=1)
+        rest = more[0] if more else ""
         command, _, addressee = head[1:].partition("@")
         if addressee and bot.username and addressee.lower() != bot.username.lower():
             return  # meant for another bot in the group
