@@ -7,8 +7,10 @@ import dataclasses
 import itertools
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -599,3 +601,35 @@ async def test_real_claude_code_from_a_phone(
                 await fake.wait_for(lambda: "TOOL-DONE" in texts(fake, thread))  # the answer, alone
                 assert (work / "tool-ran.txt").exists()
                 assert [a["text"] for a in fake.callback_answers] == ["Sent 1."]
+
+
+def test_a_daemon_whose_telegram_is_unreachable_serves_and_stops_cleanly(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
+    env = {
+        **sandbox.env, "TRIO_BRIDGE_TELEGRAM_TOKEN_FILE": str(token_file),
+        "TRIO_BRIDGE_TELEGRAM_CHAT": str(FORUM),
+        "TRIO_BRIDGE_TELEGRAM_API_URL": "http://127.0.0.1:9",  # nothing listens there: refused
+    }  # fmt: skip
+    log_path = tmp_path / "daemon.log"
+    with log_path.open("wb") as log_file:
+        daemon = subprocess.Popen([sys.executable, "-m", "trio_bridge", "daemon"], env=env, stderr=log_file)
+        try:
+            deadline = time.monotonic() + 15
+            while b"ready" not in log_path.read_bytes() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert b"ready" in log_path.read_bytes()
+            assert sandbox.cli("ls").returncode == 0  # the API serves meanwhile
+            time.sleep(2.5)  # getUpdates fails, backing off: 1 s, 2 s
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(timeout=15) == 0
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
+    text = log_path.read_text()
+    assert text.count("getUpdates failed") == 1, text  # one line, however often it failed
+    assert "crashed" not in text and TOKEN not in text and TOKEN.split(":")[1] not in text
