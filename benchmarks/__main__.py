@@ -15,9 +15,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import agents, api, daemon, mesh, run_cli
+from . import agents, api, daemon, mesh, run_cli, telegram
 
-BENCHMARKS = {"run_cli": run_cli, "daemon": daemon, "api": api, "mesh": mesh, "agents": agents}
+BENCHMARKS = {
+    "run_cli": run_cli,
+    "daemon": daemon,
+    "api": api,
+    "mesh": mesh,
+    "agents": agents,
+    "telegram": telegram,
+}
 
 
 def machine() -> dict[str, object]:

@@ -124,6 +124,16 @@ class Settings:
     #: agent profiles by name: the defaults, changed by the config file's ``[agents.NAME]``
     #: tables (see :mod:`trio_bridge.agents.profiles`)
     agents: Mapping[str, AgentProfile] = dataclasses.field(default_factory=lambda: dict(DEFAULT_PROFILES))
+    #: the Telegram bot's token (from BotFather); unset: no Telegram front end, nothing of it loaded
+    telegram_token: str | None = dataclasses.field(default=None, repr=False)
+    #: a file holding the token instead (read at start; must not be readable by group or others)
+    telegram_token_file: Path | None = None
+    #: the forum supergroup whose topics show the sessions (its id, e.g. -1001234567890)
+    telegram_chat: int | None = None
+    #: the Telegram user ids allowed to act; everyone else is ignored
+    telegram_users: tuple[int, ...] = ()
+    #: the Bot API's base URL (requests go to ``{url}/bot{token}/{method}``)
+    telegram_api_url: str = "https://api.telegram.org"
 
     @property
     def api_socket(self) -> Path:
@@ -256,6 +266,49 @@ def _computer(raw: object) -> str:
     return raw
 
 
+_TELEGRAM_TOKEN = re.compile(r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,100}$")
+
+
+def _telegram_token(raw: object) -> str:
+    if not isinstance(raw, str) or not _TELEGRAM_TOKEN.match(raw.strip()):
+        raise ValueError("expected a bot token as BotFather gives it: DIGITS:LETTERS")
+    return raw.strip()
+
+
+def _chat_id(raw: object) -> int:
+    try:
+        value = int(str(raw)) if not isinstance(raw, bool) else 0
+    except ValueError:
+        raise ValueError(f"expected a chat id (a whole number), got {raw!r}") from None
+    if value == 0:
+        raise ValueError(f"expected a chat id (a whole number), got {raw!r}")
+    return value
+
+
+def _user_ids(raw: object) -> tuple[int, ...]:
+    items = raw.replace(",", " ").split() if isinstance(raw, str) else raw
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str | int) for i in items):
+        raise ValueError(f"expected user ids (a list, or separated by commas), got {raw!r}")
+    ids = []
+    for item in items:
+        if isinstance(item, bool) or not str(item).isdigit() or int(item) <= 0:
+            raise ValueError(f"expected positive user ids, got {item!r}")
+        ids.append(int(item))
+    return tuple(ids)
+
+
+def _api_url(raw: object) -> str:
+    match = isinstance(raw, str) and re.match(
+        r"^(https?)://(\[[0-9a-fA-F:]+\]|[^/\s:\[\]]+)(:\d+)?(/\S*)?$", raw
+    )
+    if not match:
+        raise ValueError(f"expected https://HOST[:PORT][/PATH], got {raw!r}")
+    # the token travels in the URL's path: in clear text only to this computer itself
+    if match.group(1) == "http" and match.group(2) not in ("127.0.0.1", "localhost", "[::1]"):
+        raise ValueError(f"plain http is for a loopback address only (the token is in the URL), got {raw!r}")
+    return str(raw).rstrip("/")
+
+
 def _url(raw: object) -> str:
     if not isinstance(raw, str) or not re.match(r"^https?://[^/\s]+/?$", raw):
         raise ValueError(f"expected http://HOST:PORT or https://HOST:PORT, got {raw!r}")
@@ -372,6 +425,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("allowed_hosts", _hosts, "extra host names TCP requests may carry in Host (comma-separated)"),
     Setting("allowed_origins", _origins, "extra browser origins allowed to call the API (comma-separated)"),
     Setting("max_connections", _connections, "open connections per TCP listener at most"),
+    Setting(
+        "telegram_token", _telegram_token, "Telegram bot token (unset: no Telegram front end)", secret=True
+    ),
+    Setting("telegram_token_file", _path, "a file holding the Telegram bot token", file_for="telegram_token"),
+    Setting("telegram_chat", _chat_id, "the Telegram forum supergroup's chat id"),
+    Setting("telegram_users", _user_ids, "Telegram user ids allowed to act (comma-separated)"),
+    Setting("telegram_api_url", _api_url, "the Telegram Bot API's base URL"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -496,7 +556,7 @@ def resolve_settings(
                     # The file gives the secret at this layer, as if it were given here.
                     target = _BY_NAME[setting.file_for]
                     values[target.name] = target.parse(read_secret_file(values[name]))
-                    sources[target.name] = f"{where} ({setting.name})"
+                    sources[target.name] = where
             except ValueError as exc:
                 label = {"env": setting.env, "flag": setting.flag}.get(origin, f"{origin}: {name}")
                 raise ConfigError(f"{label}: {exc}") from None
@@ -510,7 +570,15 @@ def resolve_settings(
             f"heartbeat_ttl ({settings.heartbeat_ttl:g} s) must be longer than "
             f"heartbeat_interval ({settings.heartbeat_interval:g} s)"
         )
+    settings = _telegram(settings, sources)
     return Resolved(settings, sources, config_file)
+
+
+def _telegram(settings: Settings, sources: dict[str, str]) -> Settings:
+    """A chat required with a token."""
+    if settings.telegram_token is not None and settings.telegram_chat is None:
+        raise ConfigError("telegram_token is set but telegram_chat is not (the forum group's chat id)")
+    return settings
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -11,7 +11,8 @@ trio.run(_main)
         └── nursery (+ open_mesh when --redis: Redis client, heartbeat task)
             ├── Supervisor("sessions").run(SessionManager.run)   watchers of every session
             ├── Supervisor("retention").run(_retention)           prunes ended sessions hourly
-            └── Supervisor("api").run(serve_api)                  hypercorn + stream producers
+            ├── Supervisor("api").run(serve_api)                  hypercorn + stream producers
+            └── Supervisor("telegram").run(serve_telegram)        only with telegram_token set
 ```
 
 Stopping the daemon never stops the user's sessions: they live on in tmux, and the next
@@ -179,6 +180,15 @@ async def serve_daemon(
             # Streams get part of the shutdown deadline to end cleanly; the rest is for the others.
             graceful = max(0.1, min(2.0, settings.shutdown_timeout / 3))
             await nursery.start(api.run, partial(serve_api, graceful_timeout=graceful), context, listeners)
+            if settings.telegram_token is not None:
+                # imported only with a token: a daemon without one never loads it
+                from .telegram import serve_telegram
+
+                telegram = Supervisor("telegram", policy)
+                context.supervisors += (telegram,)
+                await nursery.start(
+                    telegram.run, serve_telegram, settings, manager, context.computer_name, mesh
+                )
             log.info("ready (state %s, tmux -L %s, API %s)", state, settings.tmux_socket, listeners.unix_path)
             task_status.started(RunningDaemon(manager, listeners.unix_path, listeners.tcp_url))
             await trio.sleep_forever()

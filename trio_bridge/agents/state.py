@@ -57,6 +57,8 @@ _AFTER_EVENT = {
 }
 
 _NATIVE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
+#: where a turn-end hook's payload carries the final answer (Claude, Gemini, Codex)
+_ANSWER_KEYS = ("last_assistant_message", "prompt_response", "last-assistant-message")
 #: notifications that ask the user nothing (Claude Code's names)
 _INFORMATIONAL = frozenset({"idle_prompt", "auth_success"})
 
@@ -80,6 +82,11 @@ class AgentTracker:
     prompts: set[str] = dataclasses.field(default_factory=set)
     #: prompt hooks seen (UserPromptSubmit, BeforeAgent): a submission is confirmed by a new one
     prompt_hooks: int = 0
+    #: the agent's final answer of its last turn, as its turn-end hook reported it (Claude's
+    #: ``last_assistant_message``, Gemini's ``prompt_response``, Codex's ``last-assistant-message``),
+    #: and how many such answers came (front ends deliver each once)
+    last_answer: str | None = None
+    answers: int = 0
     #: no hooks configured: the state comes from prompts, output and silence only
     hookless: bool = False
     #: hookless: seconds of silence after which a ``working`` (or ``starting``) agent is ``idle``
@@ -102,6 +109,11 @@ class AgentTracker:
         if isinstance(payload.get("prompt"), str) and event.lower() in ("userpromptsubmit", "beforeagent"):
             self.last_prompt = payload["prompt"]
             self.prompt_hooks += 1
+        for key in _ANSWER_KEYS:
+            if isinstance(payload.get(key), str):
+                self.last_answer = payload[key]
+                self.answers += 1
+                break
         kind = str(payload.get("type") or event).lower()
         new = _AFTER_EVENT.get(kind) or _AFTER_EVENT.get(event.lower())
         if new is None:

@@ -13,6 +13,8 @@ from ..config import SETTINGS, ConfigError, Setting, resolve_settings, setting_v
 def _shown(setting: Setting, value: object) -> str:
     if value is None:
         return "(unset)"
+    if isinstance(value, tuple):  # telegram_users: as it is written in a variable
+        return ",".join(map(str, value)) or "(none)"
     return "(set, hidden)" if setting.secret else str(value)
 
 
