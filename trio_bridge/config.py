@@ -124,6 +124,8 @@ class Settings:
     #: agent profiles by name: the defaults, changed by the config file's ``[agents.NAME]``
     #: tables (see :mod:`trio_bridge.agents.profiles`)
     agents: Mapping[str, AgentProfile] = dataclasses.field(default_factory=lambda: dict(DEFAULT_PROFILES))
+    #: serve the web dashboard at ``/`` of the TCP listener (``trio-bridge web`` prints a login link)
+    web: bool = False
 
     @property
     def api_socket(self) -> Path:
@@ -201,6 +203,16 @@ def _count(raw: object) -> int:
     if value < 0:
         raise ValueError(f"expected a whole number >= 0, got {raw!r}")
     return value
+
+
+def _switch(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(raw, str) and raw.strip().lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
 
 
 def _days(raw: object) -> float:
@@ -330,6 +342,8 @@ class Setting:
     secret: bool = False
     #: this setting names a file holding the value of that (secret) setting
     file_for: str | None = None
+    #: an on/off setting: its flag takes no value (``--web``)
+    switch: bool = False
 
     @property
     def env(self) -> str:
@@ -372,6 +386,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("allowed_hosts", _hosts, "extra host names TCP requests may carry in Host (comma-separated)"),
     Setting("allowed_origins", _origins, "extra browser origins allowed to call the API (comma-separated)"),
     Setting("max_connections", _connections, "open connections per TCP listener at most"),
+    Setting("web", _switch, "serve the web dashboard on the TCP listener (see trio-bridge web)", switch=True),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
