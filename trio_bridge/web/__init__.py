@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import mimetypes
 import secrets
 import time
@@ -21,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import msgspec
 from quart import Response, request
+from quart_schema import document_response
 from quart_trio import QuartTrio
 
 __all__ = ["CSP", "LOGIN_SECONDS", "LoginCodes", "register_web"]
@@ -45,6 +46,14 @@ _PAGE_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 _TYPES = {".mjs": "text/javascript", ".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+
+
+class LoginLink(msgspec.Struct):
+    """A single-use login link to the dashboard."""
+
+    url: str
+    #: seconds it stays valid
+    expires_in: float
 
 
 @attrs.define
@@ -115,6 +124,7 @@ def login_base(tcp_url: str) -> str:
 
 def register_web(app: QuartTrio, context: Any) -> None:
     """Add the dashboard's routes to the API's application (``context`` is its ApiContext)."""
+    from ..api._openapi import raw_response
     from ..api.app import ApiError
 
     codes = LoginCodes()
@@ -135,6 +145,7 @@ def register_web(app: QuartTrio, context: Any) -> None:
         return response
 
     @app.post("/v1/web/login")
+    @document_response(LoginLink)
     async def web_login_link() -> Response:
         """A single-use login link to the dashboard, valid 60 s (``trio-bridge web``): for the
         owner, over the unix socket or with the token; never for a dashboard session, never
@@ -149,18 +160,20 @@ def register_web(app: QuartTrio, context: Any) -> None:
                 409, "web_disabled", "the dashboard is off: start the daemon with --bind HOST:PORT --web"
             )
         url = f"{login_base(context.tcp_url)}/login?code={codes.issue()}"
-        response = Response(json.dumps({"url": url, "expires_in": LOGIN_SECONDS}))
+        response = Response(msgspec.json.encode(LoginLink(url=url, expires_in=LOGIN_SECONDS)))
         response.content_type = "application/json"
         response.headers["Cache-Control"] = "no-store"
         return response
 
     @app.get("/")
+    @raw_response(200, "text/html", "the dashboard (setting web; 404 without it)")
     async def web_dashboard() -> Response:
         """The dashboard's page."""
         enabled()
         return page(files["index.html"])
 
     @app.get("/web/<path:name>")
+    @raw_response(200, "text/plain", "a file of the dashboard: script, style, xterm.js")
     async def web_static(name: str) -> Response:
         """The page's scripts, styles and the vendored xterm.js."""
         enabled()
@@ -170,6 +183,7 @@ def register_web(app: QuartTrio, context: Any) -> None:
         return page(file)
 
     @app.get("/login")
+    @raw_response(303, None, "logged in: a session cookie, and on to the dashboard (403: not valid)")
     async def web_login() -> Response:
         """Follow a login link: a cookie session for this listener, then the dashboard."""
         enabled()
