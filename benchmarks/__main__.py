@@ -15,9 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import agents, api, daemon, mesh, run_cli
+from . import agents, api, daemon, mesh, run_cli, web
 
-BENCHMARKS = {"run_cli": run_cli, "daemon": daemon, "api": api, "mesh": mesh, "agents": agents}
+BENCHMARKS = {"run_cli": run_cli, "daemon": daemon, "api": api, "mesh": mesh, "agents": agents, "web": web}
 
 
 def machine() -> dict[str, object]:
