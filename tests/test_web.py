@@ -297,7 +297,7 @@ COLOURS = "printf '\\033[31mRED\\033[0m \\033[1;32mGREEN\\033[0m\\n'; exec sh"
 def open_terminal(web: WebDaemon, context: Any, session_id: str) -> Any:
     page = web.login(context)
     page.goto(f"{web.base}/#/s/{session_id}")
-    page.wait_for_function("() => window.trioBridgeTerminal !== undefined", timeout=5000)
+    page.wait_for_selector("#terminal-box[data-state=live]", state="attached", timeout=5000)
     return page
 
 
@@ -369,11 +369,14 @@ def test_terminal_resumes_after_a_daemon_restart_with_every_line_once(
     browser: Any, web: WebDaemon, tmp_path: Path
 ) -> None:
     go = tmp_path / "go"
+    # Five lines before the terminal opens (its seed, from the screen), the rest after (live),
+    # with a daemon restart in the middle.
     script = (
-        f"while [ ! -e {go} ]; do sleep 0.05; done; "
-        "i=1; while [ $i -le 60 ]; do printf 'line-%03d\\n' $i; i=$((i+1)); sleep 0.05; done; sleep 30"
+        "i=1; while [ $i -le 60 ]; do printf 'line-%03d\\n' $i; i=$((i+1)); "
+        f"if [ $i -eq 6 ]; then while [ ! -e {go} ]; do sleep 0.05; done; fi; sleep 0.05; done; sleep 30"
     )
     session = web.create(shell=script, width=60, height=12)
+    wait_until(lambda: "line-005" in web.screen(session["id"]))
     context = browser.new_context()
     page = open_terminal(web, context, session["id"])
     page.wait_for_function("() => window.trioBridgeTerminal.rows === 12")
@@ -433,3 +436,19 @@ def test_web_cli_needs_the_dashboard_on(sandbox: Sandbox) -> None:
         assert result.stdout == b""
     finally:
         stop(proc)
+
+
+def test_screen_route_gives_colours_cursor_size_and_the_offset_to_follow_from(web: WebDaemon) -> None:
+    session = web.create(shell="printf '\\033[31mRED\\033[0m plain'; sleep 30", width=70, height=20)
+    wait_until(lambda: "plain" in web.screen(session["id"]))
+    with web.api() as client:
+        plain = client.get(f"/v1/sessions/{session['id']}/screen").json()
+        assert set(plain) == {"id", "text", "live"} and "\x1b[" not in plain["text"]
+        screen = client.get(f"/v1/sessions/{session['id']}/screen", params={"escapes": "true"}).json()
+        end = int(client.get(f"/v1/sessions/{session['id']}/output").headers["X-Output-End"])
+        assert screen["text"].startswith("\x1b[31mRED\x1b[39m plain")
+        assert screen["size"] == [70, 20]
+        assert screen["cursor"] == [len("RED plain"), 0]
+        assert screen["offset"] == end > 0
+        bad = client.get(f"/v1/sessions/{session['id']}/screen", params={"escapes": "maybe"})
+        assert bad.status_code == 422

@@ -167,6 +167,8 @@ class Screen(msgspec.Struct, omit_defaults=True):
     #: with ``escapes``: the cursor's column and row (from 0), the pane's columns and rows
     cursor: list[int] | None = None
     size: list[int] | None = None
+    #: with ``escapes``: the output offset this screen shows everything before (follow from it)
+    offset: int | None = None
 
 
 class ScreenQuery(_OnComputer):

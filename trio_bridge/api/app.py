@@ -688,13 +688,24 @@ def _computer_out(computer: Any, *, local: bool) -> ComputerOut:
 
 
 async def _ansi_screen(manager: SessionManager, record: SessionRecord) -> Screen:
-    """The running session's screen with its escapes, cursor and size (raises TmuxError)."""
-    fields = await manager.server.display(
-        record.tmux_name, "#{cursor_x}", "#{cursor_y}", "#{pane_width}", "#{pane_height}"
-    )
-    text = await manager.server.capture(record.tmux_name, escapes=True)
+    """The running session's screen with its escapes, cursor and size, and the output offset it
+    shows everything before: a client seeded with it follows from there, nothing lost or shown
+    twice. Exact when the output stood still for the capture (tried a few times); under
+    continuous output, the latest offset (raises TmuxError)."""
+    log_ = manager.feed(record.id).log
+    for _ in range(5):
+        before = await trio.to_thread.run_sync(log_.end_offset)
+        fields = await manager.server.display(
+            record.tmux_name, "#{cursor_x}", "#{cursor_y}", "#{pane_width}", "#{pane_height}"
+        )
+        text = await manager.server.capture(record.tmux_name, escapes=True)
+        # The log (written through pipe-pane) trails the screen by a moment.
+        await trio.sleep(0.02)
+        offset = await trio.to_thread.run_sync(log_.end_offset)
+        if offset == before:
+            break
     x, y, width, height = (int(f) for f in fields)
-    return Screen(id=record.id, text=text, live=True, cursor=[x, y], size=[width, height])
+    return Screen(id=record.id, text=text, live=True, cursor=[x, y], size=[width, height], offset=offset)
 
 
 async def _final_record(manager: SessionManager, session_id: str) -> SessionRecord:

@@ -44,9 +44,7 @@ export class TerminalView {
     window.addEventListener("resize", this.onResize);
     this.setupControls();
     this.showSession();
-    // Another computer's output is replayed from its start instead (SSE resumes by offset).
-    if (!this.remote) await this.seed();
-    this.connect();
+    await this.connect();
   }
 
   close() {
@@ -105,6 +103,8 @@ export class TerminalView {
     const lines = screen.text.replace(/\n$/, "").split("\n");
     this.term.write(lines.join("\r\n") + "\x1b[0m");
     if (screen.cursor) this.term.write(`\x1b[${screen.cursor[1] + 1};${screen.cursor[0] + 1}H`);
+    // Followed from where the screen was taken (an ended session's kept screen has no offset).
+    this.offset = screen.offset ?? null;
     this.scaleFont();
   }
 
@@ -126,10 +126,24 @@ export class TerminalView {
     if (wanted !== size) this.term.options.fontSize = wanted;
   }
 
-  connect() {
+  // Seeded from the screen the first time (and after a resync), then output from the offset
+  // reached. Another computer's output is replayed from its start instead (SSE, by offset).
+  async connect() {
     if (this.closed || this.ended) return;
-    if (this.remote) this.follow();
-    else this.openSocket();
+    if (this.remote) {
+      this.follow();
+      return;
+    }
+    if (this.offset === null) {
+      try {
+        await this.seed();
+      } catch (error) {
+        if (error instanceof ApiError && error.status === 404) throw error;
+        this.reconnectLater();
+        return;
+      }
+    }
+    this.openSocket();
   }
 
   reconnectLater() {
@@ -155,10 +169,13 @@ export class TerminalView {
       if (message.type === "hello") {
         this.offset = message.offset;
         this.retry = 250;
+        $("#terminal-box").dataset.state = "live";
         this.sessionChanged({ ...message.session, computer: message.session.computer });
       } else if (message.type === "resync") {
-        // Output before message.offset was dropped (retention): start again from the screen.
-        this.seed().then(() => { this.offset = message.offset; });
+        // Output before message.offset was dropped (retention): start again from the screen
+        // (its offset is past the one the stream goes on from: the overlap is not shown twice).
+        this.offset = null;
+        socket.close();
       } else if (message.type === "end") {
         this.ended = true;
         this.sessionChanged(message.session);
@@ -168,6 +185,7 @@ export class TerminalView {
     };
     socket.onclose = () => {
       if (this.socket === socket) this.socket = null;
+      $("#terminal-box").dataset.state = this.ended ? "ended" : "away";
       this.reconnectLater();
     };
   }
