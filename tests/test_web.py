@@ -263,6 +263,7 @@ def test_list_follows_sessions_live_and_kills_with_confirmation(browser: Any, we
     mine = page.locator("#sessions tr", has_text="from the browser")
     mine.locator(".badge.running").wait_for(timeout=LIST_LATENCY_MS)
     mine_id = mine.get_attribute("data-id")
+    screenshot(page, "web-list")
     mine.locator("button.kill").click()
     page.click("#confirm-kill button[value=cancel]")
     time.sleep(0.3)
@@ -277,7 +278,6 @@ def test_list_follows_sessions_live_and_kills_with_confirmation(browser: Any, we
     page.select_option("#filter-state", "ended")
     assert row(page, mine_id).count() == 1
     page.select_option("#filter-state", "")
-    screenshot(page, "web-list")
 
     # A phone-sized window: cards, nothing wider than the screen.
     phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
