@@ -13,6 +13,10 @@ daemon on loopback (``--bind 127.0.0.1:PORT --web``).
   daemon's figure, which is what this measures. Target: WebSocket at most 110% of SSE.
 
 Every process started here is stopped by its PID; the private tmux server is killed at the end.
+
+Measured 2026-12-05 (2 shared cores, Chromium 156, ``python -m benchmarks --only web``): first
+paint p50 171 ms (p90 197); output latency p50 2.2 ms (p90 4.4, max 13); daemon CPU for the
+flood 1.16 s with 20 WebSockets, 4.42 s with 20 SSE readers (ratio 0.26).
 """
 
 from __future__ import annotations
