@@ -452,3 +452,23 @@ def test_screen_route_gives_colours_cursor_size_and_the_offset_to_follow_from(we
         assert screen["offset"] == end > 0
         bad = client.get(f"/v1/sessions/{session['id']}/screen", params={"escapes": "maybe"})
         assert bad.status_code == 422
+
+
+def test_web_open_hands_the_link_to_the_browser(web: WebDaemon, tmp_path: Path) -> None:
+    opened = tmp_path / "opened"
+    browser_cmd = tmp_path / "browser"
+    browser_cmd.write_text(f'#!/bin/sh\nprintf %s "$1" > {opened}\n')
+    browser_cmd.chmod(0o700)
+    result = web.sandbox.cli(
+        "web", "--open", "--config", str(web.config), env={**web.sandbox.env, "BROWSER": str(browser_cmd)}
+    )
+    assert result.returncode == 0, result.stderr
+    link = result.stdout.decode().splitlines()[-1]
+    assert opened.read_text() == link
+    with httpx.Client(timeout=10) as client:
+        response = client.get(link)
+        assert response.status_code == 303 and response.headers["location"] == "/"
+        cookie = response.headers["set-cookie"]
+        assert cookie.startswith(f"tb_web_{web.port}=")
+        assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= {part.strip() for part in cookie.split(";")}
+        assert client.get(link).status_code == 403  # used up
