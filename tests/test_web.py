@@ -199,6 +199,7 @@ def test_login_link_sets_a_strict_cookie_and_foreign_pages_are_refused(browser: 
     stranger = browser.new_context().new_page()
     stranger.goto(web.base + "/")
     stranger.wait_for_selector("#login-needed", state="visible", timeout=5000)
+    assert stranger.locator("#list-view").is_hidden()
 
     value = cookie["value"]
     jar = {"Cookie": f"{cookie['name']}={value}"}

@@ -8,6 +8,7 @@ const streams = new Map(); // computer name ("" = this daemon) -> EventSource
 let localComputer = "";
 let mesh = false;
 let terminal = null;
+let loggedIn = false;
 
 function key(session) { return `${session.computer}/${session.id}`; }
 
@@ -117,6 +118,11 @@ function setConnection(text, cls) {
 
 function showError(error) {
   if (error instanceof Unauthorized) {
+    loggedIn = false;
+    terminal?.close();
+    terminal = null;
+    $("#list-view").hidden = true;
+    $("#term-view").hidden = true;
     $("#login-needed").hidden = false;
     setConnection("logged out", "down");
     return;
@@ -173,6 +179,7 @@ async function start() {
     mesh = computers.mesh;
     localComputer = (computers.computers.find((c) => c.local) || {}).name || "";
     $("#login-needed").hidden = true;
+    loggedIn = true;
     follow("");
     if (mesh) {
       for (const c of computers.computers) if (!c.local && c.online) follow(c.name);
@@ -227,6 +234,7 @@ function route() {
   const match = location.hash.match(/^#\/s\/([^?]+)(?:\?computer=(.+))?$/);
   terminal?.close();
   terminal = null;
+  if (!loggedIn) return;
   $("#list-view").hidden = Boolean(match);
   $("#term-view").hidden = !match;
   if (!match) {
