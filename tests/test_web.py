@@ -352,17 +352,37 @@ def test_terminal_colours_size_and_typing(browser: Any, web: WebDaemon) -> None:
     context.close()
 
 
-def test_prompt_to_an_agent_is_confirmed(browser: Any, web: WebDaemon) -> None:
-    session = web.create(agent="fake-claude")
-    wait_until(lambda: "ready" in web.screen(session["id"]))
+def test_an_agent_started_from_the_form_takes_a_confirmed_prompt(browser: Any, web: WebDaemon) -> None:
     context = browser.new_context()
-    page = open_terminal(web, context, session["id"])
+    page = web.login(context)
+    page.click("#new-toggle")
+    page.check("#new-form input[value=agent]")
+    page.fill("#new-form input[name=agent]", "fake-claude")
+    page.fill("#new-form input[name=title]", "agent from the form")
+    page.click("#new-form button[type=submit]")
+    agent_row = page.locator("#sessions tr", has_text="agent from the form")
+    agent_row.wait_for(timeout=5000)
+    session_id = agent_row.get_attribute("data-id")
+    wait_until(lambda: "ready" in web.screen(session_id))
+    agent_row.locator("td.id a").click()
+    page.wait_for_selector("#terminal-box[data-state=live]", state="attached", timeout=5000)
     page.wait_for_selector("#prompt-form", state="visible", timeout=5000)
     page.fill("#prompt-text", "say hello to the browser")
     page.click("#prompt-form button[type=submit]")
     page.wait_for_selector("#prompt-status:has-text('confirmed: the agent took')", timeout=15000)
     answered = f"() => ({BUFFER_TEXT})().includes('ANSWER: say hello to the browser')"
     page.wait_for_function(answered, timeout=10000)
+    # the agent's state, live from the events: idle once its turn is done
+    page.wait_for_selector("#term-state.idle", timeout=10000)
+    # An agent asking for permission is highlighted in the list.
+    web.create(shell="sleep 30", title="a build")
+    page.fill("#prompt-text", "PERMISSION to deploy")
+    page.click("#prompt-form button[type=submit]")
+    page.wait_for_selector("#term-state.waiting_for_input", timeout=10000)
+    page.click("a:has-text('← sessions')")
+    waiting = f'#sessions tr.waiting[data-id="{session_id}"] .badge.waiting_for_input'
+    page.locator(waiting).wait_for(timeout=5000)
+    screenshot(page, "web-list-agent")
     context.close()
 
 
