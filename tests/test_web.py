@@ -13,7 +13,9 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,8 +91,11 @@ class WebDaemon:
         return read_secret_file(self.sandbox.state_dir / "api.token")
 
     def start(self) -> None:
+        self.start_with()
+
+    def start_with(self, *args: str) -> None:
         self.proc = start_daemon(
-            self.sandbox, "--bind", f"127.0.0.1:{self.port}", "--web", "--config", str(self.config)
+            self.sandbox, "--bind", f"127.0.0.1:{self.port}", "--web", "--config", str(self.config), *args
         )
 
     def stop(self) -> None:
@@ -493,3 +498,46 @@ def test_web_open_hands_the_link_to_the_browser(web: WebDaemon, tmp_path: Path) 
         assert cookie.startswith(f"tb_web_{web.port}=")
         assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= {part.strip() for part in cookie.split(";")}
         assert client.get(link).status_code == 403  # used up
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_another_computers_sessions_are_listed_and_shown_read_only(
+    browser: Any, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    from .test_mesh import RedisServer
+
+    redis = RedisServer(tmp_path)
+    redis.start()
+    other = Sandbox(Path(tempfile.mkdtemp(prefix="tb-")), f"tbtest-{uuid.uuid4().hex[:10]}")
+    (other.root / "tmux").mkdir()
+    far = start_daemon(other, "--redis", redis.url, "--computer", "far")
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    web = WebDaemon(sandbox, free_port(), config)
+    try:
+        web.start_with("--redis", redis.url, "--computer", "near")
+        with web.api() as client:
+            response = client.post(
+                "/v1/sessions", params={"computer": "far"},
+                json={"shell": "printf 'far-%s\\n' one two; sleep 30", "title": "elsewhere"},
+            )  # fmt: skip
+            assert response.status_code == 201, response.text
+            remote_id = response.json()["id"]
+        context = browser.new_context()
+        page = web.login(context)
+        far_row = page.locator(f'#sessions tr[data-id="{remote_id}"][data-computer="far"]')
+        far_row.locator(".badge.running").wait_for(timeout=5000)
+        far_row.locator("td.id a").click()
+        page.wait_for_function(f"() => ({BUFFER_TEXT})().includes('far-two')", timeout=10000)
+        assert page.locator("#type-toggle").is_disabled()
+        context.close()
+        with web.api() as client:
+            client.delete(f"/v1/sessions/{remote_id}", params={"computer": "far"})
+    finally:
+        web.stop()
+        stop(far)
+        other.tmux("kill-server", check=False)
+        shutil.rmtree(other.root, ignore_errors=True)
+        assert redis.proc is not None
+        redis.proc.terminate()
+        redis.proc.wait(timeout=10)
