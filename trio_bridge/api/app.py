@@ -520,8 +520,9 @@ def create_app(context: ApiContext) -> QuartTrio:
     @document_response(Screen)
     async def screen(session_id: str, query_args: ScreenQuery) -> Response:
         """The rendered screen (the last one kept, once the session ended). ``escapes=true``:
-        with colours and attributes as escape sequences (``capture-pane -e``), the cursor and
-        the size, while the session runs (the kept screen is plain text)."""
+        with colours and attributes as escape sequences (``capture-pane -e``), the cursor, the
+        size and the output offset it shows everything before (follow the output from there),
+        while the session runs (the kept screen is plain text)."""
         record = await manager.get(session_id)
         if query_args.escapes and not record.state.ended:
             with contextlib.suppress(TmuxError):  # it ended just now: the kept screen
