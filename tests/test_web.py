@@ -234,6 +234,11 @@ def test_login_link_sets_a_strict_cookie_and_foreign_pages_are_refused(browser: 
         assert client.post("/v1/sessions", json=create, headers=forged).status_code == 401
         # A cookie session cannot make login links (only the token's holder can).
         assert client.post("/v1/web/login", headers=own).status_code == 403
+
+    # Logging out drops the cookie.
+    page.click("#logout")
+    page.wait_for_selector("#login-needed", state="visible", timeout=5000)
+    assert context.cookies() == []
     context.close()
 
 

@@ -182,6 +182,16 @@ def register_web(app: QuartTrio, context: Any) -> None:
             raise ApiError(404, "not_found", f"no file {name!r}")
         return page(file)
 
+    @app.post("/logout")
+    @raw_response(204, None, "the browser drops its session cookie")
+    async def web_logout() -> Response:
+        """Log this browser out (its cookie is dropped; changing the token ends every session)."""
+        enabled()
+        port = (request.scope.get("server") or ("", None))[1]
+        response = Response(b"", status=204)
+        response.delete_cookie(context.access.cookie_name(port), path="/", httponly=True, samesite="Strict")
+        return response
+
     @app.get("/login")
     @raw_response(303, None, "logged in: a session cookie, and on to the dashboard (403: not valid)")
     async def web_login() -> Response:

@@ -124,6 +124,9 @@ function showError(error) {
     $("#list-view").hidden = true;
     $("#term-view").hidden = true;
     $("#login-needed").hidden = false;
+    $("#logout").hidden = true;
+    for (const source of streams.values()) source.close();
+    streams.clear();
     setConnection("logged out", "down");
     return;
   }
@@ -151,7 +154,18 @@ function follow(computer) {
     source.close();
     if (streams.get(computer) !== source) return;
     setConnection("reconnecting…", "down");
-    setTimeout(() => { if (streams.get(computer) === source) follow(computer); }, 500);
+    setTimeout(async () => {
+      // An EventSource does not say why it failed: a login that ended stops the retries.
+      try {
+        await api("GET", "/v1/health");
+      } catch (error) {
+        if (error instanceof Unauthorized) {
+          showError(error);
+          return;
+        }
+      }
+      if (streams.get(computer) === source) follow(computer);
+    }, 500);
   };
   source.onopen = () => {
     setConnection("live", "live");
@@ -180,6 +194,7 @@ async function start() {
     localComputer = (computers.computers.find((c) => c.local) || {}).name || "";
     $("#login-needed").hidden = true;
     loggedIn = true;
+    $("#logout").hidden = false;
     follow("");
     if (mesh) {
       for (const c of computers.computers) if (!c.local && c.online) follow(c.name);
@@ -249,6 +264,10 @@ function route() {
 }
 
 setupForm();
+$("#logout").addEventListener("click", async () => {
+  await api("POST", "/logout").catch(() => null);
+  showError(new Unauthorized("logged out"));
+});
 $("#filter-state").addEventListener("change", render);
 $("#filter-computer").addEventListener("change", render);
 setInterval(() => { if (!$("#list-view").hidden) render(); }, 5000);
