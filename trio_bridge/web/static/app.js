@@ -259,7 +259,8 @@ function route() {
   const id = decodeURIComponent(match[1]);
   const computer = match[2] ? decodeURIComponent(match[2]) : "";
   const known = sessions.get(`${computer || localComputer}/${id}`);
-  terminal = new TerminalView({ id, computer, remote: Boolean(computer && computer !== localComputer), session: known });
+  const remote = Boolean(computer && computer !== localComputer);
+  terminal = new TerminalView({ id, computer, remote, session: known, onUnauthorized: showError });
   terminal.open().catch(showError);
 }
 

@@ -3,13 +3,14 @@
 // terminal has reached: nothing is shown twice and the screen is never blanked.
 import { Terminal } from "./vendor/xterm.mjs";
 import { FitAddon } from "./vendor/addon-fit.mjs";
-import { api, query, ApiError } from "./api.js";
+import { api, query, ApiError, Unauthorized } from "./api.js";
 
 const $ = (selector) => document.querySelector(selector);
 const encoder = new TextEncoder();
 
 export class TerminalView {
-  constructor({ id, computer, remote, session }) {
+  constructor({ id, computer, remote, session, onUnauthorized }) {
+    this.onUnauthorized = onUnauthorized;
     this.id = id;
     this.computer = computer;
     this.remote = remote; // another computer's session: read-only, through SSE
@@ -149,7 +150,18 @@ export class TerminalView {
   reconnectLater() {
     if (this.closed || this.ended) return;
     $("#conn").textContent = "terminal reconnecting…";
-    setTimeout(() => this.connect(), this.retry);
+    setTimeout(async () => {
+      // A refused handshake does not say why: a login that ended stops the retries.
+      try {
+        await api("GET", "/v1/health");
+      } catch (error) {
+        if (error instanceof Unauthorized) {
+          this.onUnauthorized?.(error);
+          return;
+        }
+      }
+      this.connect();
+    }, this.retry);
     this.retry = Math.min(this.retry * 2, 2000);
   }
 
