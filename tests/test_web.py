@@ -346,8 +346,8 @@ def test_terminal_colours_size_and_typing(browser: Any, web: WebDaemon) -> None:
     page.click("#keybar button[data-key='C-c']")
     page.click("#terminal")  # the key bar took the focus
     page.keyboard.type("echo interrupted\n")
+    # (without the Ctrl-C the shell would sleep on for 30 s, and not echo this in time)
     page.wait_for_function(f"() => ({BUFFER_TEXT})().includes('\\ninterrupted')", timeout=5000)
-    assert "after" not in page.evaluate(BUFFER_TEXT).replace("echo after", "")
     screenshot(page, "web-terminal")
 
     phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
