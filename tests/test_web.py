@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -81,6 +83,9 @@ class WebDaemon:
     port: int
     config: Path
     proc: subprocess.Popen[bytes] | None = None
+    #: the daemon's log after "ready" (read all along: a full pipe would block the daemon)
+    log: list[str] = attrs.field(factory=list)
+    _reader: threading.Thread | None = None
 
     @property
     def base(self) -> str:
@@ -97,11 +102,30 @@ class WebDaemon:
         self.proc = start_daemon(
             self.sandbox, "--bind", f"127.0.0.1:{self.port}", "--web", "--config", str(self.config), *args
         )
+        stderr = self.proc.stderr
+        assert stderr is not None
+        self._reader = threading.Thread(
+            target=lambda: self.log.extend(line.decode(errors="replace") for line in stderr), daemon=True
+        )
+        self._reader.start()
 
     def stop(self) -> None:
-        if self.proc is not None:
-            assert stop(self.proc) == 0
-            self.proc = None
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if self._reader is not None:
+                self._reader.join(timeout=5)
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+        assert code == 0, "".join(self.log[-20:])
 
     def api(self) -> httpx.Client:
         """The owner's client: on the TCP listener, with the token."""
