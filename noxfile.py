@@ -31,5 +31,5 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks; results go to bench-results/results.json and results.md."""
-    session.install("-e", ".")
+    session.install("-e", ".", "playwright")  # the dashboard's, with Debian's chromium
     session.run("python", "-m", "benchmarks", "--out", "bench-results", *session.posargs)

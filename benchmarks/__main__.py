@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import agents, api, daemon, mesh, run_cli, telegram
+from . import agents, api, daemon, mesh, run_cli, telegram, web
 
 BENCHMARKS = {
     "run_cli": run_cli,
@@ -24,6 +24,7 @@ BENCHMARKS = {
     "mesh": mesh,
     "agents": agents,
     "telegram": telegram,
+    "web": web,
 }
 
 

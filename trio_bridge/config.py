@@ -134,6 +134,8 @@ class Settings:
     telegram_users: tuple[int, ...] = ()
     #: the Bot API's base URL (requests go to ``{url}/bot{token}/{method}``)
     telegram_api_url: str = "https://api.telegram.org"
+    #: serve the web dashboard at ``/`` of the TCP listener (``trio-bridge web`` prints a login link)
+    web: bool = False
 
     @property
     def api_socket(self) -> Path:
@@ -211,6 +213,16 @@ def _count(raw: object) -> int:
     if value < 0:
         raise ValueError(f"expected a whole number >= 0, got {raw!r}")
     return value
+
+
+def _switch(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(raw, str) and raw.strip().lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
 
 
 def _days(raw: object) -> float:
@@ -383,6 +395,8 @@ class Setting:
     secret: bool = False
     #: this setting names a file holding the value of that (secret) setting
     file_for: str | None = None
+    #: an on/off setting: its flag takes no value (``--web``)
+    switch: bool = False
 
     @property
     def env(self) -> str:
@@ -432,6 +446,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("telegram_chat", _chat_id, "the Telegram forum supergroup's chat id"),
     Setting("telegram_users", _user_ids, "Telegram user ids allowed to act (comma-separated)"),
     Setting("telegram_api_url", _api_url, "the Telegram Bot API's base URL"),
+    Setting("web", _switch, "serve the web dashboard on the TCP listener (see trio-bridge web)", switch=True),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

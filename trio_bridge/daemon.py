@@ -87,6 +87,7 @@ def _access(settings: Settings) -> Access:
         tcp_token=tcp_token,
         allowed_hosts=frozenset(settings.allowed_hosts),
         allowed_origins=frozenset(settings.allowed_origins),
+        web=settings.web and settings.bind is not None,
     )
 
 
@@ -134,6 +135,8 @@ async def serve_daemon(
     if changed := await trio.to_thread.run_sync(privatize_tree, state):
         log.info("made %d files and directories in %s private to this user", changed, state)
     access = _access(settings)
+    if settings.web and settings.bind is None:
+        log.warning("the web dashboard is served on a TCP listener only: set bind (--bind) to use it")
     with hold_lock(state / "daemon.lock"), open_listeners(settings) as listeners:
         server = TmuxServer(
             socket_name=settings.tmux_socket,
@@ -167,6 +170,7 @@ async def serve_daemon(
                 supervisors=supervisors,
                 mesh=mesh,
                 socket_path=listeners.unix_path,
+                tcp_url=listeners.tcp_url,
                 computer_name=mesh.name if mesh is not None else ApiContext.default_computer_name(),
             )
             if mesh is not None:

@@ -17,7 +17,8 @@ from ..sessions import SessionEvent, SessionRecord
 __all__ = [
     "AgentOut", "ComputerList", "ComputerOut", "HookBody",
     "CreateSession", "Error", "ErrorBody", "EventOut", "Health", "InputBody", "KeysBody",
-    "ListQuery", "OutputQuery", "PromptBody", "RelayQuery", "Screen", "SessionList", "SessionOut",
+    "ListQuery", "OutputQuery", "PromptBody", "RelayQuery", "Screen", "ScreenQuery", "SessionList",
+    "SessionOut",
     "StreamQuery", "Version",
     "WaitQuery", "WaitResult", "session_out",
 ]  # fmt: skip
@@ -158,11 +159,21 @@ class SessionList(msgspec.Struct):
     sessions: list[SessionOut]
 
 
-class Screen(msgspec.Struct):
+class Screen(msgspec.Struct, omit_defaults=True):
     id: str
     text: str
     #: whether the session is running (else this is the screen kept when it ended)
     live: bool
+    #: with ``escapes``: the cursor's column and row (from 0), the pane's columns and rows
+    cursor: list[int] | None = None
+    size: list[int] | None = None
+    #: with ``escapes``: the output offset this screen shows everything before (follow from it)
+    offset: int | None = None
+
+
+class ScreenQuery(_OnComputer):
+    #: colours and attributes as escape sequences (``capture-pane -e``), with cursor and size
+    escapes: bool = False
 
 
 class WaitResult(msgspec.Struct, omit_defaults=True):

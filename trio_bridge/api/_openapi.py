@@ -37,6 +37,7 @@ _SCHEMAS = {
     "application/octet-stream": {"type": "string", "format": "binary"},
     "text/event-stream": {"type": "string"},
     "text/plain": {"type": "string"},
+    "text/html": {"type": "string"},
 }
 
 

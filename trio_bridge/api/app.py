@@ -8,6 +8,7 @@ server stops: see :class:`ApiContext`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -68,6 +69,7 @@ from ._models import (
     PromptBody,
     RelayQuery,
     Screen,
+    ScreenQuery,
     SessionList,
     SessionOut,
     StreamQuery,
@@ -128,6 +130,8 @@ class ApiContext:
     mesh: Any = None
     #: this computer's name (in the mesh, else the host name)
     computer_name: str = attrs.field(factory=lambda: ApiContext.default_computer_name())
+    #: ``http://host:port`` of the TCP listener, if any (the web dashboard's login links)
+    tcp_url: str | None = None
 
     @staticmethod
     def default_computer_name() -> str:
@@ -196,7 +200,7 @@ def create_app(context: ApiContext) -> QuartTrio:
 
     @app.before_request
     async def _authorize_request() -> None:
-        context.access.check(request.scope.get("server"), request.headers, request.path)
+        context.access.check(request.scope.get("server"), request.headers, request.path, request.method)
         if _HOOK_PATH.fullmatch(request.path):
             if "server" not in request.scope:
                 # Only a connection of this computer reports hooks; a request forwarded
@@ -513,10 +517,17 @@ def create_app(context: ApiContext) -> QuartTrio:
         )
 
     @app.get(f"/{API_VERSION}/sessions/<session_id>/screen")
+    @validate_querystring(ScreenQuery)
     @document_response(Screen)
-    async def screen(session_id: str) -> Response:
-        """The rendered screen (the last one kept, once the session ended)."""
+    async def screen(session_id: str, query_args: ScreenQuery) -> Response:
+        """The rendered screen (the last one kept, once the session ended). ``escapes=true``:
+        with colours and attributes as escape sequences (``capture-pane -e``), the cursor, the
+        size and the output offset it shows everything before (follow the output from there),
+        while the session runs (the kept screen is plain text)."""
         record = await manager.get(session_id)
+        if query_args.escapes and not record.state.ended:
+            with contextlib.suppress(TmuxError):  # it ended just now: the kept screen
+                return _json(await _ansi_screen(manager, record))
         text = await manager.screen(session_id)
         return _json(Screen(id=record.id, text=text, live=not record.state.ended))
 
@@ -661,6 +672,9 @@ def create_app(context: ApiContext) -> QuartTrio:
         finally:
             context.open_streams -= 1
 
+    from ..web import register_web  # the dashboard (serves nothing unless the setting is on)
+
+    register_web(app, context)
     return app
 
 
@@ -673,6 +687,27 @@ def _computer_out(computer: Any, *, local: bool) -> ComputerOut:
         version=computer.version, capabilities=list(computer.capabilities), sessions=computer.sessions,
         started_at=computer.started_at, host=computer.host,
     )  # fmt: skip
+
+
+async def _ansi_screen(manager: SessionManager, record: SessionRecord) -> Screen:
+    """The running session's screen with its escapes, cursor and size, and the output offset it
+    shows everything before: a client seeded with it follows from there, nothing lost or shown
+    twice. Exact when the output stood still for the capture (tried a few times); under
+    continuous output, the latest offset (raises TmuxError)."""
+    log_ = manager.feed(record.id).log
+    for _ in range(5):
+        before = await trio.to_thread.run_sync(log_.end_offset)
+        fields = await manager.server.display(
+            record.tmux_name, "#{cursor_x}", "#{cursor_y}", "#{pane_width}", "#{pane_height}"
+        )
+        text = await manager.server.capture(record.tmux_name, escapes=True)
+        # The log (written through pipe-pane) trails the screen by a moment.
+        await trio.sleep(0.02)
+        offset = await trio.to_thread.run_sync(log_.end_offset)
+        if offset == before:
+            break
+    x, y, width, height = (int(f) for f in fields)
+    return Screen(id=record.id, text=text, live=True, cursor=[x, y], size=[width, height], offset=offset)
 
 
 async def _final_record(manager: SessionManager, session_id: str) -> SessionRecord:

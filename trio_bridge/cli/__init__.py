@@ -33,6 +33,12 @@ def _settings_parser(*, exclude: tuple[str, ...] = ()) -> argparse.ArgumentParse
     for setting in SETTINGS:
         if setting.name in exclude:
             continue
+        if setting.switch:
+            group.add_argument(
+                setting.flag, dest=_dest(setting.name), action="store_const", const="true",
+                default=argparse.SUPPRESS, help=setting.help,
+            )  # fmt: skip
+            continue
         group.add_argument(
             setting.flag,
             dest=_dest(setting.name),
@@ -70,7 +76,7 @@ class _OnlyCommand:
 
 COMMANDS = (
     "daemon", "config", "run", "ls", "new", "send", "prompt", "keys", "screen", "tail", "attach", "kill",
-    "wait", "status", "computers", "completion",
+    "wait", "status", "computers", "completion", "web",
 )  # fmt: skip
 
 
@@ -78,11 +84,14 @@ def _command_in(argv: Sequence[str]) -> str | None:
     """The command named in ``argv`` (skipping settings flags and their values), if it is one."""
     from ..config import SETTINGS
 
-    with_value = {s.flag for s in SETTINGS} | {"--config"}
+    with_value = {s.flag for s in SETTINGS if not s.switch} | {"--config"}
+    switches = {s.flag for s in SETTINGS if s.switch}
     index = 0
     while index < len(argv):
         arg = argv[index]
-        if arg in with_value:
+        if arg in switches:
+            index += 1
+        elif arg in with_value:
             index += 2
         elif arg.startswith("-"):
             if arg in ("-h", "--help", "--version") or "=" not in arg:
@@ -157,6 +166,10 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
     # In client commands --computer names the session's computer, not this daemon's name.
     if only is None or only in _CLIENT_COMMANDS | {"attach"}:
         _add_client_commands(commands, _settings_parser(exclude=("computer",)))
+    web = commands.add_parser(
+        "web", parents=[settings], help="print a single-use login link to the web dashboard (valid 60 s)"
+    )
+    web.add_argument("--open", action="store_true", help="also open it in the browser")
     completion = commands.add_parser(
         "completion", help="print a shell completion script (bash, zsh or fish)", parents=[settings]
     )
@@ -296,6 +309,10 @@ def _main(argv: Sequence[str] | None) -> int:
         from ._attach import attach
 
         return attach(args, settings_flags(args))
+    if args.command == "web":
+        from ._web import web
+
+        return web(args, settings_flags(args))
     if args.command == "completion":
         from argcomplete.shell_integration import shellcode
 
