@@ -19,8 +19,8 @@ What the fake model answers is scripted by the text of the last user message:
   show its permission dialog;
 - otherwise the text ``FAKE-ANSWER: `` + the first 30 characters of the prompt (one line);
 - contains ``SLOW``: the answer is streamed in 10 pieces 0.3 s apart;
-- contains ``LATE``: nothing is answered for 4 s after the request came (the model "thinks"
-  before its first words; ``late_requests`` counts such requests as they arrive).
+- contains ``LATE``: nothing is answered for ``late_delay`` seconds (4) after the request
+  came (the model "thinks" before its first words; ``late_requests`` counts such requests as they arrive).
 
 Side requests that ask for structured output (Claude's and Codex's session title, Gemini's
 model router) get a JSON object that fits their schema, its strings filled with the answer.
@@ -231,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         with owner._lock:
             owner.late_requests += 1
-        return not owner._closing.wait(LATE_DELAY)
+        return not owner._closing.wait(owner.late_delay)
 
     def _pause(self, slow: bool) -> bool:
         """Wait between slow deltas; False once the server is closing."""
@@ -495,6 +495,8 @@ class FakeModelServer:
         self.slow_pauses = 0
         #: ``LATE`` requests received so far (counted before their answer is held back)
         self.late_requests = 0
+        #: seconds a ``LATE`` answer is held back
+        self.late_delay = LATE_DELAY
         self._server = _Server((host, port), _Handler)
         self._server.owner = self
         self.port: int = self._server.server_address[1]

@@ -187,6 +187,12 @@ def test_the_screen_says_what_no_hook_does() -> None:
     assert claude.on_screen(read_screen(patterns("claude"), CLAUDE_WORKING), 5) is WORKING
     assert claude.on_hook("SessionStart", {"session_id": "s"}, 6) is None  # still its first turn
     assert claude.state is WORKING
+    # Codex started with a prompt: working from the start; its ready screen, drawn before the
+    # prompt goes in, is no turn's end until the turn showed (busy line, notify)
+    first = AgentTracker(state=WORKING, first_turn_unseen=True)
+    assert first.on_screen(read_screen(codex, CODEX_READY), 10) is None
+    assert first.on_screen(read_screen(codex, CODEX_WORKING), 11) is None  # working already
+    assert first.on_screen(read_screen(codex, CODEX_INTERRUPTED), 13) is IDLE
     # without hooks, silence rules (not the screen)
     hookless = AgentTracker(hookless=True, state=WORKING)
     assert hookless.on_screen(read_screen(codex, CODEX_READY), 100) is None

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -351,28 +353,35 @@ async def test_turns_that_ended_while_the_daemon_was_down_read_idle_after_it_res
     profiles = dict(DEFAULT_PROFILES)
     for name in envs:
         profiles[name] = dataclasses.replace(profiles[name], binary=agent_binary(name))
+    models.late_delay = 15  # each turn outlives the three start-ups (slow under load)
     with trio.fail_after(140):
         sids: dict[str, str] = {}
         async with running_daemon(sandbox, agents=profiles) as daemon, daemon.client() as client:
             client.timeout = httpx.Timeout(60)
             for name, env in envs.items():
-                session = await start(client, tmp_path / name, env, agent=name, prompt=f"SLOW {name} turn")
+                session = await start(
+                    client, tmp_path / name, env, agent=name, prompt=f"LATE SLOW {name} turn"
+                )
                 sids[name] = session["id"]
             for sid in sids.values():
                 await until(client, sid, "working")
+
         # the daemon is down (its sessions live on); the turns end meanwhile
-        with trio.fail_after(30):
-            for name, sid in sids.items():
-                while (
-                    f"FAKE-ANSWER: SLOW {name} turn"
-                    not in (
-                        await trio.to_thread.run_sync(sandbox.tmux, "capture-pane", "-p", "-t", f"tb-{sid}")
-                    ).stdout
-                ):
+
+        def capture(name: str) -> subprocess.CompletedProcess[str]:
+            return sandbox.tmux("capture-pane", "-p", "-t", name, check=False)
+
+        for name, sid in sids.items():
+            shown = ""
+            with trio.move_on_after(30):
+                busy = re.compile("|".join(profiles[name].busy_patterns))
+                while f"FAKE-ANSWER: LATE SLOW {name} turn" not in shown or busy.search(shown):
                     await trio.sleep(0.2)
-        async with daemon_with(sandbox, "claude", agents=profiles) as (_, client):
+                    shown = (await trio.to_thread.run_sync(capture, f"tb-{sid}")).stdout
+            assert f"FAKE-ANSWER: LATE SLOW {name} turn" in shown, f"{name}:\n{shown}"
+        async with daemon_and_client(sandbox, agents=profiles) as (_, client):
+            client.timeout = httpx.Timeout(60)
             for name, sid in sids.items():
                 assert (await client.get(f"/v1/sessions/{sid}")).json()["state"] == "running", name
-            for name, sid in sids.items():
+            for sid in sids.values():
                 await until(client, sid, "idle", timeout=10)
-                assert (await agent(client, sid))["evidence"].startswith("screen: "), name

@@ -173,6 +173,9 @@ class AgentTracker:
     evidence: str | None = None
     #: when the state last changed (``trio.current_time()``-style)
     changed_at: float = 0.0
+    #: started with a prompt and no start hook (Codex): ``working`` from the start, and its
+    #: ready screen (drawn before the prompt is submitted) is no turn's end until the turn showed
+    first_turn_unseen: bool = False
     #: when a source last said the state (changed or not): a screen lagging behind it is stale
     said_at: float = 0.0
     #: tool hooks seen (PreToolUse, BeforeTool), and the one whose dialog the user answered
@@ -185,6 +188,7 @@ class AgentTracker:
         if self._side_turn(payload):
             return None
         self.last_event = event
+        self.first_turn_unseen = False
         for key in ("session_id", "thread-id", "thread_id"):
             if isinstance(payload.get(key), str):
                 # it goes on a command line (resume): an id, never something that reads as a flag
@@ -273,6 +277,7 @@ class AgentTracker:
             if state in (AgentState.WORKING, AgentState.STUCK) and quiet:
                 return self._become(AgentState.WAITING_FOR_INPUT, evidence, now)
         elif reading.kind is ScreenKind.BUSY:
+            self.first_turn_unseen = False
             if state is AgentState.WAITING_FOR_INPUT:
                 self.answered_tool = self.tool_uses
             # (a busy line may linger a moment after the hook that said idle)
@@ -280,8 +285,8 @@ class AgentTracker:
             if state in (AgentState.STARTING, AgentState.WAITING_FOR_INPUT, AgentState.IDLE) and settled:
                 return self._become(AgentState.WORKING, evidence, now)
         elif reading.kind is ScreenKind.READY and quiet and not self.hookless:
-            if state is AgentState.STARTING and self.prompt_at_start:
-                return None  # its prompt is on its way: the start hook says when it runs
+            if (state is AgentState.STARTING and self.prompt_at_start) or self.first_turn_unseen:
+                return None  # its prompt is on its way: its hook or busy line says when it runs
             if state in (
                 AgentState.STARTING, AgentState.WORKING, AgentState.STUCK, AgentState.WAITING_FOR_INPUT
             ):  # fmt: skip

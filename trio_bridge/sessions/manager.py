@@ -716,6 +716,7 @@ class SessionManager:
         if agent is not None:
             tracker = self._tracker(record)
             tracker.evidence = "started with a prompt" if first_turn else "started"
+            tracker.first_turn_unseen = first_turn
             if agent.prompt is not None:
                 tracker.prompt_at_start = agent.profile.start_hook
                 tracker.prompts.add(agent.prompt)
