@@ -111,7 +111,7 @@ async def screen_shows(client: httpx.AsyncClient, sid: str, text: str, timeout: 
     shown = ""
     with trio.move_on_after(timeout):
         while True:
-            shown = (await client.get(f"/v1/sessions/{sid}/screen")).json()["text"]
+            shown = str((await client.get(f"/v1/sessions/{sid}/screen")).json()["text"])
             if text in shown:
                 return shown
             await trio.sleep(0.1)
