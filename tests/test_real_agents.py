@@ -385,3 +385,48 @@ async def test_turns_that_ended_while_the_daemon_was_down_read_idle_after_it_res
                 assert (await client.get(f"/v1/sessions/{sid}")).json()["state"] == "running", name
             for sid in sids.values():
                 await until(client, sid, "idle", timeout=10)
+
+
+@pytest.mark.timeout(120)
+async def test_gemini_takes_a_prompt_given_while_busy_and_says_queued_when_it_has_not_yet(
+    sandbox: Sandbox, tmp_path: Path, models: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gemini CLI queues a prompt given while it works ("Queued (press ↑ to edit)") and runs it
+    when its turn ends: confirmed then, or answered "queued" (202), never "not confirmed"."""
+    monkeypatch.setenv("CI", "true")
+    work = tmp_path / "work"
+    work.mkdir()
+    env = gemini_env(tmp_path / "home", models.url, work)
+
+    def asked(text: str) -> int:
+        return sum(text in json.dumps(r[2]) for r in models.requests_to(":streamGenerateContent"))
+
+    with trio.fail_after(110):
+        async with daemon_with(sandbox, "gemini") as (daemon, client):
+            sid = (await start(client, work, env, agent="gemini"))["id"]
+            await until(client, sid, "idle")
+            paused = models.slow_pauses
+            await prompt(client, sid, "SLOW gemini busy")
+            while models.slow_pauses < paused + 2:
+                await trio.sleep(0.02)
+            # queued, then taken when the turn ends: confirmed then
+            await prompt(client, sid, "queued second")
+            assert (await agent(client, sid))["last_prompt"] == "queued second"
+            await until(client, sid, "idle")
+            await screen_shows(client, sid, "FAKE-ANSWER: queued second")
+            assert asked("queued second") == 1
+
+            # not taken within the wait: "queued" (it runs later, once)
+            daemon.manager.prompt_confirm_timeout = 1.5
+            daemon.manager.prompt_queue_wait = 0.5
+            late = models.late_requests
+            await prompt(client, sid, "LATE gemini long turn")
+            while models.late_requests == late:
+                await trio.sleep(0.05)
+            response = await client.post(f"/v1/sessions/{sid}/prompt", json={"text": "queued third"})
+            assert response.status_code == 202, response.text
+            assert response.json()["queued"] is True and "queued" in response.json()["message"]
+            await screen_shows(client, sid, "FAKE-ANSWER: queued third")
+            await until(client, sid, "idle")
+            assert (await agent(client, sid))["last_prompt"] == "queued third"
+            assert asked("queued third") == 1
