@@ -15,9 +15,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import agents, api, daemon, mesh, run_cli
+from . import agent_edges, agents, api, daemon, mesh, run_cli
 
-BENCHMARKS = {"run_cli": run_cli, "daemon": daemon, "api": api, "mesh": mesh, "agents": agents}
+BENCHMARKS = {
+    "run_cli": run_cli, "daemon": daemon, "api": api, "mesh": mesh, "agents": agents,
+    "agent_edges": agent_edges,
+}  # fmt: skip
 
 
 def machine() -> dict[str, object]:

@@ -20,7 +20,8 @@ What the fake model answers is scripted by the text of the last user message:
 - otherwise the text ``FAKE-ANSWER: `` + the first 30 characters of the prompt (one line);
 - contains ``SLOW``: the answer is streamed in 10 pieces 0.3 s apart;
 - contains ``LATE``: nothing is answered for ``late_delay`` seconds (4) after the request
-  came (the model "thinks" before its first words; ``late_requests`` counts such requests as they arrive).
+  came (the model "thinks" before its first words; side requests for structured output are
+  answered at once; ``late_requests`` counts such requests as they arrive).
 
 Side requests that ask for structured output (Claude's and Codex's session title, Gemini's
 model router) get a JSON object that fits their schema, its strings filled with the answer.
@@ -224,9 +225,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"{head}data: {json.dumps(payload)}\n\n".encode())
         self.wfile.flush()
 
-    def _late(self, prompt: str) -> bool:
-        """Wait before answering a ``LATE`` prompt; False once the server is closing."""
-        if "LATE" not in prompt:
+    def _late(self, prompt: str, side: bool = False) -> bool:
+        """Wait before answering a ``LATE`` prompt (not a side request); False once the server
+        is closing."""
+        if "LATE" not in prompt or side:
             return True
         owner = self.server.owner
         with owner._lock:
@@ -319,7 +321,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             block = {"type": "text", "text": text}
             stop = "end_turn"
-        if not self._late(prompt):
+        side = ((body.get("output_config") or {}).get("format") or {}).get("type") == "json_schema"
+        if not self._late(prompt, side):
             return
         if not body.get("stream"):
             self._json(
@@ -405,7 +408,7 @@ class _Handler(BaseHTTPRequestHandler):
             "content": [done_part],
         }
         response = {"id": resp_id, "object": "response", "created_at": int(time.time()), "model": model}
-        if not self._late(prompt):
+        if not self._late(prompt, wanted.get("type") == "json_schema"):
             return
         if not body.get("stream"):
             self._json({**response, "status": "completed", "output": [done_item], "usage": usage})
@@ -469,7 +472,7 @@ class _Handler(BaseHTTPRequestHandler):
                 candidate["finishReason"] = "STOP"
             return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": "gemini-fake"}
 
-        if not self._late(prompt):
+        if not self._late(prompt, config.get("responseMimeType") == "application/json"):
             return
         if not stream:
             self._json(chunk(text, True))
