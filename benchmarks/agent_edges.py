@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -98,6 +99,15 @@ async def _screen_shows(
     raise RuntimeError(f"the screen does not show {text!r}:\n{screen}")
 
 
+async def _tmux_screen(env: dict[str, str], name: str) -> str:
+    """A session's screen straight from tmux (the daemon is down)."""
+    argv = ["tmux", "-L", env["TRIO_BRIDGE_TMUX_SOCKET"], "capture-pane", "-p", "-t", name]
+    from trio_bridge.process import run_process
+
+    done = await run_process(argv, operation="capture a screen", timeout=10, check=False, env=env)
+    return done.stdout.decode(errors="replace")
+
+
 async def _agent_state(client: httpx.AsyncClient, sid: str) -> str:
     return str((await client.get(f"/v1/sessions/{sid}")).json()["agent_state"])
 
@@ -170,8 +180,14 @@ async def _measure(rounds: int, env: dict[str, str], tmp: Path) -> dict[str, lis
             async with _daemon(env, profiles) as (running, client):
                 for name in NAMES:
                     await _prompt(client, sids[name], f"LATE restart {index}")
-            with trio.fail_after(60):
-                await trio.sleep(models.late_delay + 2)
+            for name in NAMES:  # each turn over: its answer shown, no busy line
+                busy = re.compile("|".join(profiles[name].busy_patterns))
+                with trio.fail_after(60):
+                    while True:
+                        screen = await _tmux_screen(env, f"tb-{sids[name]}")
+                        if f"FAKE-ANSWER: LATE restart {index}" in screen and not busy.search(screen):
+                            break
+                        await trio.sleep(0.1)
             async with _daemon(env, profiles) as (running, client):
                 ready = time.monotonic()
                 for name in NAMES:
