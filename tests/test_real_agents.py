@@ -387,7 +387,7 @@ async def test_turns_that_ended_while_the_daemon_was_down_read_idle_after_it_res
                 await until(client, sid, "idle", timeout=10)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(150)
 async def test_gemini_takes_a_prompt_given_while_busy_and_says_queued_when_it_has_not_yet(
     sandbox: Sandbox, tmp_path: Path, models: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -401,15 +401,17 @@ async def test_gemini_takes_a_prompt_given_while_busy_and_says_queued_when_it_ha
     def asked(text: str) -> int:
         return sum(text in json.dumps(r[2]) for r in models.requests_to(":streamGenerateContent"))
 
-    with trio.fail_after(110):
+    with trio.fail_after(140):
         async with daemon_with(sandbox, "gemini") as (daemon, client):
             sid = (await start(client, work, env, agent="gemini"))["id"]
             await until(client, sid, "idle")
-            paused = models.slow_pauses
-            await prompt(client, sid, "SLOW gemini busy")
-            while models.slow_pauses < paused + 2:
-                await trio.sleep(0.02)
-            # queued, then taken when the turn ends: confirmed then
+            # a turn longer than the two confirmation windows (5 s each) of before
+            models.late_delay = 14
+            late = models.late_requests
+            await prompt(client, sid, "LATE gemini long turn")
+            while models.late_requests == late:
+                await trio.sleep(0.05)
+            # queued, then taken when the turn ends: confirmed then (was: 409 after ~11 s)
             await prompt(client, sid, "queued second")
             assert (await agent(client, sid))["last_prompt"] == "queued second"
             await until(client, sid, "idle")
@@ -417,15 +419,15 @@ async def test_gemini_takes_a_prompt_given_while_busy_and_says_queued_when_it_ha
             assert asked("queued second") == 1
 
             # not taken within the wait: "queued" (it runs later, once)
-            daemon.manager.prompt_confirm_timeout = 1.5
             daemon.manager.prompt_queue_wait = 0.5
             late = models.late_requests
-            await prompt(client, sid, "LATE gemini long turn")
+            await prompt(client, sid, "LATE gemini another long turn")
             while models.late_requests == late:
                 await trio.sleep(0.05)
             response = await client.post(f"/v1/sessions/{sid}/prompt", json={"text": "queued third"})
             assert response.status_code == 202, response.text
             assert response.json()["queued"] is True and "queued" in response.json()["message"]
+            assert await state_of(client, sid) == "working"
             await screen_shows(client, sid, "FAKE-ANSWER: queued third")
             await until(client, sid, "idle")
             assert (await agent(client, sid))["last_prompt"] == "queued third"
