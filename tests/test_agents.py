@@ -14,6 +14,7 @@ import time
 from contextlib import aclosing
 from pathlib import Path
 
+import pytest
 import trio
 
 from trio_bridge.agents import DEFAULT_PROFILES, AgentProfile, AgentState, AgentTracker, parse_profiles
@@ -329,3 +330,28 @@ def test_the_hook_imports_only_the_standard_library() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], input=b"{}", capture_output=True, timeout=20)
     assert result.stdout.decode().splitlines()[-1] == "[]", result.stderr.decode()
+
+
+def test_cli_prompt_exits_4_when_the_busy_agent_queued_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """The daemon's 202 ``queued`` is its own exit code: a script that retries on failure does
+    not send the prompt twice (exit 1 stays "may not have been submitted")."""
+    import argparse
+
+    from trio_bridge.cli._client import EXIT_QUEUED, EXIT_REFUSED, cmd_prompt
+
+    class Answers:
+        def __init__(self, queued: str | None) -> None:
+            self.queued = queued
+            self.sent: list[tuple[str, str]] = []
+
+        def prompt(self, session_id: str, text: str) -> str | None:
+            self.sent.append((session_id, text))
+            return self.queued
+
+    args = argparse.Namespace(id="s1", text=["fix", "it"])
+    taken, queued = Answers(None), Answers("session s1: the agent is busy and queued the prompt")
+    assert cmd_prompt(taken, args) == 0  # type: ignore[arg-type]
+    assert cmd_prompt(queued, args) == EXIT_QUEUED == 4  # type: ignore[arg-type]
+    assert EXIT_QUEUED != EXIT_REFUSED
+    assert taken.sent == queued.sent == [("s1", "fix it")]
+    assert "queued the prompt" in capsys.readouterr().err
