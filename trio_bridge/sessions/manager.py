@@ -368,6 +368,9 @@ class SessionManager:
         while True:
             await trio.sleep(self.agent_check_interval)
             now = trio.current_time()
+            for table in (sizes, looked):  # sessions removed meanwhile
+                for gone in table.keys() - self._agents.keys():
+                    del table[gone]
             for session_id, tracker in list(self._agents.items()):
                 if tracker.state is AgentState.EXITED:
                     continue
