@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import agents, api, daemon, mesh, run_cli, telegram, web
+from . import agent_edges, agents, api, daemon, mesh, run_cli, telegram, web
 
 BENCHMARKS = {
     "run_cli": run_cli,
@@ -23,6 +23,7 @@ BENCHMARKS = {
     "api": api,
     "mesh": mesh,
     "agents": agents,
+    "agent_edges": agent_edges,
     "telegram": telegram,
     "web": web,
 }

@@ -18,7 +18,10 @@ What the fake model answers is scripted by the text of the last user message:
   end of the line) names another command, e.g. ``RUN_TOOL: touch tool-ran.txt``, which makes it
   show its permission dialog;
 - otherwise the text ``FAKE-ANSWER: `` + the first 30 characters of the prompt (one line);
-- contains ``SLOW``: the answer is streamed in 10 pieces 0.3 s apart.
+- contains ``SLOW``: the answer is streamed in 10 pieces 0.3 s apart;
+- contains ``LATE``: nothing is answered for ``late_delay`` seconds (4) after the request
+  came (the model "thinks" before its first words; side requests for structured output are
+  answered at once; ``late_requests`` counts such requests as they arrive).
 
 Side requests that ask for structured output (Claude's and Codex's session title, Gemini's
 model router) get a JSON object that fits their schema, its strings filled with the answer.
@@ -51,6 +54,7 @@ TOOL_COMMAND = {"command": "echo tool-ran", "description": "print"}
 _TOOL_LINE = re.compile(r"RUN_TOOL:[ \t]*(\S[^\r\n]*)")
 SLOW_PIECES = 10
 SLOW_DELAY = 0.3
+LATE_DELAY = 4.0
 
 
 # --- the scripted behaviour ------------------------------------------------------------------
@@ -221,6 +225,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"{head}data: {json.dumps(payload)}\n\n".encode())
         self.wfile.flush()
 
+    def _late(self, prompt: str, side: bool = False) -> bool:
+        """Wait before answering a ``LATE`` prompt (not a side request); False once the server
+        is closing."""
+        if "LATE" not in prompt or side:
+            return True
+        owner = self.server.owner
+        with owner._lock:
+            owner.late_requests += 1
+        return not owner._closing.wait(owner.late_delay)
+
     def _pause(self, slow: bool) -> bool:
         """Wait between slow deltas; False once the server is closing."""
         if slow:
@@ -307,6 +321,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             block = {"type": "text", "text": text}
             stop = "end_turn"
+        side = ((body.get("output_config") or {}).get("format") or {}).get("type") == "json_schema"
+        if not self._late(prompt, side):
+            return
         if not body.get("stream"):
             self._json(
                 {
@@ -391,6 +408,8 @@ class _Handler(BaseHTTPRequestHandler):
             "content": [done_part],
         }
         response = {"id": resp_id, "object": "response", "created_at": int(time.time()), "model": model}
+        if not self._late(prompt, wanted.get("type") == "json_schema"):
+            return
         if not body.get("stream"):
             self._json({**response, "status": "completed", "output": [done_item], "usage": usage})
             return
@@ -453,6 +472,8 @@ class _Handler(BaseHTTPRequestHandler):
                 candidate["finishReason"] = "STOP"
             return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": "gemini-fake"}
 
+        if not self._late(prompt, config.get("responseMimeType") == "application/json"):
+            return
         if not stream:
             self._json(chunk(text, True))
             return
@@ -475,6 +496,10 @@ class FakeModelServer:
         self.requests: list[tuple[str, str, Any]] = []
         #: pauses between the deltas of slow answers so far (each follows a delta sent)
         self.slow_pauses = 0
+        #: ``LATE`` requests received so far (counted before their answer is held back)
+        self.late_requests = 0
+        #: seconds a ``LATE`` answer is held back
+        self.late_delay = LATE_DELAY
         self._server = _Server((host, port), _Handler)
         self._server.owner = self
         self.port: int = self._server.server_address[1]

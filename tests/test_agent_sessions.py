@@ -87,6 +87,13 @@ binary = "sh"
 args = ["-c", {json.dumps(GEMINI_WRITER)}, "sh"]
 hooks = "gemini"
 
+[agents.fake-boxed]
+binary = {json.dumps(sys.executable)}
+args = [{json.dumps(str(FAKE_AGENT))}, "--flavor", "claude", "--busy", "0.3"]
+hooks = "claude"
+confirm = "hook"
+prompt_box = '^> (?P<text>.*)$'
+
 [agents.fake-deaf]
 binary = {json.dumps(sys.executable)}
 args = [{json.dumps(str(FAKE_AGENT))}, "--flavor", "claude", "--drop-enters", "99"]
@@ -490,3 +497,32 @@ async def test_review_regressions(agent_sandbox: Sandbox, tmp_path: Path) -> Non
             assert nul.status_code == 422, nul.text
             huge = await client.post("/v1/sessions", json={"agent": "fake-claude", "prompt": "x" * 200_000})
             assert huge.status_code == 413, huge.text
+
+
+async def test_text_left_in_the_prompt_box_is_cleared_never_merged(
+    agent_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A draft in the box (or a prompt an agent put back after an interrupt) is cleared with the
+    profile's clear keys before the paste; one that cannot be cleared refuses the prompt."""
+    with trio.fail_after(60):
+        async with agent_api(agent_sandbox, tmp_path) as (_, client):
+            sid = (await start_agent(client, tmp_path, "fake-boxed"))["id"]
+            await wait_until(client, sid, "idle")
+            typed = await client.post(f"/v1/sessions/{sid}/input", json={"text": "a draft"})
+            assert typed.status_code == 204, typed.text
+            while "> a draft" not in (await client.get(f"/v1/sessions/{sid}/screen")).json()["text"]:
+                await trio.sleep(0.05)
+            response = await client.post(f"/v1/sessions/{sid}/prompt", json={"text": "the prompt"})
+            assert response.status_code == 204, response.text
+            assert (await agent_info(client, sid))["last_prompt"] == "the prompt"  # not merged
+            await wait_until(client, sid, "idle")
+            # more than 10 rounds of 20 BSpace can clear (this fake ignores C-u): refused, unsent
+            long_draft = "x" * 70
+            for _ in range(4):
+                await client.post(f"/v1/sessions/{sid}/input", json={"text": long_draft})
+            while "> xxxx" not in (await client.get(f"/v1/sessions/{sid}/screen")).json()["text"]:
+                await trio.sleep(0.05)
+            refused = await client.post(f"/v1/sessions/{sid}/prompt", json={"text": "not this"})
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["error"]["code"] == "prompt_box_not_empty"
+            assert (await agent_info(client, sid))["last_prompt"] == "the prompt"

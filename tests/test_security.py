@@ -31,6 +31,7 @@ from trio_bridge.cli._text import printable
 
 from ._api import Daemon, running_daemon
 from .conftest import Sandbox
+from .test_agent_sessions import agent_sandbox  # noqa: F401  (a fixture)
 from .test_api import (
     API_RESTARTS,
     api,
@@ -527,3 +528,30 @@ async def test_metrics_and_restarts_untouched_by_refusals(sandbox: Sandbox) -> N
                 await raw.send_all(b"GET /v1/health HTTP/1.1\r\nHost: evil.example\r\n\r\n")
                 assert (await raw.receive_some(100)).startswith(b"HTTP/1.1 421")
             assert metric((await client.get("/metrics")).text, API_RESTARTS) == 0
+
+
+async def test_one_agents_failing_watch_is_contained(agent_sandbox: Sandbox, tmp_path: Path) -> None:  # noqa: F811
+    """A failure injected into one agent's tracking: that agent reads `unknown` (the error logged),
+    the other agent's states go on, the sessions service is never restarted."""
+    from .test_agent_sessions import agent_api, agent_info, start_agent, wait_until
+
+    with trio.fail_after(40):
+        async with agent_api(agent_sandbox, tmp_path) as (daemon, client):
+            broken = (await start_agent(client, tmp_path, "fake-claude"))["id"]
+            healthy = (await start_agent(client, tmp_path, "fake-claude"))["id"]
+            await wait_until(client, broken, "idle")
+            await wait_until(client, healthy, "idle")
+            tracker = daemon.manager.agent(broken)
+            assert tracker is not None
+
+            def fail(*args: object) -> None:
+                raise RuntimeError("injected")
+
+            tracker.check = fail  # type: ignore[method-assign]
+            await wait_until(client, broken, "unknown", timeout=5)
+            assert "injected" in (await agent_info(client, broken))["evidence"]
+            # the other agent is still watched: a prompt makes it work, then idle again
+            response = await client.post(f"/v1/sessions/{healthy}/prompt", json={"text": "go on"})
+            assert response.status_code == 204, response.text
+            await wait_until(client, healthy, "idle")
+            assert metric((await client.get("/metrics")).text, SESSIONS_RESTARTS) == 0

@@ -178,13 +178,18 @@ class Client:
             headers.get("X-Output-Complete") == "true",
         )
 
-    def prompt(self, session_id: str, text: str) -> None:
+    def prompt(self, session_id: str, text: str) -> str | None:
         """Submit a prompt to the session's agent, verified (ApiError 409
-        ``prompt_not_confirmed``: it may not have been submitted)."""
-        self.request(
+        ``prompt_not_confirmed``: it may not have been submitted). Returns None once the agent
+        took it, or the daemon's message when the busy agent queued it (it will run: do not
+        send it again)."""
+        response = self.request(
             "POST", f"/sessions/{session_id}/prompt", json={"text": text},
             timeout=httpx.Timeout(60.0, connect=5.0),
         )  # fmt: skip
+        if response.status_code == 202:
+            return str(response.json().get("message") or "queued")
+        return None
 
     def wait(self, session_id: str, timeout: float, until: Sequence[str] = ()) -> dict[str, Any]:
         """Long-poll up to ``timeout`` seconds; ``{"ended": bool, "session": {...}}``, and with

@@ -54,6 +54,8 @@ HOOK_STYLES = ("claude", "codex", "gemini", "none")
 CONFIRM_STYLES = ("hook", "output")
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: a tmux key name as clear_keys take it (tmux refuses unknown ones when they are pressed)
+_KEY = re.compile(r"(?:[CMS]-)*[A-Za-z0-9]+")
 _CLAUDE_EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Notification", "Stop")
 _GEMINI_USER_FILE = "gemini-user"
 #: what a session's terminal and hooks need: never unset (tmux.server refuses the terminal's
@@ -90,26 +92,52 @@ class AgentProfile:
     #: regular expressions that, in what the agent's transcript has just appended, mean its
     #: turn ended with no hook to say so (Claude Code's interrupt: Esc fires no Stop)
     turn_end_patterns: tuple[str, ...] = ()
+    #: regular expressions that, on the screen, mean a turn runs (``esc to interrupt``)
+    busy_patterns: tuple[str, ...] = ()
+    #: a regular expression (multi-line) finding the prompt box on the screen, its last match
+    #: being the box; its group ``text`` is what the box holds. The box with no busy line on a
+    #: quiet screen means the agent is ready (``idle``); a box holding text is cleared before
+    #: a prompt is pasted (with ``clear_keys``)
+    prompt_box: str | None = None
+    #: what an empty box shows instead (placeholders), as the ``text`` group reads it
+    box_placeholders: tuple[str, ...] = ()
+    #: tmux keys that clear a line of the box (pressed once per line, then the box is read again);
+    #: never an interrupt (Esc) nor an exit (C-c)
+    clear_keys: tuple[str, ...] = ("C-u", "BSpace")
+
+    @property
+    def start_hook(self) -> bool:
+        """Whether its hooks report its start (Claude Code's and Gemini CLI's SessionStart)."""
+        return self.hooks in ("claude", "gemini")
 
 
 DEFAULT_PROFILES: Mapping[str, AgentProfile] = {
     # "--" before a positional prompt, "--flag=" for an option's: a prompt that starts with "-"
     # is never read as a flag
+    # Screens as seen with claude 2.1.197, codex-cli 0.169.0, gemini 0.61.0 (docs/real-agents.md).
     "claude": AgentProfile(
         "claude", "claude", prompt_args=("--", "{prompt}"), hooks="claude", confirm="hook",
         waiting_patterns=(r"Do you want to (proceed|make this edit|create)",),
         # the user message Claude Code records on Esc (also "... for tool use"), as JSON
         turn_end_patterns=(r'"text":"\[Request interrupted by user',),
+        # its footer while a turn runs (a tool included); the box: U+276F between two rules
+        busy_patterns=(r"esc to interrupt",), prompt_box=r"^─{20,}\n\u276f ?(?P<text>.*)$",
     ),
     "codex": AgentProfile(
         "codex", "codex", prompt_args=("--", "{prompt}"), resume_args=("resume", "{native_id}"),
         hooks="codex", confirm="output",
+        # "• Working (0s • esc to interrupt)" until the first words (then none: the quiet says)
+        busy_patterns=(r"esc to interrupt",), prompt_box=r"^\u203a (?P<text>.*)$",
+        box_placeholders=("Ask Codex to do anything",),
     ),
     # With CI=true (or GITHUB_ACTIONS=true) inherited, Gemini CLI started without a prompt
     # runs headless, not in its terminal: it exits at once, "No input provided via stdin".
     "gemini": AgentProfile(
         "gemini", "gemini", prompt_args=("--prompt-interactive={prompt}",), hooks="gemini",
         confirm="hook", waiting_patterns=(r"Allow execution",), unset_env=("CI", "GITHUB_ACTIONS"),
+        # "⠸ Thinking... (esc to cancel, 1s)"; its box stays drawn while it works
+        busy_patterns=(r"\(esc to cancel",), prompt_box=r"^ > (?P<text>.*)$",
+        box_placeholders=("Type your message or @path/to/file",),
     ),
 }  # fmt: skip
 
@@ -172,13 +200,22 @@ def parse_profiles(table: Mapping[str, Any]) -> dict[str, AgentProfile]:
                         raise ValueError(f"{at}: {var!r} is not a valid environment variable")
                     if var in _SESSION_ENV:
                         raise ValueError(f"{at}: {var} is the session's own (tmux's or trio-bridge's)")
-            elif key in ("waiting_patterns", "turn_end_patterns"):
-                changes[key] = _strings(value, at, set())
-                for pattern in changes[key]:
+            elif key in ("waiting_patterns", "turn_end_patterns", "busy_patterns", "prompt_box"):
+                patterns = [value] if key == "prompt_box" and isinstance(value, str) else value
+                checked = _strings(patterns, at, set())
+                for pattern in checked:
                     try:
-                        re.compile(pattern)
+                        compiled = re.compile(pattern)
                     except re.error as exc:
                         raise ValueError(f"{at}: {pattern!r} is not a regular expression: {exc}") from None
+                    if key == "prompt_box" and "text" not in compiled.groupindex:
+                        raise ValueError(f"{at}: the pattern needs a group (?P<text>...)")
+                changes[key] = checked[0] if key == "prompt_box" else checked
+            elif key == "clear_keys":
+                changes[key] = _strings(value, at, set())
+                for pressed in changes[key]:
+                    if not _KEY.fullmatch(pressed) or pressed.lower() in ("escape", "c-c", "enter"):
+                        raise ValueError(f"{at}: {pressed!r} is not a key that clears text")
             else:
                 changes[key] = _strings(value, at, _PLACEHOLDERS.get(key, set()))
                 needed = {"prompt_args": "{prompt}", "resume_args": "{native_id}"}.get(key)

@@ -83,6 +83,11 @@ class AgentOut(msgspec.Struct, kw_only=True):
     last_event: str | None
     #: the last prompt the agent reported taking (from its prompt hook)
     last_prompt: str | None = None
+    #: why it reads ``state``: the hook (``hook Stop``), the screen line (``screen: '...'``) or
+    #: the action (``prompt submitted and taken``) that put it there
+    evidence: str | None = None
+    #: seconds since the state last changed (as this daemon saw it)
+    seconds_in_state: float | None = None
 
 
 class KeysBody(_Body):

@@ -44,7 +44,9 @@ from ..sessions import SessionManager, SessionRecord, SessionState
 from ..sessions.manager import (
     AgentStart,
     NotAnAgentError,
+    PromptBoxNotEmptyError,
     PromptNotConfirmedError,
+    PromptQueuedError,
     SessionEndedError,
     UnknownAgentError,
     UnknownSessionError,
@@ -143,6 +145,7 @@ _REFUSALS: tuple[tuple[type[Exception], int, str], ...] = (
     (UnknownAgentError, 422, "unknown_agent"),
     (NotAnAgentError, 409, "not_an_agent"),
     (PromptNotConfirmedError, 409, "prompt_not_confirmed"),
+    (PromptBoxNotEmptyError, 409, "prompt_box_not_empty"),
     (SessionEndedError, 409, "session_ended"),
     (InvalidTextError, 422, "invalid_text"),
     (InvalidKeyError, 422, "unknown_key"),
@@ -477,17 +480,23 @@ def create_app(context: ApiContext) -> QuartTrio:
     @app.post(f"/{API_VERSION}/sessions/<session_id>/prompt")
     @validate_request(PromptBody)
     @raw_response(204, None, "submitted, and the agent showed it took the prompt")
-    async def submit_prompt(session_id: str, data: PromptBody) -> tuple[str, int]:
-        """Submit a prompt to the session's agent: a bracketed paste, then Enter on its own
-        once the paste is taken, then verified (the agent's prompt hook, or output, as its
-        profile says); one retry of Enter. 409 ``prompt_not_confirmed``: it may not have been
-        submitted."""
+    async def submit_prompt(session_id: str, data: PromptBody) -> tuple[str | dict[str, Any], int]:
+        """Submit a prompt to the session's agent: its prompt box emptied first if it holds
+        text, a bracketed paste, then Enter on its own once the paste is taken, then verified
+        (the agent's prompt hook, or output, as its profile says); one retry of Enter. A busy
+        agent that queues the prompt: confirmed (204) when it takes it, else 202
+        ``{"queued": true, "message": ...}`` once the wait ends: it will run, do not resend.
+        409 ``prompt_not_confirmed``: it may not have been submitted; 409
+        ``prompt_box_not_empty``: the box held text that could not be cleared (nothing sent)."""
         size = len(data.text.encode("utf-8", "surrogatepass"))
         if size > context.max_input_bytes:
             raise ApiError(
                 413, "input_too_large", f"prompt is {size} bytes; at most {context.max_input_bytes} allowed"
             )
-        await manager.submit_prompt(session_id, data.text)
+        try:
+            await manager.submit_prompt(session_id, data.text)
+        except PromptQueuedError as exc:
+            return {"queued": True, "message": str(exc)}, 202
         return "", 204
 
     @app.get(f"/{API_VERSION}/sessions/<session_id>/agent")
@@ -513,6 +522,8 @@ def create_app(context: ApiContext) -> QuartTrio:
                 transcript_path=tracker.transcript_path,
                 last_event=tracker.last_event,
                 last_prompt=tracker.last_prompt,
+                evidence=tracker.evidence,
+                seconds_in_state=round(max(0.0, trio.current_time() - tracker.changed_at), 3),
             )
         )
 

@@ -24,6 +24,8 @@ EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_TIMEOUT = 124
+#: ``prompt``: the busy agent queued the prompt (it will run when its turn ends: do not resend)
+EXIT_QUEUED = 4
 
 _COLOURS = {
     "running": "32", "starting": "36", "exited": "0", "killed": "33", "lost": "31",
@@ -239,7 +241,10 @@ def cmd_prompt(client: Client, args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.text == ["-"] else " ".join(args.text)
     if args.text == ["-"]:
         text = text.removesuffix("\n")  # the file's last line end is not part of the prompt
-    client.prompt(args.id, text)
+    queued = client.prompt(args.id, text)
+    if queued is not None:
+        _error(queued)
+        return EXIT_QUEUED
     return 0
 
 

@@ -25,6 +25,7 @@ import trio
 
 from ..agents import DEFAULT_PROFILES, AgentProfile, AgentState, AgentTracker, keep_agent_files, launch
 from ..agents.payload import safe_path
+from ..agents.state import ScreenPatterns, ScreenReading, read_screen
 from ..output import OutputFeed, SegmentLog
 from ..output.log import split_command
 from ..process import ExitWatch, SubprocessFailedError
@@ -42,8 +43,9 @@ from ..tmux.server import read_exit_status
 from .store import SessionRecord, SessionState, SessionStore
 
 __all__ = [
-    "HUB", "AgentStart", "EventKind", "HubLostError", "NotAnAgentError", "PromptNotConfirmedError",
-    "SessionEndedError", "SessionEvent", "SessionManager", "UnknownAgentError", "UnknownSessionError",
+    "HUB", "AgentStart", "EventKind", "HubLostError", "NotAnAgentError", "PromptBoxNotEmptyError",
+    "PromptNotConfirmedError", "PromptQueuedError", "SessionEndedError", "SessionEvent", "SessionManager",
+    "UnknownAgentError", "UnknownSessionError",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,17 @@ class NotAnAgentError(RuntimeError):
 class PromptNotConfirmedError(RuntimeError):
     """A prompt was pasted and Enter pressed twice, and the agent showed no sign of taking it:
     the prompt may not have been submitted (it may still sit in the agent's prompt box)."""
+
+
+class PromptQueuedError(RuntimeError):
+    """The agent was busy: it took the prompt out of its box and queued it for after its turn
+    (Gemini CLI shows "Queued"), and had not started it when the wait ended. It will run:
+    sending it again would run it twice."""
+
+
+class PromptBoxNotEmptyError(RuntimeError):
+    """The agent's prompt box holds text (a draft, a prompt put back after an interrupt) that
+    could not be cleared: a prompt pasted now would be merged with it."""
 
 
 class _Pulse:
@@ -181,8 +194,15 @@ class SessionManager:
         self.prompt_confirm_timeout = 5.0
         #: quiet output for this long after a paste means the agent has taken it in
         self.prompt_paste_settle = 0.3
-        #: how long an agent is quiet while ``working`` before its screen is looked at
-        self.agent_screen_after = 2.0
+        #: how long an agent is quiet before a screen showing its prompt box (or a dialog) is
+        #: believed (a turn's pause between words is shorter)
+        self.agent_screen_after = 1.5
+        #: how often agents' states are checked (the clock, transcripts, screens)
+        self.agent_check_interval = 0.5
+        #: a prompt given to a busy agent that queued it: how long to wait for the agent to take
+        #: it (then confirmed) before answering "queued" (:class:`PromptQueuedError`)
+        self.prompt_queue_wait = 30.0
+        self._screen_patterns: dict[str, ScreenPatterns] = {}  # per profile name
         #: output bytes written by sessions since start (for metrics)
         self.output_bytes = 0
         self._counted: dict[str, int] = {}  # of output_bytes, per watched session
@@ -293,9 +313,11 @@ class SessionManager:
             state = AgentState(record.agent_state) if record.agent_state in known else AgentState.STARTING
             if record.agent_state and record.agent_state not in known:
                 state = AgentState.UNKNOWN
+            now = trio.current_time()
             tracker = AgentTracker(
                 stuck_after=self.agent_stuck_after, state=state, native_id=record.native_id,
-                transcript_path=safe_path(record.transcript_path), last_sign_of_life=trio.current_time(),
+                transcript_path=safe_path(record.transcript_path), last_sign_of_life=now,
+                screen_quiet=self.agent_screen_after, changed_at=now, evidence="as recorded",
             )  # fmt: skip
             profile = self.agent_profiles.get(record.agent) if record.agent else None
             tracker.hookless = profile is not None and profile.hooks == "none"
@@ -336,51 +358,89 @@ class SessionManager:
             await self.store.update(record)
         if changed is not None:
             log.info("session %s: agent %s", session_id, changed)
+            log.debug("session %s: agent %s because of %s", session_id, changed, tracker.evidence)
             self._agent_pulse[session_id].fire()
             self._publish(EventKind.AGENT, record, agent=changed)
 
     async def _watch_agents(self) -> None:
-        """Once a second, for each agent: ``working`` without a sign of life for too long is
-        ``stuck``; a transcript that grew is a sign of life, and the end of a turn when what it
-        appended matches one of its profile's turn-end patterns; an agent quiet while ``working``
-        whose screen shows one of its profile's waiting patterns waits for the user."""
+        """Every ``agent_check_interval``, for each agent: ``working`` without a sign of life for
+        too long is ``stuck``; a transcript that grew is a sign of life, and the end of a turn
+        when what it appended matches one of its profile's turn-end patterns; its screen tells
+        what no hook does (see :meth:`AgentTracker.on_screen`). A quiet idle agent's screen is
+        not read (nothing changed on it)."""
         sizes: dict[str, int] = {}
+        looked: dict[str, float] = {}  # when each agent's screen was last read
+        failing: dict[str, type[Exception]] = {}  # agents whose last look failed, and how
         while True:
-            await trio.sleep(1.0)
+            await trio.sleep(self.agent_check_interval)
             now = trio.current_time()
+            for table in (sizes, looked, failing):  # sessions removed meanwhile
+                for gone in table.keys() - self._agents.keys():
+                    del table[gone]
             for session_id, tracker in list(self._agents.items()):
-                if tracker.state is AgentState.EXITED:
-                    continue
-                if tracker.transcript_path is not None:
-                    size = await _file_size(tracker.transcript_path)
-                    if (before := sizes.setdefault(session_id, size)) != size:
-                        sizes[session_id] = size
-                        changed = tracker.on_transcript(now)
-                        profile = await self._profile_of(session_id)
-                        if profile is not None and profile.turn_end_patterns and size > before >= 0:
-                            added = await trio.to_thread.run_sync(
-                                _read_range, tracker.transcript_path, before, size
-                            )
-                            if any(re.search(p, added) for p in profile.turn_end_patterns):
-                                changed = tracker.on_transcript_turn_end(now) or changed
-                        if changed is not None:
-                            await self._agent_changed(session_id, tracker, changed)
-                if (changed := tracker.check(now)) is not None:
-                    await self._agent_changed(session_id, tracker, changed)
-                if (
-                    tracker.state in (AgentState.WORKING, AgentState.STUCK)
-                    and now - tracker.last_sign_of_life >= self.agent_screen_after
-                    and (profile := await self._profile_of(session_id)) is not None
-                    and profile.waiting_patterns
-                    and session_id in self._panes
-                ):
-                    try:
-                        screen = await self.screen(session_id)
-                    except UnknownSessionError:
-                        continue
-                    waiting = any(re.search(p, screen) for p in profile.waiting_patterns)
-                    if waiting and (changed := tracker.on_screen_waiting()) is not None:
+                # One agent's trouble stays with it: logged once with its traceback, the agent
+                # read `unknown` until a sign says otherwise; the others are watched on.
+                try:
+                    await self._check_agent(session_id, tracker, sizes, looked, now)
+                except Exception as exc:
+                    if failing.get(session_id) is not type(exc):
+                        log.warning("session %s: watching its agent failed", session_id, exc_info=True)
+                    failing[session_id] = type(exc)
+                    if changed := tracker.on_watch_failed(repr(exc), now):
                         await self._agent_changed(session_id, tracker, changed)
+                else:
+                    failing.pop(session_id, None)
+
+    async def _check_agent(
+        self,
+        session_id: str,
+        tracker: AgentTracker,
+        sizes: dict[str, int],
+        looked: dict[str, float],
+        now: float,
+    ) -> None:
+        """One look at one agent (see :meth:`_watch_agents`)."""
+        if tracker.state is AgentState.EXITED:
+            return
+        if tracker.transcript_path is not None:
+            size = await _file_size(tracker.transcript_path)
+            if (before := sizes.setdefault(session_id, size)) != size:
+                sizes[session_id] = size
+                changed = tracker.on_transcript(now)
+                profile = await self._profile_of(session_id)
+                if profile is not None and profile.turn_end_patterns and size > before >= 0:
+                    added = await trio.to_thread.run_sync(_read_range, tracker.transcript_path, before, size)
+                    if any(re.search(p, added) for p in profile.turn_end_patterns):
+                        changed = tracker.on_transcript_turn_end(now) or changed
+                if changed is not None:
+                    await self._agent_changed(session_id, tracker, changed)
+        if (changed := tracker.check(now)) is not None:
+            await self._agent_changed(session_id, tracker, changed)
+        if session_id not in self._panes or (
+            tracker.state is AgentState.IDLE and tracker.last_sign_of_life < looked.get(session_id, 0)
+        ):
+            return
+        looked[session_id] = now
+        try:
+            reading = await self._read_screen(session_id)
+        except UnknownSessionError:
+            return
+        if reading is not None and (changed := tracker.on_screen(reading, now)) is not None:
+            await self._agent_changed(session_id, tracker, changed)
+
+    async def _read_screen(self, session_id: str) -> ScreenReading | None:
+        """What the agent's screen shows, by its profile's patterns (None: it has none)."""
+        profile = await self._profile_of(session_id)
+        if profile is None:
+            return None
+        patterns = self._screen_patterns.get(profile.name)
+        if patterns is None:
+            patterns = self._screen_patterns[profile.name] = ScreenPatterns.compile(
+                profile.waiting_patterns, profile.busy_patterns, profile.prompt_box, profile.box_placeholders
+            )
+        if not (patterns.waiting or patterns.busy or patterns.prompt_box):
+            return None
+        return read_screen(patterns, await self.screen(session_id))
 
     async def _profile_of(self, session_id: str) -> AgentProfile | None:
         record = await self.store.get(session_id)
@@ -419,13 +479,19 @@ class SessionManager:
     async def submit_prompt(self, session_id: str, text: str) -> None:
         """Submit a prompt to the session's agent, verified.
 
-        The text goes in as a bracketed paste (through a tmux buffer); once the agent has
-        taken the paste in (its output settled), Enter is pressed on its own. The submission
-        is confirmed by the agent's prompt hook, or by any output after Enter, as its profile
-        says; without a sign within ``prompt_confirm_timeout``, Enter is pressed once more.
+        The agent's prompt box is emptied first if it holds text (a draft, a prompt Claude Code
+        put back after an interrupt), with its profile's clear keys. The text goes in as a
+        bracketed paste (through a tmux buffer); once the agent has taken the paste in (its
+        output settled), Enter is pressed on its own. The submission is confirmed by the
+        agent's prompt hook, or by any output after Enter, as its profile says; without a sign
+        within ``prompt_confirm_timeout``, Enter is pressed once more. A busy agent that took
+        the prompt out of its box has queued it: confirmed when it starts it, within
+        ``prompt_queue_wait``.
 
         Raises:
             UnknownSessionError, SessionEndedError, InvalidTextError;
+            PromptBoxNotEmptyError: the box holds text that could not be cleared (nothing sent);
+            PromptQueuedError: queued by the busy agent, not started yet (it will run);
             PromptNotConfirmedError: no sign of the prompt after the retry.
         """
         record = await self._live(session_id)
@@ -443,12 +509,15 @@ class SessionManager:
         tracker = self._tracker(record)
         tracker.prompts.add(text)
         # A paste into an agent still drawing its prompt box is lost (seen with Claude Code and
-        # Gemini CLI): wait for its start hook, if it has one, then for its output to settle.
-        if by_hook and tracker.state is AgentState.STARTING:
+        # Gemini CLI): wait for its start (hook or screen), then for its output to settle.
+        if (by_hook or (profile is not None and profile.prompt_box)) and tracker.state is AgentState.STARTING:
             with trio.move_on_after(self.prompt_ready_timeout):
-                await self._agent_pulse[session_id].wait()
+                while tracker.state is AgentState.STARTING:
+                    await self._agent_pulse[session_id].wait()
         with trio.move_on_after(self.prompt_paste_timeout):
             await _quiet(output, self.prompt_paste_settle)
+        await self._clear_box(session_id, profile, output)
+        busy = tracker.state in (AgentState.WORKING, AgentState.STUCK)
         seen = output.count
         await self.server.send_text(record.tmux_name, text)
         # The paste is taken once the agent has echoed it and gone quiet (bounded: an agent
@@ -458,10 +527,10 @@ class SessionManager:
                 await output.wait()
             await _quiet(output, self.prompt_paste_settle)
         wanted = _normalized(text)
-        for attempt in range(2):
-            hooks, outputs = tracker.prompt_hooks, output.count
-            await self.server.send_keys(record.tmux_name, ["Enter"])
-            with trio.move_on_after(self.prompt_confirm_timeout):
+        hooks = tracker.prompt_hooks
+
+        async def confirmed(seconds: float) -> bool:
+            with trio.move_on_after(seconds):
                 if by_hook:
                     # this prompt's own hook, not just any hook (a turn ending, say)
                     pulse = self._hook_pulse[session_id]
@@ -472,12 +541,54 @@ class SessionManager:
                         await output.wait()
                 if (changed := tracker.on_prompt_submitted(trio.current_time())) is not None:
                     await self._agent_changed(session_id, tracker, changed)
+                return True
+            return False
+
+        for attempt in range(2):
+            hooks, outputs = tracker.prompt_hooks, output.count
+            await self.server.send_keys(record.tmux_name, ["Enter"])
+            if await confirmed(self.prompt_confirm_timeout):
                 return
             await self._live(session_id)
+            reading = await self._read_screen(session_id) if busy and by_hook else None
+            if reading is not None and reading.box == "":
+                # out of the box, not started: the busy agent queued it for after its turn
+                log.info("session %s: the busy agent queued the prompt; waiting for it", session_id)
+                if await confirmed(self.prompt_queue_wait):
+                    return
+                raise PromptQueuedError(
+                    f"session {session_id}: the agent is busy and queued the prompt; it runs "
+                    f"when the agent's turn ends (not yet after {self.prompt_queue_wait:g} s): "
+                    "do not send it again"
+                )
             log.warning("session %s: no sign of the prompt after Enter (attempt %d)", session_id, attempt + 1)
         raise PromptNotConfirmedError(
             f"session {session_id}: the prompt may not have been submitted: no sign of it from the "
             f"agent after Enter was pressed twice ({self.prompt_confirm_timeout:g} s each)"
+        )
+
+    async def _clear_box(self, session_id: str, profile: AgentProfile | None, output: _Pulse) -> None:
+        """Empty the agent's prompt box if its screen shows text in it (never merged with a
+        prompt): its profile's clear keys, a round of them for up to 20 lines at a time, each
+        round checked on the screen.
+
+        Raises:
+            PromptBoxNotEmptyError: text still there after 10 rounds.
+        """
+        if profile is None or not profile.prompt_box or not profile.clear_keys:
+            return
+        pane_id = self._panes.get(session_id)
+        for _ in range(10):
+            reading = await self._read_screen(session_id)
+            if reading is None or not reading.box or pane_id is None or self._hub is None:
+                return  # empty (or no box on the screen: nothing known to clear)
+            log.info("session %s: clearing the agent's prompt box (it held %r)", session_id, reading.box[:60])
+            await self._hub.command("send-keys", "-t", pane_id, *(list(profile.clear_keys) * 20))
+            with trio.move_on_after(self.prompt_paste_timeout):
+                await _quiet(output, self.prompt_paste_settle)
+        raise PromptBoxNotEmptyError(
+            f"session {session_id}: the agent's prompt box holds text that could not be cleared; "
+            "clear it (attach) and send the prompt again"
         )
 
     def _publish(self, kind: EventKind, record: SessionRecord, agent: AgentState | None = None) -> None:
@@ -614,6 +725,8 @@ class SessionManager:
             env = {**(env or {}), **launched.env}
             if title is None:
                 title = agent.profile.name + (f": {_one_line(agent.prompt)}" if agent.prompt else "")
+        # started with a prompt and no start hook to say so (Codex): its first turn runs now
+        first_turn = agent is not None and agent.prompt is not None and not agent.profile.start_hook
         spec = SessionSpec(
             argv, cwd, directory / "exit", env or {}, width=width, height=height, session_id=session_id,
             pipe_command=_pipe_command(directory, self.segment_size), unset_env=unset_env,
@@ -623,14 +736,18 @@ class SessionManager:
             env_keys=tuple(sorted(env or {})), created_at=time.time(), state=SessionState.STARTING,
             origin=origin, tmux_name=spec.name,
             agent=agent.profile.name if agent is not None else None,
-            agent_state=str(AgentState.STARTING) if agent is not None else None,
+            agent_state=(
+                None if agent is None else str(AgentState.WORKING if first_turn else AgentState.STARTING)
+            ),
             native_id=agent.native_id if agent is not None else None,
         )  # fmt: skip
         await self.store.add(record)
         if agent is not None:
             tracker = self._tracker(record)
+            tracker.evidence = "started with a prompt" if first_turn else "started"
+            tracker.first_turn_unseen = first_turn
             if agent.prompt is not None:
-                tracker.prompt_at_start = True
+                tracker.prompt_at_start = agent.profile.start_hook
                 tracker.prompts.add(agent.prompt)
         self._publish(EventKind.CREATED, record)
         try:
