@@ -127,6 +127,10 @@ async def forward(context: ApiContext, computer: str) -> Response:
             limit += min(600.0, max(0.0, float(query.get("timeout", 30))))
         except ValueError:
             pass  # the remote refuses it
+    elif request.path.endswith("/prompt"):
+        # a busy agent's prompt waits for its turn (up to the remote's prompt_queue_wait, 30 s)
+        # before the remote answers 202 "queued"
+        limit += 45.0
     match = _SESSION.match(request.path)
     return _response(await _send(context, computer, body, match[1] if match else "", limit))
 
