@@ -8,6 +8,7 @@ server stops: see :class:`ApiContext`.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 import logging
@@ -15,6 +16,7 @@ import os
 import re
 import shlex
 import socket
+import sqlite3
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
@@ -25,6 +27,7 @@ import attrs
 import msgspec
 import trio
 from quart import Response, request, websocket
+from quart.json.provider import DefaultJSONProvider
 from quart_schema import (
     QuartSchema,
     RequestSchemaValidationError,
@@ -33,7 +36,7 @@ from quart_schema import (
     validate_request,
 )
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .._version import __version__
 from ..agents import AgentState
@@ -51,7 +54,7 @@ from ..sessions.manager import (
 )
 from ..supervise import Supervisor
 from ..tmux import InvalidKeyError, InvalidTextError, TmuxError, TmuxUnavailableError
-from ..tmux.server import is_env_name
+from ..tmux.server import TMUX_COMMAND_MAX, CommandTooLongError, is_env_name
 from . import _metrics
 from ._models import (
     AgentOut,
@@ -87,6 +90,11 @@ API_VERSION = "v1"
 _CHUNK = 1 << 16
 #: an SSE comment this often keeps idle streams alive through proxies
 _KEEPALIVE = 15.0
+#: nesting levels a JSON body may have (the API's own bodies need 2; agents' hook payloads a few)
+MAX_JSON_DEPTH = 64
+#: bytes of one ``NAME=value`` environment string at most (Linux's MAX_ARG_STRLEN: execve
+#: refuses a longer one, so the command would not start)
+MAX_ENV_STRING = (32 << 12) - 1
 
 
 class ApiError(Exception):
@@ -176,6 +184,7 @@ def create_app(context: ApiContext) -> QuartTrio:
         conversion_preference="msgspec",
         openapi_provider_class=Provider,
     )
+    app.json = _JsonProvider(app, app.json)
     manager = context.manager
     list_cache: dict[tuple[int, str | None], bytes] = {}
 
@@ -276,6 +285,10 @@ def create_app(context: ApiContext) -> QuartTrio:
             return _error(413, "body_too_large", message)
         if exc.code == 400 and request.mimetype == "application/json":
             return _error(400, "invalid_json", "the request body is not valid JSON")
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            # RFC 9110: a 405 says which methods the resource has
+            body, status = _error(405, code, exc.description or code)
+            return body, status, {"Allow": ", ".join(sorted(exc.valid_methods))}
         return _error(exc.code or 500, code, exc.description or code)
 
     @app.errorhandler(UnicodeDecodeError)
@@ -291,6 +304,22 @@ def create_app(context: ApiContext) -> QuartTrio:
     async def _timeout(exc: SubprocessTimeoutError) -> Any:
         log.warning("%s", exc)
         return _error(504, "tmux_timeout", str(exc))
+
+    @app.errorhandler(CommandTooLongError)
+    async def _command_too_long(exc: CommandTooLongError) -> Any:
+        return _error(413, "command_too_large", str(exc))
+
+    @app.errorhandler(OSError)
+    async def _os_error(exc: OSError) -> Any:
+        if exc.errno in _NO_SPACE:
+            return _insufficient_storage(exc)
+        return await _internal(exc)
+
+    @app.errorhandler(sqlite3.OperationalError)
+    async def _database_error(exc: sqlite3.OperationalError) -> Any:
+        if getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL:
+            return _insufficient_storage(exc)
+        return await _internal(exc)
 
     @app.errorhandler(TmuxError)
     async def _tmux(exc: TmuxError) -> Any:
@@ -375,6 +404,7 @@ def create_app(context: ApiContext) -> QuartTrio:
         """Start a session; it is running when this returns. With ``agent``: an AI coding
         agent session (``command``/``shell`` not allowed), optionally resuming an earlier
         session's conversation (``resume``)."""
+        _check_create_text(data)
         agent = _agent_start(manager, data, min(context.max_input_bytes, 100 << 10))
         argv = _argv(data) if agent is None and data.resume is None else []
         cwd = Path(data.cwd) if data.cwd is not None else context.home
@@ -382,16 +412,33 @@ def create_app(context: ApiContext) -> QuartTrio:
             cwd = Path((await manager.get(data.resume)).cwd)
         if not cwd.is_absolute():
             raise ApiError(422, "invalid_cwd", f"cwd must be an absolute path, not {data.cwd!r}")
-        if not await trio.Path(cwd).is_dir():
+        try:
+            is_dir = await trio.Path(cwd).is_dir()
+        except OSError as exc:  # e.g. a name too long
+            raise ApiError(422, "invalid_cwd", f"cwd {str(cwd)!r}: {exc.strerror}") from None
+        if not is_dir:
             raise ApiError(422, "invalid_cwd", f"cwd {str(cwd)!r} is not an existing directory")
         for name, value in data.env.items():
             if not is_env_name(name):
                 raise ApiError(422, "invalid_env", f"invalid environment variable name {name!r}")
             if "\0" in value:
                 raise ApiError(422, "invalid_env", f"environment variable {name} contains a NUL byte")
+            if (size := len(name) + 1 + len(value.encode())) > MAX_ENV_STRING:
+                raise ApiError(
+                    413, "env_too_large",
+                    f"environment variable {name} is {size} bytes as NAME=value; at most {MAX_ENV_STRING}",
+                )  # fmt: skip
         for arg in argv:
             if "\0" in arg:
                 raise ApiError(422, "invalid_command", "command arguments cannot contain a NUL byte")
+        # The command and cwd go to tmux on one command line (the exact check, with the start
+        # script around them, is TmuxServer.new_session's): refused here before any file is made.
+        size = sum(len(arg.encode()) + 1 for arg in argv) + len(str(cwd).encode())
+        if size > TMUX_COMMAND_MAX:
+            raise ApiError(
+                413, "command_too_large",
+                f"the command and cwd are {size} bytes; tmux takes at most {TMUX_COMMAND_MAX} together",
+            )  # fmt: skip
         # Hooks (`trio-bridge hook`) find the daemon through this.
         env = (
             {**data.env, "TRIO_BRIDGE_API_SOCKET": str(context.socket_path)}
@@ -669,6 +716,64 @@ async def _final_record(manager: SessionManager, session_id: str) -> SessionReco
     return await manager.get(session_id)
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_SQLITE_FULL = 13  # SQLITE_FULL: "database or disk is full"
+
+
+def _insufficient_storage(exc: Exception) -> tuple[dict[str, Any], int]:
+    log.error("out of disk space: %s", exc)
+    message = "the daemon's file system is full (or its quota is used up); nothing was changed"
+    if request.method == "DELETE":
+        message = "the daemon's file system is full (or its quota is used up)"
+    return _error(507, "insufficient_storage", message)
+
+
+#: a JSON string: what is inside one cannot nest
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_ASCII_NOT_BRACKETS = dict.fromkeys(c for c in range(128) if chr(c) not in "[]{}")
+_OPENERS_IN_A_ROW = re.compile(rf"[\[{{]{{{MAX_JSON_DEPTH + 1}}}")
+
+
+class _JsonProvider(DefaultJSONProvider):
+    """quart-schema's JSON provider, but request bodies have their nesting depth checked
+    (cheaply) before they are parsed: the parser's recursion would end in a RecursionError."""
+
+    def __init__(self, app: QuartTrio, inner: Any) -> None:
+        super().__init__(app)
+        self._inner = inner
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return self._inner.dumps(obj, **kwargs)  # type: ignore[no-any-return]
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        text = s.decode() if isinstance(s, bytes) else s
+        if _too_deep(text):
+            message = f"the JSON body nests more than {MAX_JSON_DEPTH} levels deep (or has unpaired brackets)"
+            raise ApiError(400, "invalid_json", message)
+        return self._inner.loads(text, **kwargs)
+
+
+def _too_deep(text: str) -> bool:
+    """Whether ``text``'s arrays and objects nest deeper than :data:`MAX_JSON_DEPTH`, or its
+    brackets do not pair up (then it is not JSON either way).
+
+    Cheap, all in C: strings are cut out and everything but brackets dropped by regular
+    expressions; then each pass removes the innermost pairs: one level per pass, at most
+    :data:`MAX_JSON_DEPTH` passes."""
+    structure = _JSON_STRING.sub("", text).translate(_ASCII_NOT_BRACKETS)
+    if not structure.isascii():
+        structure = _NOT_BRACKETS.sub("", structure)
+    if _OPENERS_IN_A_ROW.search(structure):
+        return True
+    for _ in range(MAX_JSON_DEPTH):
+        shorter = structure.replace("[]", "").replace("{}", "")
+        if shorter == structure:
+            break
+        structure = shorter
+    return bool(structure)
+
+
 def _json(value: msgspec.Struct, status: int = 200) -> Response:
     """A JSON response encoded by msgspec (several times faster than the json module)."""
     return Response(msgspec.json.encode(value), status=status, content_type="application/json")
@@ -693,6 +798,54 @@ def _parse_states(text: str | None) -> list[SessionState] | None:
 
 
 _HOOK_PATH = re.compile(f"/{API_VERSION}/sessions/[^/]+/hooks")
+
+
+#: control characters (C0, DEL, C1): they act on a terminal that prints them
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _check_unicode(code: str, field: str, value: str) -> None:
+    """Refuse a lone surrogate (``\\ud800`` in JSON): not text, and it has no UTF-8 form."""
+    if value.isascii():
+        return
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        surrogate = ord(value[exc.start])
+        message = f"{field} is not valid Unicode: lone surrogate U+{surrogate:04X} at index {exc.start}"
+        raise ApiError(422, code, message) from None
+
+
+def _check_plain(code: str, field: str, value: str) -> None:
+    """Refuse what plain text cannot hold: lone surrogates and control characters."""
+    _check_unicode(code, field, value)
+    if (control := _CONTROL.search(value)) is not None:
+        raise ApiError(
+            422, code, f"{field} contains control character U+{ord(control[0]):04X} at index "
+            f"{control.start()}: it is plain text",
+        )  # fmt: skip
+
+
+def _check_create_text(data: CreateSession) -> None:
+    """Every string of a create request is valid Unicode; names, paths and the title are plain
+    text. A command, shell line, environment value or agent argument may hold any other
+    character (a shell script has newlines, a printf argument an ESC) but NUL, refused later."""
+    if data.title is not None:
+        _check_plain("invalid_title", "title", data.title)
+    if data.cwd is not None:
+        _check_plain("invalid_cwd", "cwd", data.cwd)
+    for index, arg in enumerate(data.command or ()):
+        _check_unicode("invalid_command", f"command[{index}]", arg)
+    if data.shell is not None:
+        _check_unicode("invalid_command", "shell", data.shell)
+    for name, value in data.env.items():
+        _check_unicode("invalid_env", "an environment variable's name", name)
+        _check_unicode("invalid_env", f"environment variable {name}", value)
+    for field in ("agent", "model", "resume"):
+        if (value := getattr(data, field)) is not None:
+            _check_plain("invalid_agent", field, value)
+    for index, arg in enumerate([*data.args, data.prompt or ""]):
+        _check_unicode("invalid_agent", "prompt" if index == len(data.args) else f"args[{index}]", arg)
 
 
 def _agent_start(manager: SessionManager, data: CreateSession, max_prompt: int) -> AgentStart | None:

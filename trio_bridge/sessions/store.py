@@ -171,6 +171,17 @@ class SessionStore:
         self._records[record.id] = record
         self.version += 1
 
+    async def delete(self, session_id: str) -> None:
+        """Forget one record (a session that never started); a missing one is no error."""
+
+        def delete(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+        await self._call(delete)
+        self._records.pop(session_id, None)
+        self.version += 1
+
     async def prune(self, *, keep: int, older_than: float) -> list[str]:
         """Delete ended sessions beyond the newest ``keep`` or ended before ``older_than``.
 
