@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -829,7 +830,12 @@ class SessionManager:
             record, state=state, exit_code=exit_code, exit_signal=exit_signal, ended_at=time.time(),
             agent_state=str(AgentState.EXITED) if record.agent_state is not None else None,
         )  # fmt: skip
-        await self.store.update(ended)
+        try:
+            await self.store.update(ended)
+        except sqlite3.OperationalError as exc:
+            # (a full disk) the end is known and told all the same; a restart finds the session
+            # gone and records it as lost
+            log.error("session %s ended (%s); the database could not record it: %s", record.id, state, exc)  # noqa: TRY400
         self._publish(EventKind(state.value), ended)
 
     async def _keep_agent_files(self, record: SessionRecord, directory: Path) -> None:

@@ -1,0 +1,323 @@
+"""Hostile input through the real API: every refusal is a 4xx (never a 500) that names what
+was wrong, and a refused request changes nothing (no record, no directory, no session).
+
+A real daemon in the test's trio loop, real tmux, httpx on its unix socket. The full-disk test
+mounts a small tmpfs as the daemon's state directory (it needs root; it is skipped, saying so,
+where mounting is not permitted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from trio_bridge.api.app import MAX_ENV_STRING, MAX_JSON_DEPTH
+from trio_bridge.tmux.server import TMUX_COMMAND_MAX
+
+from ._api import Daemon, daemon_and_client
+from .conftest import Sandbox, live_pids_matching
+
+JSON = {"Content-Type": "application/json"}
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> str:
+    """The API's error shape with this status and code; returns the message."""
+    assert response.status_code == status, (response.status_code, response.text)
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code, body
+    assert "Traceback" not in response.text
+    return str(body["error"]["message"])
+
+
+async def nothing_changed(daemon: Daemon, client: httpx.AsyncClient, before: set[str]) -> None:
+    """No session record and no session directory beyond ``before`` (the ids there were)."""
+    listed = {s["id"] for s in (await client.get("/v1/sessions")).json()["sessions"]}
+    assert listed == before
+    directory = daemon.settings.state_dir / "sessions"
+    on_disk = {p.name for p in directory.iterdir()} if directory.exists() else set()
+    assert on_disk == before
+
+
+async def ids(client: httpx.AsyncClient) -> set[str]:
+    return {s["id"] for s in (await client.get("/v1/sessions")).json()["sessions"]}
+
+
+async def output_of(client: httpx.AsyncClient, session_id: str) -> bytes:
+    """The output of a session, once it ended."""
+    waited = await client.get(f"/v1/sessions/{session_id}/wait", params={"timeout": 15})
+    assert waited.json()["ended"], waited.text
+    return (await client.get(f"/v1/sessions/{session_id}/output", params={"limit": 1 << 20})).content
+
+
+# -- sizes -----------------------------------------------------------------------------------
+
+
+def test_tmux_command_limit_is_tmuxs(sandbox: Sandbox) -> None:
+    """TMUX_COMMAND_MAX is what this tmux really takes: a command whose arguments (each with its
+    NUL) make exactly that many bytes runs; one byte more is refused by tmux itself."""
+
+    def new_session(name: str, packed: int) -> subprocess.CompletedProcess[str]:
+        head = ["new-session", "-d", "-s", name, "--", "/bin/sh", "-c"]
+        script = ":" + " " * (packed - sum(len(a) + 1 for a in head) - 2)
+        assert sum(len(a) + 1 for a in [*head, script]) == packed
+        return sandbox.tmux(*head, script, check=False)
+
+    at_limit = new_session("atlimit", TMUX_COMMAND_MAX)
+    assert at_limit.returncode == 0, at_limit.stderr
+    over = new_session("over", TMUX_COMMAND_MAX + 1)
+    assert over.returncode != 0
+    assert re.search(r"command too long|failed to send command", over.stderr), over.stderr
+
+
+async def test_create_command_size_is_checked_before_tmux(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A command larger than tmux takes is a 413 naming the limit (it was tmux's "command too
+    long" as a 500); the largest one tmux takes runs; neither leaves anything behind."""
+    with trio.fail_after(40):
+        async with daemon_and_client(sandbox) as (daemon, client):
+            before = await ids(client)
+            # refused by the API's first check: the command alone is too large
+            huge = await client.post("/v1/sessions", json={"shell": "echo " + "x" * 30_000})
+            message = assert_error(huge, 413, "command_too_large")
+            assert str(TMUX_COMMAND_MAX) in message and "30022" in message
+            await nothing_changed(daemon, client, before)
+
+            # refused by the exact check, with tmux's start script around the command
+            body = {"shell": ": " + "y" * (TMUX_COMMAND_MAX - 200), "cwd": str(tmp_path)}
+            near = await client.post("/v1/sessions", json=body)
+            message = assert_error(near, 413, "command_too_large")
+            assert str(TMUX_COMMAND_MAX) in message
+            await nothing_changed(daemon, client, before)
+
+            # the message's size, less the shell line's, is what the start script adds: a line
+            # that makes the command exactly the limit runs
+            size = int(re.search(r"is (\d+) bytes", message)[1])  # type: ignore[index]
+            fits = TMUX_COMMAND_MAX - (size - len(body["shell"].encode()))
+            shell = "printf %s " + "z" * (fits - len("printf %s "))
+            created = await client.post("/v1/sessions", json={"shell": shell, "cwd": str(tmp_path)})
+            assert created.status_code == 201, created.text
+            assert (await output_of(client, created.json()["id"])).count(b"z") == fits - len("printf %s ")
+            over = await client.post("/v1/sessions", json={"shell": shell + "z", "cwd": str(tmp_path)})
+            assert_error(over, 413, "command_too_large")
+            await nothing_changed(daemon, client, before | {created.json()["id"]})
+
+
+async def test_environment_string_limit(sandbox: Sandbox, tmp_path: Path) -> None:
+    """An environment variable longer than execve takes is a 413 naming the limit; the longest
+    one it takes reaches the command."""
+    with trio.fail_after(30):
+        async with daemon_and_client(sandbox) as (daemon, client):
+            before = await ids(client)
+            longest = "v" * (MAX_ENV_STRING - len("BIG="))
+            body = {"command": ["printenv", "BIG"], "cwd": str(tmp_path), "env": {"BIG": longest}}
+            created = await client.post("/v1/sessions", json=body)
+            assert created.status_code == 201, created.text
+            assert (await output_of(client, created.json()["id"])).count(b"v") == len(longest)
+            before |= {created.json()["id"]}
+            body["env"] = {"BIG": longest + "v"}
+            message = assert_error(await client.post("/v1/sessions", json=body), 413, "env_too_large")
+            assert str(MAX_ENV_STRING) in message
+            await nothing_changed(daemon, client, before)
+
+
+# -- text ------------------------------------------------------------------------------------
+
+
+def raw_body(fields: dict[str, Any]) -> bytes:
+    """JSON with lone surrogates kept as ``\\udXXX`` escapes (httpx cannot encode them)."""
+    return json.dumps(fields).encode()
+
+
+async def test_create_refuses_surrogates_and_controls(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A lone surrogate anywhere in a create request, or a control character in plain text
+    (title, cwd, agent names), is a 422 naming the field (a surrogate in title or env was a
+    500); what may hold control characters (a shell script, an argument, a value) still does."""
+    cwd = str(tmp_path)
+    refused: list[tuple[dict[str, Any], str, str]] = [
+        ({"command": ["true"], "title": "a\ud800"}, "invalid_title", "title"),
+        ({"command": ["true"], "title": "\x1b]0;PWNED\x07\x1b[2J"}, "invalid_title", "U+001B"),
+        ({"command": ["true"], "title": "tab\there"}, "invalid_title", "U+0009"),
+        ({"command": ["true"], "title": "c1\x9b"}, "invalid_title", "U+009B"),
+        ({"command": ["true"], "env": {"A": "x\udfff"}}, "invalid_env", "environment variable A"),
+        ({"command": ["true"], "env": {"\ud800": "x"}}, "invalid_env", "surrogate"),
+        ({"command": ["echo", "\udc80"]}, "invalid_command", "command[1]"),
+        ({"shell": "echo \ud800"}, "invalid_command", "shell"),
+        ({"command": ["true"], "cwd": cwd + "/\ud800"}, "invalid_cwd", "cwd"),
+        ({"command": ["true"], "cwd": cwd + "/a\nb"}, "invalid_cwd", "U+000A"),
+        ({"agent": "claude\x1b"}, "invalid_agent", "agent"),
+        ({"agent": "claude", "prompt": "hi \ud800"}, "invalid_agent", "prompt"),
+    ]
+    with trio.fail_after(40):
+        async with daemon_and_client(sandbox) as (daemon, client):
+            before = await ids(client)
+            for fields, code, named in refused:
+                fields.setdefault("cwd", cwd)
+                response = await client.post("/v1/sessions", content=raw_body(fields), headers=JSON)
+                message = assert_error(response, 422, code)
+                assert named in message, (fields, message)
+                await nothing_changed(daemon, client, before)
+
+            # control characters where a program may want them: a multi-line script, an
+            # ESC in an argument and in an environment value; text beyond the BMP
+            body = {
+                "shell": 'printf "%s|%s|" "$1" "$TB_VALUE"\nprintf "two lines"',
+                "cwd": cwd,
+                "env": {"TB_VALUE": "v\x1bw\tx"},
+                "title": "ok 😀 [[[" + "[" * MAX_JSON_DEPTH,
+            }
+            created = await client.post("/v1/sessions", json=body)
+            assert created.status_code == 201, created.text
+            assert created.json()["title"] == body["title"]
+            assert b"|v\x1bw\tx|two lines" in await output_of(client, created.json()["id"])
+
+
+async def test_json_nesting_is_bounded(sandbox: Sandbox) -> None:
+    """A body nested deeper than MAX_JSON_DEPTH is a 400 before it is parsed (100 000 levels
+    were a RecursionError: a 500); one level less is parsed (then refused by the schema)."""
+    with trio.fail_after(30):
+        async with daemon_and_client(sandbox) as (daemon, client):
+            before = await ids(client)
+            for path in ("/v1/sessions", "/v1/sessions/nope/input", "/v1/sessions/nope/keys"):
+                deep = b"[" * 100_000 + b"]" * 100_000
+                message = assert_error(
+                    await client.post(path, content=deep, headers=JSON), 400, "invalid_json"
+                )
+                assert str(MAX_JSON_DEPTH) in message
+                unclosed = b'{"command": ' + b"[" * 100_000
+                assert_error(await client.post(path, content=unclosed, headers=JSON), 400, "invalid_json")
+
+            def nested(levels: int) -> bytes:  # an object holding arrays: `levels` deep in all
+                return b'{"command": ' + b"[" * (levels - 1) + b'"x"' + b"]" * (levels - 1) + b"}"
+
+            at_limit = await client.post("/v1/sessions", content=nested(MAX_JSON_DEPTH), headers=JSON)
+            assert_error(at_limit, 422, "invalid_request")  # parsed: a list is no string
+            over = await client.post("/v1/sessions", content=nested(MAX_JSON_DEPTH + 1), headers=JSON)
+            assert_error(over, 400, "invalid_json")
+            await nothing_changed(daemon, client, before)
+
+
+async def test_cwd_errors_are_422(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Whatever the operating system says about a cwd is a 422 (a name over 255 bytes was a
+    500)."""
+    (tmp_path / "file").write_text("")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    cwds = [
+        f"{tmp_path}/{'a' * 300}",  # ENAMETOOLONG: one name
+        "/" + "/".join(["b" * 200] * 30),  # ENAMETOOLONG: the whole path
+        f"{tmp_path}/file/sub",  # ENOTDIR
+        f"{tmp_path}/loop/sub",  # ELOOP
+        f"{tmp_path}/missing",
+        "relative/path",
+    ]
+    with trio.fail_after(30):
+        async with daemon_and_client(sandbox) as (daemon, client):
+            before = await ids(client)
+            for cwd in cwds:
+                response = await client.post("/v1/sessions", json={"command": ["true"], "cwd": cwd})
+                assert_error(response, 422, "invalid_cwd")
+            await nothing_changed(daemon, client, before)
+
+
+async def test_405_says_what_is_allowed(sandbox: Sandbox) -> None:
+    with trio.fail_after(20):
+        async with daemon_and_client(sandbox) as (_daemon, client):
+            response = await client.request("TRACE", "/v1/health")
+            assert_error(response, 405, "method_not_allowed")
+            assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+            response = await client.put("/v1/sessions")
+            assert {"GET", "POST"} <= set(response.headers["Allow"].split(", "))
+
+
+# -- a full disk -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` (mode 0700), unmounted at the end."""
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
+        capture_output=True, text=True, timeout=10, check=False,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        unmounted = subprocess.run(["umount", str(where)], capture_output=True, timeout=10, check=False)
+        if unmounted.returncode != 0:  # something still holds a file open: detach it anyway
+            subprocess.run(["umount", "-l", str(where)], timeout=10, check=False)
+
+
+def fill(directory: Path) -> None:
+    """Write to ``directory`` until its file system is full."""
+    with (directory / "filler").open("wb") as file:
+        try:
+            while True:
+                file.write(b"\0" * (64 << 10))
+                file.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    # what a partly written last block left free goes too
+    for n in range(1000):
+        try:
+            (directory / f"filler{n}").write_bytes(b"\0" * 512)
+        except OSError:
+            break
+
+
+async def test_full_disk(sandbox: Sandbox, tmp_path: Path) -> None:
+    """On a full file system: creating a session is a 507 ``insufficient_storage`` that leaves
+    nothing behind (it was a 500 with an empty directory and an ``exited`` record); ``DELETE``
+    stops the session even though its last screen cannot be kept (it was a 500 and the session
+    ran on); once there is room again, the daemon carries on."""
+    marker = f"{time.monotonic_ns() % 10**9 + 10**9}"
+    with small_tmpfs(sandbox.root / "disk", "4m") as disk, trio.fail_after(50):
+        async with daemon_and_client(sandbox, state_dir=disk / "state") as (daemon, client):
+            running = await client.post(
+                "/v1/sessions", json={"shell": f"echo started; sleep {marker}", "cwd": str(tmp_path)}
+            )
+            assert running.status_code == 201, running.text
+            session_id = running.json()["id"]
+            with trio.fail_after(10):
+                while b"started" not in (await client.get(f"/v1/sessions/{session_id}/output")).content:
+                    await trio.sleep(0.05)
+            assert live_pids_matching(f"sleep {marker}")
+            before = await ids(client)
+
+            await trio.to_thread.run_sync(fill, disk)
+            for body in ({"command": ["true"]}, {"shell": "true", "env": {"A": "b"}, "title": "t"}):
+                body["cwd"] = str(tmp_path)
+                response = await client.post("/v1/sessions", json=body)
+                message = assert_error(response, 507, "insufficient_storage")
+                assert "full" in message
+                await nothing_changed(daemon, client, before)
+
+            killed = await client.delete(f"/v1/sessions/{session_id}")
+            assert killed.status_code < 500, killed.text
+            with trio.fail_after(10):
+                while live_pids_matching(f"sleep {marker}"):
+                    await trio.sleep(0.05)
+            assert sandbox.tmux("has-session", "-t", f"=tb-{session_id}", check=False).returncode != 0
+
+            for path in disk.glob("filler*"):
+                path.unlink()
+            again = await client.post("/v1/sessions", json={"command": ["true"], "cwd": str(tmp_path)})
+            assert again.status_code == 201, again.text
+            # what the daemon says happened, though its database could not take it
+            assert (await client.get(f"/v1/sessions/{session_id}")).json()["state"] == "killed"
+            assert os.path.isdir(disk / "state" / "sessions" / again.json()["id"])
+            metrics = (await client.get("/metrics")).text
+            assert re.search(r'restarts_total\{service="sessions"\} 0\.0', metrics), "a service crashed"
+            assert re.search(r'restarts_total\{service="api"\} 0\.0', metrics), "a service crashed"
