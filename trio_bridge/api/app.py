@@ -9,9 +9,11 @@ server stops: see :class:`ApiContext`.
 from __future__ import annotations
 
 import errno
+import functools
 import hmac
 import json
 import logging
+import math
 import os
 import re
 import shlex
@@ -20,7 +22,7 @@ import sqlite3
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -46,6 +48,7 @@ from ..process import SubprocessTimeoutError
 from ..sessions import SessionManager, SessionRecord, SessionState
 from ..sessions.manager import (
     AgentStart,
+    EventKind,
     NotAnAgentError,
     PromptNotConfirmedError,
     SessionEndedError,
@@ -398,6 +401,7 @@ def create_app(context: ApiContext) -> QuartTrio:
         return Response(body, content_type="application/json")
 
     @app.post(f"/{API_VERSION}/sessions")
+    @_strict_body(CreateSession)
     @validate_request(CreateSession)
     @document_response(SessionOut, 201)
     async def create_session(data: CreateSession) -> Response:
@@ -476,6 +480,7 @@ def create_app(context: ApiContext) -> QuartTrio:
         return _json(session_out(record, context.computer_name))
 
     @app.post(f"/{API_VERSION}/sessions/<session_id>/input")
+    @_strict_body(InputBody)
     @validate_request(InputBody)
     @raw_response(204, None, "done")
     async def send_input(session_id: str, data: InputBody) -> tuple[str, int]:
@@ -489,6 +494,7 @@ def create_app(context: ApiContext) -> QuartTrio:
         return "", 204
 
     @app.post(f"/{API_VERSION}/sessions/<session_id>/keys")
+    @_strict_body(KeysBody)
     @validate_request(KeysBody)
     @raw_response(204, None, "done")
     async def send_keys(session_id: str, data: KeysBody) -> tuple[str, int]:
@@ -620,7 +626,7 @@ def create_app(context: ApiContext) -> QuartTrio:
 
     @app.get(f"/{API_VERSION}/sessions/<session_id>/stream")
     @validate_querystring(StreamQuery)
-    @raw_response(200, "text/event-stream", "Server-Sent Events")
+    @raw_response(200, "text/event-stream", "Server-Sent Events", ["output", "resync", "end", "shutdown"])
     async def stream(session_id: str, query_args: StreamQuery) -> Response:
         """Output as Server-Sent Events. Each ``output`` event's data is JSON ``{"offset",
         "data"}`` (UTF-8 text; a character split between reads waits for its end) and its id
@@ -628,7 +634,7 @@ def create_app(context: ApiContext) -> QuartTrio:
         ``resync`` says output was dropped by retention; ``end`` carries the final session record;
         ``shutdown`` says the daemon is stopping (reconnect later)."""
         await manager.get(session_id)
-        start = query_args.offset or 0
+        start = query_args.offset
         last_id = request.headers.get("Last-Event-ID")
         if last_id is not None:
             if not _is_offset(last_id):
@@ -650,7 +656,12 @@ def create_app(context: ApiContext) -> QuartTrio:
         return _sse_response(context, events)
 
     @app.get(f"/{API_VERSION}/events")
-    @raw_response(200, "text/event-stream", "Server-Sent Events")
+    @raw_response(
+        200,
+        "text/event-stream",
+        "Server-Sent Events",
+        [*(k.value for k in EventKind), "overflow", "shutdown"],
+    )
     async def events() -> Response:
         """Session lifecycle events as Server-Sent Events (``created``, ``running``,
         ``exited``, ``killed``, ``lost``, ``adopted``), from now on. A client that falls far
@@ -784,13 +795,46 @@ def _same_origin(origin: str, host: str) -> bool:
     return bool(parts.netloc) and parts.netloc.lower() == host.lower()
 
 
+_View = TypeVar("_View", bound=Callable[..., Awaitable[Any]])
+
+
+def _strict_body(model: type[msgspec.Struct]) -> Callable[[_View], _View]:
+    """Hold a JSON body to its model as JSON (under quart-schema's ``validate_request``, which
+    converts laxly, as for form data: ``"80"`` for a number, ``0`` or ``"true"`` for a boolean,
+    what the OpenAPI document does not allow). A number like ``80.0`` is an integer, as in
+    JSON Schema."""
+
+    def decorate(view: _View) -> _View:
+        @functools.wraps(view)
+        async def strict(*args: Any, **kwargs: Any) -> Any:
+            try:
+                msgspec.convert(_integral_floats(await request.get_json()), model, strict=True)
+            except msgspec.ValidationError as exc:
+                raise RequestSchemaValidationError(exc) from None
+            return await view(*args, **kwargs)
+
+        return strict  # type: ignore[return-value]
+
+    return decorate
+
+
+def _integral_floats(value: Any) -> Any:
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral_floats(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral_floats(v) for k, v in value.items()}
+    return value
+
+
 def _parse_states(text: str | None) -> list[SessionState] | None:
     if not text:
         return None
     states = []
     for name in text.split(","):
         try:
-            states.append(SessionState(name.strip()))
+            states.append(SessionState(name.strip(" ")))
         except ValueError:
             known = ", ".join(s.value for s in SessionState)
             raise ApiError(422, "invalid_state", f"unknown state {name!r}; one of: {known}") from None
@@ -879,7 +923,7 @@ def _parse_agent_states(text: str | None) -> list[AgentState] | None:
     states = []
     for name in text.split(","):
         try:
-            states.append(AgentState(name.strip()))
+            states.append(AgentState(name.strip(" ")))
         except ValueError:
             known = ", ".join(s.value for s in AgentState)
             raise ApiError(422, "invalid_until", f"unknown agent state {name!r} (known: {known})") from None
