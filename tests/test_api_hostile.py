@@ -24,6 +24,7 @@ import pytest
 import trio
 
 from trio_bridge.api.app import MAX_ENV_STRING, MAX_JSON_DEPTH
+from trio_bridge.tmux import SessionNotFoundError, SessionSpec, TmuxServer
 from trio_bridge.tmux.server import TMUX_COMMAND_MAX
 
 from ._api import Daemon, daemon_and_client
@@ -132,6 +133,29 @@ async def test_environment_string_limit(sandbox: Sandbox, tmp_path: Path) -> Non
 
 
 # -- text ------------------------------------------------------------------------------------
+
+
+async def test_typing_into_a_dead_pane_keeps_tmux_alive(server: TmuxServer, tmp_path: Path) -> None:
+    """A paste into a dead pane (a session's, from its command's end until its window is killed)
+    crashed tmux 3.3a's whole server, every session with it (found by schemathesis: input right
+    after a session ended answered 500 and the daemon lost every session). Now the paste is
+    refused as "no such session" (the API's 409 session_ended), and tmux lives on."""
+    with trio.fail_after(20):
+        bystander = SessionSpec(["sleep", "60"], tmp_path, tmp_path / "exit-bystander")
+        await server.new_session(bystander)
+        await server.release(bystander)
+        spec = SessionSpec(["true"], tmp_path, tmp_path / "exit")
+        await server.new_session(spec)
+        await server.release(spec)
+        while not (await server.pane_status(spec.name)).dead:  # kept by remain-on-exit
+            await trio.sleep(0.02)
+        with pytest.raises(SessionNotFoundError):
+            await server.send_text(spec.name, "hello", enter=True)
+        assert await server.has_session(bystander.name)
+        assert await server.has_session(spec.name)
+        assert (await server.run("list-buffers", "-F", "#{buffer_name}")).stdout == b""
+        await server.send_text(bystander.name, "still typed")
+        assert "still typed" in await server.capture(bystander.name)
 
 
 def raw_body(fields: dict[str, Any]) -> bytes:

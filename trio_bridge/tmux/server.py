@@ -493,15 +493,24 @@ class TmuxServer:
         if data:
             buffer = f"tb-{uuid.uuid4().hex}"
             await self._run_on_session(name, "load-buffer", "-b", buffer, "-", input=data)
+            target = f"={name}:"
             try:
                 # -p: bracketed paste if the program enabled it; -r: keep LF
                 # as LF (a multi-line paste stays one paste); -d: delete after.
-                await self._run_on_session(
-                    name, "paste-buffer", "-p", "-r", "-d", "-b", buffer, "-t", f"={name}:"
-                )
+                # Only into a live pane: tmux 3.3a's server crashes (taking every session
+                # along) on a paste into a dead one, which a session's pane is from its
+                # command's end until its window is killed. The check and the paste are
+                # one tmux command, so the pane cannot die in between.
+                result = await self._run_on_session(
+                    name, "if-shell", "-F", "-t", target, "#{pane_dead}",
+                    f"delete-buffer -b {buffer} ; display-message -p dead",
+                    f"paste-buffer -p -r -d -b {buffer} -t {target}",
+                )  # fmt: skip
             except BaseException:
                 await self.run("delete-buffer", "-b", buffer)
                 raise
+            if result.stdout.strip() == b"dead":
+                raise SessionNotFoundError(name)
         if enter:
             await self.send_keys(name, ["Enter"])
 
