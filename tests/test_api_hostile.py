@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio_websocket
 
 from trio_bridge.api.app import MAX_ENV_STRING, MAX_JSON_DEPTH
 from trio_bridge.tmux import SessionNotFoundError, SessionSpec, TmuxServer
@@ -229,6 +230,35 @@ async def test_json_nesting_is_bounded(sandbox: Sandbox) -> None:
             over = await client.post("/v1/sessions", content=nested(MAX_JSON_DEPTH + 1), headers=JSON)
             assert_error(over, 400, "invalid_json")
             await nothing_changed(daemon, client, before)
+
+
+@pytest.mark.filterwarnings(  # trio-websocket's client leaks its socket after a close it did not start
+    "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
+)
+async def test_websocket_message_nesting_is_bounded(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A WebSocket text message nested 100 000 deep is an error message (it was a RecursionError
+    that ended the connection); the connection stays usable."""
+    token = "t" * 24
+    with trio.fail_after(30):
+        async with daemon_and_client(sandbox, bind="127.0.0.1:0", token=token) as (daemon, client):
+            client.headers["Authorization"] = f"Bearer {token}"
+            created = await client.post("/v1/sessions", json={"command": ["cat"], "cwd": str(tmp_path)})
+            assert created.status_code == 201, created.text
+            assert daemon.running.api_url is not None
+            url = (
+                "ws" + daemon.running.api_url.removeprefix("http") + f"/v1/sessions/{created.json()['id']}/ws"
+            )
+            headers = [(b"Authorization", f"Bearer {token}".encode())]
+            async with trio_websocket.open_websocket_url(url, extra_headers=headers) as ws:
+                assert json.loads(await ws.get_message())["type"] == "hello"
+                await ws.send_message("[" * 100_000 + "]" * 100_000)
+                reply = json.loads(await ws.get_message())
+                assert reply["type"] == "error" and str(MAX_JSON_DEPTH) in reply["message"], reply
+                await ws.send_message(json.dumps({"type": "input", "text": "still here", "enter": True}))
+                received = b""
+                while b"still here\r\n" not in received:
+                    message = await ws.get_message()
+                    received += message if isinstance(message, bytes) else b""
 
 
 async def test_cwd_errors_are_422(sandbox: Sandbox, tmp_path: Path) -> None:

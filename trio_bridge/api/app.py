@@ -1156,6 +1156,8 @@ async def _serve_ws(context: ApiContext, session_id: str, feed: OutputFeed) -> N
 
 
 async def _ws_command(context: ApiContext, session_id: str, message: str) -> None:
+    if _too_deep(message):
+        raise ApiError(400, "invalid_message", f"messages nest at most {MAX_JSON_DEPTH} levels deep")
     try:
         command = json.loads(message)
     except ValueError:
