@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import re
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ import httpx
 import pytest
 import trio
 import trio_websocket
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from trio_bridge.api.app import MAX_ENV_STRING, MAX_JSON_DEPTH
 from trio_bridge.tmux import SessionNotFoundError, SessionSpec, TmuxServer
@@ -205,6 +208,83 @@ async def test_create_refuses_surrogates_and_controls(sandbox: Sandbox, tmp_path
             assert created.status_code == 201, created.text
             assert created.json()["title"] == body["title"]
             assert b"|v\x1bw\tx|two lines" in await output_of(client, created.json()["id"])
+
+
+#: any code point: lone surrogates (which st.characters never draws), C0 and C1 controls, NUL,
+#: beyond the BMP
+ANY_TEXT = st.text(
+    st.characters(codec=None) | st.integers(0xD800, 0xDFFF).map(chr) | st.integers(0, 0x9F).map(chr),
+    max_size=12,
+)
+
+
+def create_body(field: str, text: str, cwd: str) -> dict[str, Any]:
+    """A create request with ``text`` in ``field``, running only harmless programs."""
+    command: dict[str, Any] = {"command": ["printf", "%s", "x"], "cwd": cwd}
+    if field in ("title", "model", "prompt", "resume"):
+        return {**command, field: text}
+    if field == "agent":
+        return {"agent": text, "cwd": cwd}
+    if field == "args":
+        return {**command, "args": [text]}
+    if field == "cwd":
+        return {**command, "cwd": f"{cwd}/{text}"}
+    if field == "command":
+        return {**command, "command": ["printf", "%s", text]}
+    if field == "shell":
+        return {"shell": ": " + shlex.quote(text), "cwd": cwd}
+    if field == "env name":
+        return {**command, "env": {text: "x"}}
+    assert field == "env value"
+    return {**command, "env": {"TB_FUZZ": text}}
+
+
+async def test_hostile_text_fuzz(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Hypothesis puts any text (lone surrogates, control characters, NUL) into each text field
+    of a create request and into typed input: never a 5xx; a refusal is a 4xx that changes
+    nothing; what is accepted is kept as given."""
+    cwd = str(tmp_path)
+    fields = ["title", "cwd", "command", "shell", "env name", "env value", "agent", "model", "prompt",
+              "args", "resume"]  # fmt: skip
+    seen: dict[int, int] = {}
+
+    def fuzz(url: str, daemon_dir: Path) -> None:
+        transport = httpx.HTTPTransport(uds=url)
+        with httpx.Client(transport=transport, base_url="http://trio-bridge", timeout=20) as client:
+            cat = client.post("/v1/sessions", json={"command": ["cat"], "cwd": cwd}).json()["id"]
+
+            def listed() -> set[str]:
+                return {r["id"] for r in client.get("/v1/sessions").json()["sessions"]}
+
+            @settings(max_examples=120, derandomize=True, database=None, deadline=None,
+                      suppress_health_check=list(HealthCheck))  # fmt: skip
+            @given(field=st.sampled_from([*fields, "input"]), text=ANY_TEXT)
+            def one(field: str, text: str) -> None:
+                before = listed()
+                if field == "input":
+                    body = json.dumps({"text": text}).encode()  # escapes keep lone surrogates
+                    response = client.post(f"/v1/sessions/{cat}/input", content=body, headers=JSON)
+                else:
+                    body = json.dumps(create_body(field, text, cwd)).encode()
+                    response = client.post("/v1/sessions", content=body, headers=JSON)
+                seen[response.status_code] = seen.get(response.status_code, 0) + 1
+                assert response.status_code < 500, (field, text, response.text)
+                if response.status_code >= 400:
+                    assert set(response.json()) == {"error"}, response.text
+                    assert listed() == before, (field, text)
+                    on_disk = {p.name for p in (daemon_dir / "sessions").iterdir()}
+                    assert on_disk == before, (field, text)
+                elif field == "title" and text:  # (an empty title is the command's)
+                    assert response.json()["title"] == text
+
+            one()
+
+    with trio.fail_after(50):
+        async with daemon_and_client(sandbox) as (daemon, _client):
+            await trio.to_thread.run_sync(
+                fuzz, str(daemon.running.api_socket), daemon.settings.state_dir, abandon_on_cancel=True
+            )
+    assert seen.get(201) and seen.get(204) and seen.get(422), seen  # both accepted and refused
 
 
 async def test_json_nesting_is_bounded(sandbox: Sandbox) -> None:
