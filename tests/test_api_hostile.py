@@ -373,6 +373,34 @@ async def test_405_says_what_is_allowed(sandbox: Sandbox) -> None:
             assert {"GET", "POST"} <= set(response.headers["Allow"].split(", "))
 
 
+async def test_an_unread_body_does_not_stall_the_connection(sandbox: Sandbox) -> None:
+    """A body no route reads (OPTIONS or GET with a body, a POST to a route that takes none),
+    sent after its headers (as http.client does): the answer says ``Connection: close``. It was
+    kept open, and the client's next request on it hung (found by schemathesis)."""
+    body = b'{"text": "x"}'
+    with trio.fail_after(30):
+        async with daemon_and_client(sandbox) as (daemon, _client):
+            for method, path in [
+                ("OPTIONS", "/v1/sessions/nope/hooks"), ("GET", "/v1/health"),
+                ("GET", "/v1/sessions/nope/input"), ("POST", "/v1/sessions/nope/relay"),
+            ]:  # fmt: skip
+                async with await trio.open_unix_socket(str(daemon.running.api_socket)) as stream:
+                    head = (
+                        f"{method} {path} HTTP/1.1\r\nHost: trio-bridge\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n"
+                    )
+                    await stream.send_all(head.encode())
+                    await trio.sleep(0.05)  # the answer may come before the body
+                    await stream.send_all(body)
+                    answer = b""
+                    with trio.fail_after(5):
+                        while b"\r\n\r\n" not in answer:
+                            answer += await stream.receive_some()
+                headers = answer.split(b"\r\n\r\n")[0].lower().split(b"\r\n")
+                assert not headers[0].startswith(b"http/1.1 5"), headers
+                assert b"connection: close" in headers, (method, path, headers)
+
+
 # -- a full disk -----------------------------------------------------------------------------
 
 

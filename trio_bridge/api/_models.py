@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import msgspec
 
 from ..agents import AgentState
-from ..sessions import SessionEvent, SessionRecord, SessionState
+from ..sessions import EventKind, SessionEvent, SessionRecord, SessionState
 from ..tmux import KEY_NAMES
 
 __all__ = [
@@ -52,6 +52,8 @@ PlainText = Annotated[str, _doc(pattern=_PLAIN)]
 Argument = Annotated[str, _doc(pattern=_NO_NUL)]
 EnvName = Annotated[str, _doc(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 KeyName = Annotated[str, _doc(enum=sorted(KEY_NAMES))]
+StateName = Annotated[str, _doc(enum=[s.value for s in SessionState])]
+AgentStateName = Annotated[str, _doc(enum=[s.value for s in AgentState])]
 
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -117,7 +119,7 @@ class HookBody(_Body):
 
 class AgentOut(msgspec.Struct, kw_only=True):
     #: starting, working, waiting_for_input, idle, exited, stuck, or unknown (no hook yet)
-    state: str
+    state: AgentStateName
     #: the agent's own conversation id and transcript, once a hook reported them
     native_id: str | None
     transcript_path: str | None
@@ -172,7 +174,7 @@ class SessionOut(msgspec.Struct, kw_only=True):
     command: list[str]
     cwd: str
     env_keys: list[str]
-    state: str
+    state: StateName
     created_at: float
     ended_at: float | None
     exit_code: int | None
@@ -183,7 +185,7 @@ class SessionOut(msgspec.Struct, kw_only=True):
     computer: str = ""
     #: agent sessions: the profile, the agent's state, its own conversation id and transcript
     agent: str | None = None
-    agent_state: str | None = None
+    agent_state: AgentStateName | None = None
     native_id: str | None = None
     transcript_path: str | None = None
 
@@ -217,7 +219,7 @@ class WaitResult(msgspec.Struct, omit_defaults=True):
 
 
 class EventOut(msgspec.Struct):
-    kind: str
+    kind: Annotated[str, _doc(enum=[k.value for k in EventKind])]
     session: SessionOut
     #: for ``agent`` events: the agent's new state
     agent: str | None = None

@@ -37,6 +37,7 @@ from quart_schema import (
     validate_querystring,
     validate_request,
 )
+from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
@@ -206,8 +207,12 @@ def create_app(context: ApiContext) -> QuartTrio:
         # A refusal (401, 413, ...) may come before the request's body was read whole; hypercorn
         # 0.18 then neither serves the connection's next request nor closes it, and a keep-alive
         # client reusing it waits forever. Closing it costs a reconnect, after an error only.
+        # The same for a body no route reads (OPTIONS, GET... with a body; a POST to a route
+        # without one): the connection's next request hung (found by schemathesis).
         chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-        if response.status_code >= 400 and (request.content_length or chunked):
+        view = app.view_functions.get(request.endpoint or "")
+        unread = request.method != "POST" or getattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE, None) is None
+        if (response.status_code >= 400 or unread) and (request.content_length or chunked):
             response.headers["Connection"] = "close"
         return response
 
