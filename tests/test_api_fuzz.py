@@ -19,7 +19,9 @@ generates whole requests itself, so keeping it from starting a harmful session w
 hooks into its case generation. msgspec emits a small subset of JSON Schema, which
 ``from_schema`` (values) and ``conforms`` (checks) cover in ~100 lines; both fail loudly on a
 keyword they do not know, so a richer document cannot be fuzzed wrong silently. No new
-dependency: Hypothesis and httpx are already there.
+dependency: Hypothesis and httpx are already there. (schemathesis now runs as well, in
+tests/test_openapi_schemathesis.py, with hooks that keep its sessions harmless: it checks the
+document against the API; this fuzz adds the broken bodies, headers and state checks above.)
 
 What is sent, per operation: path parameters (``session_id`` is a real session's id half of
 the time, else odd text: empty, ``..``, ``a/b``, NUL, 300 characters...), query parameters
