@@ -19,7 +19,9 @@ generates whole requests itself, so keeping it from starting a harmful session w
 hooks into its case generation. msgspec emits a small subset of JSON Schema, which
 ``from_schema`` (values) and ``conforms`` (checks) cover in ~100 lines; both fail loudly on a
 keyword they do not know, so a richer document cannot be fuzzed wrong silently. No new
-dependency: Hypothesis and httpx are already there.
+dependency: Hypothesis and httpx are already there. (schemathesis now runs as well, in
+tests/test_openapi_schemathesis.py, with hooks that keep its sessions harmless: it checks the
+document against the API; this fuzz adds the broken bodies, headers and state checks above.)
 
 What is sent, per operation: path parameters (``session_id`` is a real session's id half of
 the time, else odd text: empty, ``..``, ``a/b``, NUL, 300 characters...), query parameters
@@ -58,6 +60,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -181,7 +184,7 @@ def dangling_refs(document: dict[str, Any]) -> list[str]:
 KEYWORDS = {
     "$ref", "anyOf", "type", "properties", "required", "additionalProperties", "items", "minimum",
     "maximum", "minLength", "maxLength", "minItems", "maxItems", "format", "default", "title",
-    "description",
+    "description", "pattern", "enum", "propertyNames",
 }  # fmt: skip
 
 
@@ -195,6 +198,12 @@ def resolve(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any
     return schema
 
 
+def matching(pattern: str) -> st.SearchStrategy[str]:
+    """Text that matches ``pattern`` and is valid Unicode (a negated class also yields lone
+    surrogates, which the document's patterns leave to the API: it refuses them everywhere)."""
+    return st.from_regex(pattern).filter(lambda t: not re.search("[\ud800-\udfff]", t))
+
+
 def from_schema(schema: dict[str, Any], components: dict[str, Any]) -> st.SearchStrategy[Any]:
     """Values valid for ``schema``: lengths and numbers reach their limits, ints can be huge.
 
@@ -203,6 +212,8 @@ def from_schema(schema: dict[str, Any], components: dict[str, Any]) -> st.Search
     schema = resolve(schema, components)
     if "anyOf" in schema:
         return st.one_of([from_schema(option, components) for option in schema["anyOf"]])
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
     kind = schema.get("type")
     low, high = schema.get("minimum"), schema.get("maximum")
     if kind == "null":
@@ -214,6 +225,9 @@ def from_schema(schema: dict[str, Any], components: dict[str, Any]) -> st.Search
         return st.integers(low, high) | st.sampled_from(edges) if edges else st.integers(low, high)
     if kind == "number":
         return st.floats(low, high, allow_nan=False, allow_infinity=False)
+    if kind == "string" and "pattern" in schema:
+        shortest, longest = schema.get("minLength", 0), schema.get("maxLength")
+        return matching(schema["pattern"]).filter(lambda t: shortest <= len(t) <= (longest or len(t)))
     if kind == "string":
         shortest, longest = schema.get("minLength", 0), schema.get("maxLength")
         text = st.text(min_size=shortest, max_size=max(shortest, min(longest or 20, 20)))
@@ -234,7 +248,13 @@ def from_schema(schema: dict[str, Any], components: dict[str, Any]) -> st.Search
         more = schema.get("additionalProperties", True)
         if not isinstance(more, dict):
             return fixed
-        extra = st.dictionaries(st.text(max_size=8), from_schema(more, components), max_size=3)
+        names = schema.get("propertyNames", {})
+        keys = (
+            matching(names["pattern"]).filter(lambda k: len(k) <= 8)
+            if "pattern" in names
+            else st.text(max_size=8)
+        )
+        extra = st.dictionaries(keys, from_schema(more, components), max_size=3)
         return st.tuples(fixed, extra).map(lambda both: {**both[1], **both[0]})
     assert kind is None, f"the fuzz does not know the JSON Schema type {kind!r}: teach it"
     return JSON_VALUES
@@ -258,6 +278,10 @@ def conforms(value: Any, schema: dict[str, Any], components: dict[str, Any], whe
     }
     if kind is not None and not checks[kind](value):
         return f"{where}: {value!r} is not of type {kind}"
+    if "enum" in schema and value not in schema["enum"]:
+        return f"{where}: {value!r} is none of {schema['enum']}"
+    if kind == "string" and "pattern" in schema and not re.search(schema["pattern"], value):
+        return f"{where}: {value!r} does not match {schema['pattern']!r}"
     if kind in ("integer", "number") and not schema.get("minimum", value) <= value <= schema.get(
         "maximum", value
     ):
@@ -276,7 +300,10 @@ def conforms(value: Any, schema: dict[str, Any], components: dict[str, Any], whe
         properties = schema.get("properties", {})
         if missing := set(schema.get("required", [])) - set(value):
             return f"{where}: {sorted(missing)} missing"
+        names = schema.get("propertyNames", {}).get("pattern")
         for key, item in value.items():
+            if names is not None and key not in properties and not re.search(names, key):
+                return f"{where}: the key {key!r} does not match {names!r}"
             sub = properties.get(key, schema.get("additionalProperties", True))
             if sub is False:
                 return f"{where}: unexpected {key!r}"
@@ -345,7 +372,10 @@ def serialize(value: Any) -> str | None:
 def query_values(parameter: dict[str, Any], components: dict[str, Any]) -> st.SearchStrategy[str | None]:
     """Left out half the time (else a wrong ``computer`` would answer most requests with 404)."""
     valid = from_schema(parameter.get("schema", {}), components).map(serialize)
-    return st.none() | (valid | valid | st.sampled_from(TRICKY) | st.text(max_size=12))
+    # (a lone surrogate cannot be put into a URL: httpx refuses to encode it)
+    return st.none() | (valid | valid | st.sampled_from(TRICKY) | st.text(max_size=12)).filter(
+        lambda v: v is None or not re.search("[\ud800-\udfff]", v)
+    )
 
 
 def mutated(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:

@@ -211,7 +211,8 @@ async def test_hostile_hooks_are_refused_and_never_stop_the_daemon(sandbox: Sand
             for body in hostile:
                 raw = json.dumps(body)  # \ud800 travels as JSON's own escape, as an attacker sends it
                 response = await client.post(hooks, content=raw, headers={"Content-Type": "application/json"})
-                assert_error(response, 422)
+                # 400: nested too deep to be parsed at all; 422: parsed, and refused
+                assert_error(response, 400 if body["payload"] is deep else 422)
             # never forwarded to another computer
             response = await client.post(hooks, params={"computer": "other"}, json={"event": "Stop"})
             assert_error(response, 422, "invalid_computer")

@@ -12,7 +12,9 @@ from typing import Annotated, Any
 
 import msgspec
 
-from ..sessions import SessionEvent, SessionRecord
+from ..agents import AgentState
+from ..sessions import EventKind, SessionEvent, SessionRecord, SessionState
+from ..tmux import KEY_NAMES
 
 __all__ = [
     "AgentOut", "ComputerList", "ComputerOut", "HookBody",
@@ -25,6 +27,35 @@ __all__ = [
 
 Size = Annotated[int, msgspec.Meta(ge=2, le=1000)]
 
+# What the document says each string may hold. The API checks these itself (with its own error
+# codes: invalid_title, invalid_text, ...), so they are documentation only (extra_json_schema);
+# tests/test_openapi_schemathesis.py holds the document to them. Plain regex syntax, read alike
+# by Python and ECMA-262.
+#: plain text: no control character (C0, DEL, C1)
+_PLAIN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+#: a command's argument, a shell line, an environment value: anything but NUL
+_NO_NUL = r"^[^\x00]*$"
+#: typed text: no control character but newline and tab (CRLF counts as a newline)
+_TYPED = r"^(?:[^\x00-\x08\x0b-\x1f\x7f-\x9f]|\r\n)*$"
+
+
+def _doc(**schema: Any) -> msgspec.Meta:
+    return msgspec.Meta(extra_json_schema=schema)
+
+
+def _comma_list(names: list[str], *, empty: bool) -> str:
+    """A pattern for comma-separated names (spaces around each allowed)."""
+    one = " *(?:" + "|".join(names) + ") *"
+    return f"^(?:{one}(?:,{one})*){'?' if empty else ''}$"
+
+
+PlainText = Annotated[str, _doc(pattern=_PLAIN)]
+Argument = Annotated[str, _doc(pattern=_NO_NUL)]
+EnvName = Annotated[str, _doc(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+KeyName = Annotated[str, _doc(enum=sorted(KEY_NAMES))]
+StateName = Annotated[str, _doc(enum=[s.value for s in SessionState])]
+AgentStateName = Annotated[str, _doc(enum=[s.value for s in AgentState])]
+
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
@@ -32,31 +63,44 @@ class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class CreateSession(_Body):
     """Start a session: ``command`` (an argv), or ``shell`` (one line for ``/bin/sh -c``), or
-    neither (an interactive login shell)."""
+    neither (an interactive login shell). The command (or shell line) and cwd go to tmux on one
+    command line: 16364 bytes at most with trio-bridge's start script (else 413); an environment
+    variable is 131071 bytes at most as ``NAME=value`` (execve's limit)."""
 
-    command: Annotated[list[str], msgspec.Meta(min_length=1, max_length=4096)] | None = None
-    shell: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    command: Annotated[list[Argument], msgspec.Meta(min_length=1, max_length=4096)] | None = None
+    shell: Annotated[str, msgspec.Meta(min_length=1, extra_json_schema={"pattern": _NO_NUL})] | None = None
     #: absolute path of an existing directory (default: the daemon's home directory)
-    cwd: str | None = None
-    env: dict[str, str] = msgspec.field(default_factory=dict)
-    title: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    cwd: Annotated[str, _doc(pattern=r"^/[^\x00-\x1f\x7f-\x9f]*$")] | None = None
+    env: dict[EnvName, Argument] = msgspec.field(default_factory=dict)
+    #: plain text (no control characters)
+    title: Annotated[str, msgspec.Meta(max_length=200, extra_json_schema={"pattern": _PLAIN})] | None = None
     width: Size = 80
     height: Size = 24
     #: run an AI coding agent by its profile name (``claude``, ``codex``, ``gemini``, or one of
     #: the configuration's) instead of ``command``/``shell``, with its hooks configured
-    agent: Annotated[str, msgspec.Meta(min_length=1, max_length=40)] | None = None
+    agent: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=40, extra_json_schema={"pattern": _PLAIN})]
+        | None
+    ) = None
     #: for ``agent``: the model, a prompt submitted at start, extra command-line arguments
-    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
-    prompt: Annotated[str, msgspec.Meta(min_length=1)] | None = None
-    args: Annotated[list[str], msgspec.Meta(max_length=256)] = msgspec.field(default_factory=list)
+    model: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=200, extra_json_schema={"pattern": _PLAIN})]
+        | None
+    ) = None
+    prompt: Annotated[str, msgspec.Meta(min_length=1, extra_json_schema={"pattern": _NO_NUL})] | None = None
+    args: Annotated[list[Argument], msgspec.Meta(max_length=256)] = msgspec.field(default_factory=list)
     #: resume the agent conversation of this earlier session (its agent and conversation id)
-    resume: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    resume: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=100, extra_json_schema={"pattern": _PLAIN})]
+        | None
+    ) = None
 
 
 class InputBody(_Body):
-    """Text typed into the session (a bracketed paste when the program asked for one)."""
+    """Text typed into the session (a bracketed paste when the program asked for one). Control
+    characters other than newline and tab go as named keys (``/keys``)."""
 
-    text: str
+    text: Annotated[str, _doc(pattern=_TYPED)]
     #: press Enter after the paste (sent separately, so the paste cannot swallow it)
     enter: bool = False
 
@@ -76,7 +120,7 @@ class HookBody(_Body):
 
 class AgentOut(msgspec.Struct, kw_only=True):
     #: starting, working, waiting_for_input, idle, exited, stuck, or unknown (no hook yet)
-    state: str
+    state: AgentStateName
     #: the agent's own conversation id and transcript, once a hook reported them
     native_id: str | None
     transcript_path: str | None
@@ -93,7 +137,7 @@ class AgentOut(msgspec.Struct, kw_only=True):
 class KeysBody(_Body):
     """Named keys pressed in order, e.g. ``["C-c"]``, ``["Up", "Enter"]``."""
 
-    keys: Annotated[list[str], msgspec.Meta(min_length=1, max_length=256)]
+    keys: Annotated[list[KeyName], msgspec.Meta(min_length=1, max_length=256)]
 
 
 class _OnComputer(_Body):
@@ -103,7 +147,9 @@ class _OnComputer(_Body):
 
 class ListQuery(_OnComputer):
     #: comma-separated states, e.g. ``running`` or ``exited,killed``
-    state: str | None = None
+    state: Annotated[str, _doc(pattern=_comma_list([s.value for s in SessionState], empty=True))] | None = (
+        None
+    )
 
 
 class WaitQuery(_OnComputer):
@@ -111,7 +157,7 @@ class WaitQuery(_OnComputer):
     timeout: Annotated[float, msgspec.Meta(ge=0, le=600)] = 30.0
     #: wait for the agent's state instead (comma-separated, e.g. ``idle,waiting_for_input``;
     #: ``exited`` is also reached when the session ends)
-    until: str | None = None
+    until: Annotated[str, _doc(pattern=_comma_list([s.value for s in AgentState], empty=False))] | None = None
 
 
 class OutputQuery(_OnComputer):
@@ -124,8 +170,8 @@ class RelayQuery(_Body):
 
 
 class StreamQuery(_OnComputer):
-    #: first byte offset to send (default 0; ``Last-Event-ID`` wins over it)
-    offset: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    #: first byte offset to send (``Last-Event-ID`` wins over it)
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 class SessionOut(msgspec.Struct, kw_only=True):
@@ -134,7 +180,7 @@ class SessionOut(msgspec.Struct, kw_only=True):
     command: list[str]
     cwd: str
     env_keys: list[str]
-    state: str
+    state: StateName
     created_at: float
     ended_at: float | None
     exit_code: int | None
@@ -145,7 +191,7 @@ class SessionOut(msgspec.Struct, kw_only=True):
     computer: str = ""
     #: agent sessions: the profile, the agent's state, its own conversation id and transcript
     agent: str | None = None
-    agent_state: str | None = None
+    agent_state: AgentStateName | None = None
     native_id: str | None = None
     transcript_path: str | None = None
 
@@ -189,7 +235,7 @@ class WaitResult(msgspec.Struct, omit_defaults=True):
 
 
 class EventOut(msgspec.Struct):
-    kind: str
+    kind: Annotated[str, _doc(enum=[k.value for k in EventKind])]
     session: SessionOut
     #: for ``agent`` events: the agent's new state
     agent: str | None = None

@@ -7,7 +7,7 @@ answer with, and the bearer-token scheme.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -23,22 +23,49 @@ F = TypeVar("F", bound=Callable[..., Any])
 _ATTRIBUTE = "_trio_bridge_raw_response"
 
 
-def raw_response(status: int, content_type: str | None, description: str) -> Callable[[F], F]:
-    """Document a response that is not a JSON model (``content_type`` None: no body)."""
+def raw_response(
+    status: int, content_type: str | None, description: str, events: Sequence[str] = ()
+) -> Callable[[F], F]:
+    """Document a response that is not a JSON model (``content_type`` None: no body); for
+    Server-Sent Events, the names of its ``events``."""
 
     def decorate(func: F) -> F:
-        setattr(func, _ATTRIBUTE, (status, content_type, description))
+        setattr(func, _ATTRIBUTE, (status, content_type, description, tuple(events)))
         return func
 
     return decorate
 
 
+def _sse_event(names: Sequence[str]) -> dict[str, Any]:
+    """The schema of one Server-Sent Event (OpenAPI 3.2's ``itemSchema`` for a stream): its
+    name, JSON data, and, for some, a decimal id (the output offset after it)."""
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": list(names)},
+            "data": {"type": "string", "contentMediaType": "application/json"},
+            "id": {"type": "string", "pattern": "^[0-9]+$"},
+        },
+    }
+
+
 _SCHEMAS = {
     "application/octet-stream": {"type": "string", "format": "binary"},
-    "text/event-stream": {"type": "string"},
     "text/plain": {"type": "string"},
     "text/html": {"type": "string"},
 }
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema without msgspec's ``null`` for an optional field: a query
+    string cannot say null (leaving the parameter out gives the default)."""
+    choices = schema.get("anyOf")
+    if choices is None or {"type": "null"} not in choices:
+        return schema
+    rest = [c for c in choices if c != {"type": "null"}]
+    others = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+    return {**rest[0], **others} if len(rest) == 1 else {**others, "anyOf": rest}
 
 
 class Provider(OpenAPIProvider):
@@ -55,11 +82,19 @@ class Provider(OpenAPIProvider):
                 responses = {str(k): v for k, v in operation["responses"].items()}
                 operation["responses"] = responses
                 if raw is not None:
-                    status, content_type, description = raw
+                    status, content_type, description, events = raw
                     response: dict[str, Any] = {"description": description}
-                    if content_type is not None:
+                    if content_type == "text/event-stream":
+                        response["content"] = {content_type: {"itemSchema": _sse_event(events)}}
+                    elif content_type is not None:
                         response["content"] = {content_type: {"schema": _SCHEMAS[content_type]}}
                     responses[str(status)] = response
+                if "requestBody" in operation:
+                    # a missing body is refused (422) like any other that is not the model
+                    operation["requestBody"]["required"] = True
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("in") == "query":
+                        parameter["schema"] = _not_null(parameter["schema"])
                 responses["default"] = {
                     "description": 'an error: {"error": {"code", "message"}}',
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},

@@ -9,21 +9,26 @@ server stops: see :class:`ApiContext`.
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import json
 import logging
+import math
 import os
 import re
 import shlex
 import socket
+import sqlite3
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import msgspec
 import trio
 from quart import Response, has_request_context, request, websocket
+from quart.json.provider import DefaultJSONProvider
 from quart_schema import (
     QuartSchema,
     RequestSchemaValidationError,
@@ -31,8 +36,9 @@ from quart_schema import (
     validate_querystring,
     validate_request,
 )
+from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .._version import __version__
 from ..agents import AgentState
@@ -43,6 +49,7 @@ from ..process import SubprocessTimeoutError
 from ..sessions import SessionManager, SessionRecord, SessionState
 from ..sessions.manager import (
     AgentStart,
+    EventKind,
     NotAnAgentError,
     PromptBoxNotEmptyError,
     PromptNotConfirmedError,
@@ -53,7 +60,7 @@ from ..sessions.manager import (
 )
 from ..supervise import Supervisor
 from ..tmux import InvalidKeyError, InvalidTextError, TmuxError, TmuxUnavailableError
-from ..tmux.server import is_env_name
+from ..tmux.server import TMUX_COMMAND_MAX, CommandTooLongError, is_env_name
 from . import _metrics
 from ._access import Access, AccessDenied
 from ._models import (
@@ -91,6 +98,11 @@ API_VERSION = "v1"
 _CHUNK = 1 << 16
 #: an SSE comment this often keeps idle streams alive through proxies
 _KEEPALIVE = 15.0
+#: nesting levels a JSON body may have (the API's own bodies need 2; agents' hook payloads a few)
+MAX_JSON_DEPTH = 64
+#: bytes of one ``NAME=value`` environment string at most (Linux's MAX_ARG_STRLEN: execve
+#: refuses a longer one, so the command would not start)
+MAX_ENV_STRING = (32 << 12) - 1
 
 
 class ApiError(Exception):
@@ -186,6 +198,7 @@ def create_app(context: ApiContext) -> QuartTrio:
         conversion_preference="msgspec",
         openapi_provider_class=Provider,
     )
+    app.json = _JsonProvider(app, app.json)
     manager = context.manager
     list_cache: dict[tuple[int, str | None], bytes] = {}
 
@@ -196,8 +209,12 @@ def create_app(context: ApiContext) -> QuartTrio:
         # A refusal (401, 413, ...) may come before the request's body was read whole; hypercorn
         # 0.18 then neither serves the connection's next request nor closes it, and a keep-alive
         # client reusing it waits forever. Closing it costs a reconnect, after an error only.
+        # The same for a body no route reads (OPTIONS, GET... with a body; a POST to a route
+        # without one): the connection's next request hung (found by schemathesis).
         chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-        if response.status_code >= 400 and (request.content_length or chunked):
+        view = app.view_functions.get(request.endpoint or "")
+        unread = request.method != "POST" or getattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE, None) is None
+        if (response.status_code >= 400 or unread) and (request.content_length or chunked):
             response.headers["Connection"] = "close"
         return response
 
@@ -289,6 +306,10 @@ def create_app(context: ApiContext) -> QuartTrio:
             return _error(413, "body_too_large", message)
         if exc.code == 400 and request.mimetype == "application/json":
             return _error(400, "invalid_json", "the request body is not valid JSON")
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            # RFC 9110: a 405 says which methods the resource has
+            body, status = _error(405, code, exc.description or code)
+            return body, status, {"Allow": ", ".join(sorted(exc.valid_methods))}
         return _error(exc.code or 500, code, exc.description or code)
 
     @app.errorhandler(UnicodeDecodeError)
@@ -304,6 +325,22 @@ def create_app(context: ApiContext) -> QuartTrio:
     async def _timeout(exc: SubprocessTimeoutError) -> Any:
         log.warning("%s", exc)
         return _error(504, "tmux_timeout", str(exc))
+
+    @app.errorhandler(CommandTooLongError)
+    async def _command_too_long(exc: CommandTooLongError) -> Any:
+        return _error(413, "command_too_large", str(exc))
+
+    @app.errorhandler(OSError)
+    async def _os_error(exc: OSError) -> Any:
+        if exc.errno in _NO_SPACE:
+            return _insufficient_storage(exc)
+        return await _internal(exc)
+
+    @app.errorhandler(sqlite3.OperationalError)
+    async def _database_error(exc: sqlite3.OperationalError) -> Any:
+        if getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL:
+            return _insufficient_storage(exc)
+        return await _internal(exc)
 
     @app.errorhandler(TmuxError)
     async def _tmux(exc: TmuxError) -> Any:
@@ -383,12 +420,14 @@ def create_app(context: ApiContext) -> QuartTrio:
         return Response(body, content_type="application/json")
 
     @app.post(f"/{API_VERSION}/sessions")
+    @_strict_body(CreateSession)
     @validate_request(CreateSession)
     @document_response(SessionOut, 201)
     async def create_session(data: CreateSession) -> Response:
         """Start a session; it is running when this returns. With ``agent``: an AI coding
         agent session (``command``/``shell`` not allowed), optionally resuming an earlier
         session's conversation (``resume``)."""
+        _check_create_text(data)
         agent = _agent_start(manager, data, min(context.max_input_bytes, 100 << 10))
         argv = _argv(data) if agent is None and data.resume is None else []
         cwd = Path(data.cwd) if data.cwd is not None else context.home
@@ -396,16 +435,33 @@ def create_app(context: ApiContext) -> QuartTrio:
             cwd = Path((await manager.get(data.resume)).cwd)
         if not cwd.is_absolute():
             raise ApiError(422, "invalid_cwd", f"cwd must be an absolute path, not {data.cwd!r}")
-        if not await trio.Path(cwd).is_dir():
+        try:
+            is_dir = await trio.Path(cwd).is_dir()
+        except OSError as exc:  # e.g. a name too long
+            raise ApiError(422, "invalid_cwd", f"cwd {str(cwd)!r}: {exc.strerror}") from None
+        if not is_dir:
             raise ApiError(422, "invalid_cwd", f"cwd {str(cwd)!r} is not an existing directory")
         for name, value in data.env.items():
             if not is_env_name(name):
                 raise ApiError(422, "invalid_env", f"invalid environment variable name {name!r}")
             if "\0" in value:
                 raise ApiError(422, "invalid_env", f"environment variable {name} contains a NUL byte")
+            if (size := len(name) + 1 + len(value.encode())) > MAX_ENV_STRING:
+                raise ApiError(
+                    413, "env_too_large",
+                    f"environment variable {name} is {size} bytes as NAME=value; at most {MAX_ENV_STRING}",
+                )  # fmt: skip
         for arg in argv:
             if "\0" in arg:
                 raise ApiError(422, "invalid_command", "command arguments cannot contain a NUL byte")
+        # The command and cwd go to tmux on one command line (the exact check, with the start
+        # script around them, is TmuxServer.new_session's): refused here before any file is made.
+        size = sum(len(arg.encode()) + 1 for arg in argv) + len(str(cwd).encode())
+        if size > TMUX_COMMAND_MAX:
+            raise ApiError(
+                413, "command_too_large",
+                f"the command and cwd are {size} bytes; tmux takes at most {TMUX_COMMAND_MAX} together",
+            )  # fmt: skip
         # Hooks (`trio-bridge hook`) find the daemon through this.
         env = (
             {**data.env, "TRIO_BRIDGE_API_SOCKET": str(context.socket_path)}
@@ -443,6 +499,7 @@ def create_app(context: ApiContext) -> QuartTrio:
         return _json(session_out(record, context.computer_name))
 
     @app.post(f"/{API_VERSION}/sessions/<session_id>/input")
+    @_strict_body(InputBody)
     @validate_request(InputBody)
     @raw_response(204, None, "done")
     async def send_input(session_id: str, data: InputBody) -> tuple[str, int]:
@@ -456,6 +513,7 @@ def create_app(context: ApiContext) -> QuartTrio:
         return "", 204
 
     @app.post(f"/{API_VERSION}/sessions/<session_id>/keys")
+    @_strict_body(KeysBody)
     @validate_request(KeysBody)
     @raw_response(204, None, "done")
     async def send_keys(session_id: str, data: KeysBody) -> tuple[str, int]:
@@ -608,7 +666,7 @@ def create_app(context: ApiContext) -> QuartTrio:
 
     @app.get(f"/{API_VERSION}/sessions/<session_id>/stream")
     @validate_querystring(StreamQuery)
-    @raw_response(200, "text/event-stream", "Server-Sent Events")
+    @raw_response(200, "text/event-stream", "Server-Sent Events", ["output", "resync", "end", "shutdown"])
     async def stream(session_id: str, query_args: StreamQuery) -> Response:
         """Output as Server-Sent Events. Each ``output`` event's data is JSON ``{"offset",
         "data"}`` (UTF-8 text; a character split between reads waits for its end) and its id
@@ -616,7 +674,7 @@ def create_app(context: ApiContext) -> QuartTrio:
         ``resync`` says output was dropped by retention; ``end`` carries the final session record;
         ``shutdown`` says the daemon is stopping (reconnect later)."""
         await manager.get(session_id)
-        start = query_args.offset or 0
+        start = query_args.offset
         last_id = request.headers.get("Last-Event-ID")
         if last_id is not None:
             if not _is_offset(last_id):
@@ -638,7 +696,12 @@ def create_app(context: ApiContext) -> QuartTrio:
         return _sse_response(context, events)
 
     @app.get(f"/{API_VERSION}/events")
-    @raw_response(200, "text/event-stream", "Server-Sent Events")
+    @raw_response(
+        200,
+        "text/event-stream",
+        "Server-Sent Events",
+        [*(k.value for k in EventKind), "overflow", "shutdown"],
+    )
     async def events() -> Response:
         """Session lifecycle events as Server-Sent Events (``created``, ``running``,
         ``exited``, ``killed``, ``lost``, ``adopted``), from now on. A client that falls far
@@ -728,9 +791,100 @@ async def _final_record(manager: SessionManager, session_id: str) -> SessionReco
     return await manager.get(session_id)
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_SQLITE_FULL = 13  # SQLITE_FULL: "database or disk is full"
+
+
+def _insufficient_storage(exc: Exception) -> tuple[dict[str, Any], int]:
+    log.error("out of disk space: %s", exc)
+    message = "the daemon's file system is full (or its quota is used up); nothing was changed"
+    if request.method == "DELETE":
+        message = "the daemon's file system is full (or its quota is used up)"
+    return _error(507, "insufficient_storage", message)
+
+
+#: a JSON string: what is inside one cannot nest
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_ASCII_NOT_BRACKETS = dict.fromkeys(c for c in range(128) if chr(c) not in "[]{}")
+_OPENERS_IN_A_ROW = re.compile(rf"[\[{{]{{{MAX_JSON_DEPTH + 1}}}")
+
+
+class _JsonProvider(DefaultJSONProvider):
+    """quart-schema's JSON provider, but request bodies have their nesting depth checked
+    (cheaply) before they are parsed: the parser's recursion would end in a RecursionError."""
+
+    def __init__(self, app: QuartTrio, inner: Any) -> None:
+        super().__init__(app)
+        self._inner = inner
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return self._inner.dumps(obj, **kwargs)  # type: ignore[no-any-return]
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        text = s.decode() if isinstance(s, bytes) else s
+        if _too_deep(text):
+            message = f"the JSON body nests more than {MAX_JSON_DEPTH} levels deep (or has unpaired brackets)"
+            raise ApiError(400, "invalid_json", message)
+        return self._inner.loads(text, **kwargs)
+
+
+def _too_deep(text: str) -> bool:
+    """Whether ``text``'s arrays and objects nest deeper than :data:`MAX_JSON_DEPTH`, or its
+    brackets do not pair up (then it is not JSON either way).
+
+    Cheap, all in C: strings are cut out and everything but brackets dropped by regular
+    expressions; then each pass removes the innermost pairs: one level per pass, at most
+    :data:`MAX_JSON_DEPTH` passes."""
+    structure = _JSON_STRING.sub("", text).translate(_ASCII_NOT_BRACKETS)
+    if not structure.isascii():
+        structure = _NOT_BRACKETS.sub("", structure)
+    if _OPENERS_IN_A_ROW.search(structure):
+        return True
+    for _ in range(MAX_JSON_DEPTH):
+        shorter = structure.replace("[]", "").replace("{}", "")
+        if shorter == structure:
+            break
+        structure = shorter
+    return bool(structure)
+
+
 def _json(value: msgspec.Struct, status: int = 200) -> Response:
     """A JSON response encoded by msgspec (several times faster than the json module)."""
     return Response(msgspec.json.encode(value), status=status, content_type="application/json")
+
+
+_View = TypeVar("_View", bound=Callable[..., Awaitable[Any]])
+
+
+def _strict_body(model: type[msgspec.Struct]) -> Callable[[_View], _View]:
+    """Hold a JSON body to its model as JSON (under quart-schema's ``validate_request``, which
+    converts laxly, as for form data: ``"80"`` for a number, ``0`` or ``"true"`` for a boolean,
+    what the OpenAPI document does not allow). A number like ``80.0`` is an integer, as in
+    JSON Schema."""
+
+    def decorate(view: _View) -> _View:
+        @functools.wraps(view)
+        async def strict(*args: Any, **kwargs: Any) -> Any:
+            try:
+                msgspec.convert(_integral_floats(await request.get_json()), model, strict=True)
+            except msgspec.ValidationError as exc:
+                raise RequestSchemaValidationError(exc) from None
+            return await view(*args, **kwargs)
+
+        return strict  # type: ignore[return-value]
+
+    return decorate
+
+
+def _integral_floats(value: Any) -> Any:
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral_floats(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral_floats(v) for k, v in value.items()}
+    return value
 
 
 def _parse_states(text: str | None) -> list[SessionState] | None:
@@ -739,7 +893,7 @@ def _parse_states(text: str | None) -> list[SessionState] | None:
     states = []
     for name in text.split(","):
         try:
-            states.append(SessionState(name.strip()))
+            states.append(SessionState(name.strip(" ")))
         except ValueError:
             known = ", ".join(s.value for s in SessionState)
             raise ApiError(422, "invalid_state", f"unknown state {name!r}; one of: {known}") from None
@@ -747,6 +901,54 @@ def _parse_states(text: str | None) -> list[SessionState] | None:
 
 
 _HOOK_PATH = re.compile(f"/{API_VERSION}/sessions/[^/]+/hooks")
+
+
+#: control characters (C0, DEL, C1): they act on a terminal that prints them
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _check_unicode(code: str, field: str, value: str) -> None:
+    """Refuse a lone surrogate (``\\ud800`` in JSON): not text, and it has no UTF-8 form."""
+    if value.isascii():
+        return
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        surrogate = ord(value[exc.start])
+        message = f"{field} is not valid Unicode: lone surrogate U+{surrogate:04X} at index {exc.start}"
+        raise ApiError(422, code, message) from None
+
+
+def _check_plain(code: str, field: str, value: str) -> None:
+    """Refuse what plain text cannot hold: lone surrogates and control characters."""
+    _check_unicode(code, field, value)
+    if (control := _CONTROL.search(value)) is not None:
+        raise ApiError(
+            422, code, f"{field} contains control character U+{ord(control[0]):04X} at index "
+            f"{control.start()}: it is plain text",
+        )  # fmt: skip
+
+
+def _check_create_text(data: CreateSession) -> None:
+    """Every string of a create request is valid Unicode; names, paths and the title are plain
+    text. A command, shell line, environment value or agent argument may hold any other
+    character (a shell script has newlines, a printf argument an ESC) but NUL, refused later."""
+    if data.title is not None:
+        _check_plain("invalid_title", "title", data.title)
+    if data.cwd is not None:
+        _check_plain("invalid_cwd", "cwd", data.cwd)
+    for index, arg in enumerate(data.command or ()):
+        _check_unicode("invalid_command", f"command[{index}]", arg)
+    if data.shell is not None:
+        _check_unicode("invalid_command", "shell", data.shell)
+    for name, value in data.env.items():
+        _check_unicode("invalid_env", "an environment variable's name", name)
+        _check_unicode("invalid_env", f"environment variable {name}", value)
+    for field in ("agent", "model", "resume"):
+        if (value := getattr(data, field)) is not None:
+            _check_plain("invalid_agent", field, value)
+    for index, arg in enumerate([*data.args, data.prompt or ""]):
+        _check_unicode("invalid_agent", "prompt" if index == len(data.args) else f"args[{index}]", arg)
 
 
 def _agent_start(manager: SessionManager, data: CreateSession, max_prompt: int) -> AgentStart | None:
@@ -780,7 +982,7 @@ def _parse_agent_states(text: str | None) -> list[AgentState] | None:
     states = []
     for name in text.split(","):
         try:
-            states.append(AgentState(name.strip()))
+            states.append(AgentState(name.strip(" ")))
         except ValueError:
             known = ", ".join(s.value for s in AgentState)
             raise ApiError(422, "invalid_until", f"unknown agent state {name!r} (known: {known})") from None
@@ -1013,6 +1215,8 @@ async def _serve_ws(context: ApiContext, session_id: str, feed: OutputFeed) -> N
 
 
 async def _ws_command(context: ApiContext, session_id: str, message: str) -> None:
+    if _too_deep(message):
+        raise ApiError(400, "invalid_message", f"messages nest at most {MAX_JSON_DEPTH} levels deep")
     try:
         command = json.loads(message)
     except ValueError:

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -697,8 +698,8 @@ class SessionManager:
         hooks configured in the session's own directory (see :func:`trio_bridge.agents.launch`),
         and has an agent state from the start (``starting``).
 
-        Raises what :meth:`TmuxServer.new_session` raises; the record then says ``exited``
-        with no exit code, and no session is left behind.
+        Raises what :meth:`TmuxServer.new_session` raises (``OSError`` of a full disk too);
+        then nothing is left behind: no record, no directory, no session.
         """
         if self._nursery is None:
             raise RuntimeError("the session manager is not running")
@@ -741,26 +742,23 @@ class SessionManager:
             ),
             native_id=agent.native_id if agent is not None else None,
         )  # fmt: skip
-        await self.store.add(record)
-        if agent is not None:
-            tracker = self._tracker(record)
-            tracker.evidence = "started with a prompt" if first_turn else "started"
-            tracker.first_turn_unseen = first_turn
-            if agent.prompt is not None:
-                tracker.prompt_at_start = agent.profile.start_hook
-                tracker.prompts.add(agent.prompt)
-        self._publish(EventKind.CREATED, record)
         try:
+            await self.store.add(record)
+            if agent is not None:
+                tracker = self._tracker(record)
+                tracker.evidence = "started with a prompt" if first_turn else "started"
+                tracker.first_turn_unseen = first_turn
+                if agent.prompt is not None:
+                    tracker.prompt_at_start = agent.profile.start_hook
+                    tracker.prompts.add(agent.prompt)
             info = await self.server.new_session(spec)
         except BaseException:
-            with trio.CancelScope(shield=True):
-                failed = attrs.evolve(
-                    record, state=SessionState.EXITED, ended_at=time.time(),
-                    agent_state=str(AgentState.EXITED) if agent is not None else None,
-                )  # fmt: skip
-                await self.store.update(failed)
+            # A refused create changes nothing: no record, no directory, no event.
+            with trio.CancelScope(shield=True), trio.move_on_after(self.server.timeouts.tmux):
                 self._agents.pop(session_id, None)
+                await self._forget_unstarted(session_id, directory)
             raise
+        self._publish(EventKind.CREATED, record)
         started = trio.Event()
         self._nursery.start_soon(self._watch, record, info.pane_pid, info.pane_id, spec, started)
         await started.wait()
@@ -811,6 +809,16 @@ class SessionManager:
             origin=origin, agent=start,
         )  # fmt: skip
 
+    async def _forget_unstarted(self, session_id: str, directory: Path) -> None:
+        """Remove what a create that failed had made (its record may not exist)."""
+        try:
+            await self.store.delete(session_id)
+        except Exception:
+            # (a full disk can refuse even a delete) the record says ``starting`` with no tmux
+            # session: the next start records it as lost
+            log.warning("session %s did not start; could not forget its record", session_id, exc_info=True)
+        await trio.to_thread.run_sync(shutil.rmtree, directory, True)
+
     async def kill(self, session_id: str) -> None:
         """Kill a running session (its watcher records it as ``killed``)."""
         record = await self.store.get(session_id)
@@ -826,7 +834,11 @@ class SessionManager:
             pass  # it ended just now; its watcher keeps the screen
         else:
             path = trio.Path(self._session_dir(session_id) / "screen.txt")
-            await path.write_text(_without_dead_banner(screen))
+            try:
+                await path.write_text(_without_dead_banner(screen))
+            except OSError as exc:
+                # (e.g. a full disk) the session stops all the same: it may be what fills it
+                log.warning("session %s: its last screen could not be kept: %s", session_id, exc)
         await self._kill_window(record.tmux_name)
 
     # -- watching -------------------------------------------------------------
@@ -940,7 +952,12 @@ class SessionManager:
             record, state=state, exit_code=exit_code, exit_signal=exit_signal, ended_at=time.time(),
             agent_state=str(AgentState.EXITED) if record.agent_state is not None else None,
         )  # fmt: skip
-        await self.store.update(ended)
+        try:
+            await self.store.update(ended)
+        except sqlite3.OperationalError as exc:
+            # (a full disk) the end is known and told all the same; a restart finds the session
+            # gone and records it as lost
+            log.error("session %s ended (%s); the database could not record it: %s", record.id, state, exc)  # noqa: TRY400
         self._publish(EventKind(state.value), ended)
 
     async def _keep_agent_files(self, record: SessionRecord, directory: Path) -> None:

@@ -165,7 +165,12 @@ class SessionStore:
         return [r for r in records if r.state in states]
 
     async def update(self, record: SessionRecord) -> None:
-        """Replace the record with the same id. Raises KeyError if there is none."""
+        """Replace the record with the same id. Raises KeyError if there is none.
+
+        When the database cannot be written (``sqlite3.OperationalError``: e.g. a full disk) the
+        record is replaced in memory all the same (what this daemon tells is what happened), and
+        the error raised: the database says the old state until a later write succeeds.
+        """
 
         def replace(db: sqlite3.Connection) -> None:
             with db:
@@ -176,7 +181,13 @@ class SessionStore:
             if cursor.rowcount != 1:
                 raise KeyError(record.id)
 
-        await self._call(replace)
+        try:
+            await self._call(replace)
+        except sqlite3.OperationalError:
+            if record.id in self._records:
+                self._records[record.id] = record
+                self.version += 1
+            raise
         self._records[record.id] = record
         self.version += 1
 
@@ -198,6 +209,19 @@ class SessionStore:
             return cursor.rowcount == 1
 
         return await self._call(insert)
+
+    async def delete(self, session_id: str) -> None:
+        """Forget one record (a session that never started); a missing one is no error."""
+
+        def delete(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+        try:
+            await self._call(delete)
+        finally:  # (as in update: memory says what happened even if the disk cannot)
+            self._records.pop(session_id, None)
+            self.version += 1
 
     async def prune(self, *, keep: int, older_than: float) -> list[str]:
         """Delete ended sessions beyond the newest ``keep`` or ended before ``older_than``.

@@ -29,6 +29,8 @@ from . import _protocol
 from ._keys import check_keys
 
 __all__ = [
+    "TMUX_COMMAND_MAX",
+    "CommandTooLongError",
     "PaneStatus",
     "SessionInfo",
     "SessionNotFoundError",
@@ -69,6 +71,24 @@ set-option -g escape-time 0
 
 class TmuxError(Exception):
     """tmux refused or failed a command (the message carries tmux's own words)."""
+
+
+#: bytes a tmux command's arguments may take, each with its NUL (tmux 3.3a packs them into one
+#: imsg of at most 16384 bytes: 16 of header, 4 of argument count; measured: 16364 passes, one
+#: byte more fails with "failed to send command" or "command too long")
+TMUX_COMMAND_MAX = 16384 - 16 - 4
+
+
+class CommandTooLongError(TmuxError):
+    """A session's start command is larger than tmux takes (see :data:`TMUX_COMMAND_MAX`)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.limit = TMUX_COMMAND_MAX
+        super().__init__(
+            f"the session's start command is {size} bytes; tmux takes at most {TMUX_COMMAND_MAX} "
+            "(the command or shell line, cwd and agent arguments together)"
+        )
 
 
 class TmuxUnavailableError(TmuxError):
@@ -327,6 +347,7 @@ class TmuxServer:
 
         Raises:
             TmuxUnavailableError: tmux cannot be started.
+            CommandTooLongError: the start command is larger than tmux takes (tmux not called).
             TmuxError: tmux refused to create the session.
             SubprocessTimeoutError: tmux did not answer in time.
         """
@@ -335,32 +356,22 @@ class TmuxServer:
         if not spec.cwd.is_dir():
             raise NotADirectoryError(f"working directory does not exist: {spec.cwd}")
         self.write_config()
+        tmux_path = self.binary if os.sep in self.binary else (_which(self.binary) or self.binary)
+        command = (
+            "new-session", "-d", "-s", spec.name, "-x", str(spec.width), "-y", str(spec.height),
+            "-e", f"TRIO_BRIDGE_SESSION_ID={spec.session_id}", "-e", f"TB_TMUX={tmux_path}",
+            "-P", "-F", "#{pane_id} #{pane_pid}", "--", "/bin/sh", "-c", self._start_script(spec),
+        )  # fmt: skip
+        # tmux would refuse it only after the environment file is written, with words
+        # ("command too long") that name no limit
+        size = sum(len(arg.encode("utf-8", "surrogatepass")) + 1 for arg in command)
+        if size > TMUX_COMMAND_MAX:
+            raise CommandTooLongError(size)
         env_text = _env_file_text(spec.env)
         if env_text:
             await trio.to_thread.run_sync(_write_private, spec.env_path, env_text)
-        tmux_path = self.binary if os.sep in self.binary else (_which(self.binary) or self.binary)
         try:
-            result = await self.run(
-                "new-session",
-                "-d",
-                "-s",
-                spec.name,
-                "-x",
-                str(spec.width),
-                "-y",
-                str(spec.height),
-                "-e",
-                f"TRIO_BRIDGE_SESSION_ID={spec.session_id}",
-                "-e",
-                f"TB_TMUX={tmux_path}",
-                "-P",
-                "-F",
-                "#{pane_id} #{pane_pid}",
-                "--",
-                "/bin/sh",
-                "-c",
-                self._start_script(spec),
-            )
+            result = await self.run(*command)
         except SubprocessStartError as exc:
             raise TmuxUnavailableError(f"cannot run tmux ({self.binary}): {exc.cause.strerror}") from exc
         except SubprocessFailedError as exc:
@@ -487,15 +498,24 @@ class TmuxServer:
         if data:
             buffer = f"tb-{uuid.uuid4().hex}"
             await self._run_on_session(name, "load-buffer", "-b", buffer, "-", input=data)
+            target = f"={name}:"
             try:
                 # -p: bracketed paste if the program enabled it; -r: keep LF
                 # as LF (a multi-line paste stays one paste); -d: delete after.
-                await self._run_on_session(
-                    name, "paste-buffer", "-p", "-r", "-d", "-b", buffer, "-t", f"={name}:"
-                )
+                # Only into a live pane: tmux 3.3a's server crashes (taking every session
+                # along) on a paste into a dead one, which a session's pane is from its
+                # command's end until its window is killed. The check and the paste are
+                # one tmux command, so the pane cannot die in between.
+                result = await self._run_on_session(
+                    name, "if-shell", "-F", "-t", target, "#{pane_dead}",
+                    f"delete-buffer -b {buffer} ; display-message -p dead",
+                    f"paste-buffer -p -r -d -b {buffer} -t {target}",
+                )  # fmt: skip
             except BaseException:
                 await self.run("delete-buffer", "-b", buffer)
                 raise
+            if result.stdout.strip() == b"dead":
+                raise SessionNotFoundError(name)
         if enter:
             await self.send_keys(name, ["Enter"])
 
