@@ -50,7 +50,7 @@ from ..sessions.manager import (
     UnknownSessionError,
 )
 from ..supervise import Supervisor
-from ..tmux import InvalidKeyError, InvalidTextError, TmuxError, TmuxUnavailableError
+from ..tmux import InvalidKeyError, InvalidTextError, TmuxError, TmuxTimeoutError, TmuxUnavailableError
 from ..tmux.server import is_env_name
 from . import _metrics
 from ._models import (
@@ -139,6 +139,7 @@ _REFUSALS: tuple[tuple[type[Exception], int, str], ...] = (
     (SessionEndedError, 409, "session_ended"),
     (InvalidTextError, 422, "invalid_text"),
     (InvalidKeyError, 422, "unknown_key"),
+    (TmuxTimeoutError, 504, "tmux_timeout"),
 )
 
 

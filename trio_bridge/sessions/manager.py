@@ -26,7 +26,7 @@ import trio
 from ..agents import DEFAULT_PROFILES, AgentProfile, AgentState, AgentTracker, keep_agent_files, launch
 from ..output import OutputFeed, SegmentLog
 from ..output.log import split_command
-from ..process import ExitWatch, SubprocessFailedError
+from ..process import ExitWatch, SubprocessFailedError, SubprocessTimeoutError
 from ..tmux import (
     ControlClient,
     ControlClientClosedError,
@@ -34,6 +34,7 @@ from ..tmux import (
     SessionSpec,
     TmuxCommandError,
     TmuxServer,
+    TmuxTimeoutError,
     new_session_id,
     open_control_client,
 )
@@ -41,7 +42,8 @@ from ..tmux.server import read_exit_status
 from .store import SessionRecord, SessionState, SessionStore
 
 __all__ = [
-    "HUB", "AgentStart", "EventKind", "HubLostError", "NotAnAgentError", "PromptNotConfirmedError",
+    "HUB", "AgentStart", "EventKind", "HubHungError", "HubLostError", "NotAnAgentError",
+    "PromptNotConfirmedError",
     "SessionEndedError", "SessionEvent", "SessionManager", "UnknownAgentError", "UnknownSessionError",
 ]  # fmt: skip
 
@@ -74,6 +76,11 @@ class SessionEvent:
 
 class HubLostError(RuntimeError):
     """The hub's control client ended; the manager must be restarted (it re-adopts)."""
+
+
+class HubHungError(HubLostError):
+    """tmux did not answer a command of the hub's control client in time (the server is hung):
+    the manager must be restarted (once tmux answers again, it re-adopts; no session is lost)."""
 
 
 class UnknownSessionError(KeyError):
@@ -163,6 +170,9 @@ class SessionManager:
         self._nursery: trio.Nursery | None = None
         self._panes: dict[str, str] = {}  # session id -> pane id, while watched
         self._hub: ControlClient | None = None
+        self._hub_ready = trio.Event()  # set while the hub's client serves (replaced after)
+        self._hung = False  # the last run ended because tmux stopped answering
+        self._served = False  # the manager has started once (it serves or is restarted)
         self._ended: dict[str, trio.Event] = {}  # set when the session's end is recorded
         self.agent_profiles = agent_profiles
         self._agents: dict[str, AgentTracker] = {}  # agent sessions (and any that sent a hook)
@@ -194,9 +204,25 @@ class SessionManager:
         Owns the hub's control client (one for all sessions) and one watcher task per live
         session.
 
+        After a run that ended because tmux stopped answering, it first waits (asking tmux
+        again every few seconds, each question bounded) until tmux answers: re-adopting
+        meanwhile would only fail, and the supervisor would count each failure as a crash.
+
         Raises:
             HubLostError: the hub's control client ended (tmux server gone, hub killed).
+            HubHungError: tmux did not answer one of the hub's commands in time.
         """
+        if self._hung:
+            await self._wait_until_tmux_answers()
+        try:
+            await self._serve(task_status)
+        except* (SubprocessTimeoutError, TmuxTimeoutError):
+            # After the first start (a failing first start fails the daemon's start instead)
+            if self._served:
+                self._hung = True
+            raise
+
+    async def _serve(self, task_status: trio.TaskStatus[SessionManager]) -> None:
         await self._ensure_hub()
         async with (
             open_control_client(self.server, HUB) as hub,
@@ -207,18 +233,56 @@ class SessionManager:
             try:
                 await self._adopt_all()
                 nursery.start_soon(self._watch_agents)
+                self._hung = False
+                self._served = True
+                self._hub_ready.set()
                 task_status.started(self)
-                await hub.closed.wait()
+                await _first(hub.closed.wait, hub.hung.wait)
                 # Without its control client no session's output wakes readers: fail
                 # loudly, so that the supervisor restarts us (and we re-adopt).
+                if hub.hung.is_set():
+                    self._hung = True
+                    raise HubHungError(f"tmux did not answer the hub within {hub.timeout:g} s")
                 raise HubLostError(f"the hub's control client ended ({hub.exit_reason})")
             finally:
                 self._nursery = None
                 self._hub = None
+                self._hub_ready = trio.Event()
                 for channel in self._subscribers:
                     channel.close()
-                with trio.CancelScope(shield=True), trio.move_on_after(self.server.timeouts.tmux):
-                    await self._retire_idle_hub()
+                if not self._hung:
+                    with trio.CancelScope(shield=True), trio.move_on_after(self.server.timeouts.tmux):
+                        await self._retire_idle_hub()
+
+    async def _wait_until_tmux_answers(self) -> None:
+        """Ask tmux (bounded each time) until it answers; the caller's scope bounds the whole."""
+        while True:
+            try:
+                await self.server.list_sessions()
+            except SubprocessTimeoutError:
+                log.warning("tmux is still not answering; the sessions wait for it")
+                await trio.sleep(1.0)
+            else:
+                return
+
+    async def _live_pane(self, session_id: str, command: str) -> tuple[ControlClient, str] | None:
+        """The hub's client and the session's pane, for ``command``; None if the session has no
+        pane followed by the hub (it ended, or has not started yet). While the hub is being
+        replaced (after tmux hung), a running session waits for the new one, bounded.
+
+        Raises:
+            UnknownSessionError; TmuxTimeoutError: no hub again within the tmux timeout.
+        """
+        pane_id, hub = self._panes.get(session_id), self._hub
+        if hub is None and not (await self.get(session_id)).state.ended:
+            with trio.move_on_after(self.server.timeouts.tmux):
+                await self._hub_ready.wait()
+            pane_id, hub = self._panes.get(session_id), self._hub
+            if hub is None:
+                raise TmuxTimeoutError(command, self.server.timeouts.tmux)
+        if pane_id is None or hub is None:
+            return None
+        return hub, pane_id
 
     async def _retire_idle_hub(self) -> None:
         """With no session left, remove the hub, so that the tmux server can exit too."""
@@ -257,10 +321,10 @@ class SessionManager:
 
     async def screen(self, session_id: str) -> str:
         """The rendered screen: live through the session's control client, or the last one kept."""
-        pane_id = self._panes.get(session_id)
-        if pane_id is not None and self._hub is not None:
+        if (live := await self._live_pane(session_id, "capture-pane")) is not None:
+            hub, pane_id = live
             try:
-                lines = await self._hub.command("capture-pane", "-p", "-t", pane_id)
+                lines = await hub.command("capture-pane", "-p", "-t", pane_id)
                 return "".join(line.decode("utf-8", "replace") + "\n" for line in lines)
             except (TmuxCommandError, ControlClientClosedError):
                 pass  # it ended just now: its last screen has been kept
@@ -543,12 +607,13 @@ class SessionManager:
         """Write raw bytes to the session's terminal, as typed keys (an attached terminal's
         input: control characters and escape sequences included), through the hub's client."""
         await self._live(session_id)
-        pane_id = self._panes.get(session_id)
-        if pane_id is None or self._hub is None:
+        live = await self._live_pane(session_id, "send-keys")
+        if live is None:
             raise SessionEndedError(await self.get(session_id))
+        hub, pane_id = live
         for start in range(0, len(data), 512):
             hex_bytes = [f"{b:02x}" for b in data[start : start + 512]]
-            await self._hub.command("send-keys", "-t", pane_id, "-H", *hex_bytes)
+            await hub.command("send-keys", "-t", pane_id, "-H", *hex_bytes)
 
     async def wait(self, session_id: str) -> SessionRecord:
         """Wait until the session has ended; return its final record."""
@@ -601,7 +666,7 @@ class SessionManager:
                 )  # fmt: skip
             except BaseException:
                 # no record names this directory: retention would never remove it
-                with trio.CancelScope(shield=True):
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + self.server.timeouts.tmux):
                     await trio.to_thread.run_sync(shutil.rmtree, directory, True)
                 raise
             argv, unset_env = launched.argv, launched.unset_env
@@ -631,23 +696,37 @@ class SessionManager:
         try:
             info = await self.server.new_session(spec)
         except BaseException:
-            with trio.CancelScope(shield=True):
-                failed = attrs.evolve(
-                    record, state=SessionState.EXITED, ended_at=time.time(),
-                    agent_state=str(AgentState.EXITED) if agent is not None else None,
-                )  # fmt: skip
-                await self.store.update(failed)
-                self._agents.pop(session_id, None)
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + self.server.timeouts.tmux):
+                await self._failed_to_start(record)
             raise
-        started = trio.Event()
-        self._nursery.start_soon(self._watch, record, info.pane_pid, info.pane_id, spec, started)
-        await started.wait()
+        try:
+            await self._nursery.start(self._watch, record, info.pane_pid, info.pane_id, spec)
+        except BaseException:
+            # Not running, not watched: take the session down again and say so in its record.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + 2 * self.server.timeouts.tmux):
+                try:
+                    await self.server.kill_session(spec.name, missing_ok=True)
+                except Exception:
+                    log.warning("session %s: could not remove it (watcher failed)", session_id, exc_info=True)
+                await self._failed_to_start(record)
+            raise
         async with self._record_lock:
             current = await self.store.get(session_id) or record
             running = attrs.evolve(current, state=SessionState.RUNNING)
             await self.store.update(running)
         self._publish(EventKind.RUNNING, running)
         return running
+
+    async def _failed_to_start(self, record: SessionRecord) -> None:
+        """The session never ran: its record says ``exited`` with no exit code."""
+        failed = attrs.evolve(
+            record, state=SessionState.EXITED, ended_at=time.time(),
+            agent_state=str(AgentState.EXITED) if record.agent is not None else None,
+        )  # fmt: skip
+        await self.store.update(failed)
+        self._agents.pop(record.id, None)
+        self._feeds.pop(record.id, None)
+        self._publish(EventKind.EXITED, failed)
 
     async def resume(
         self,
@@ -715,12 +794,18 @@ class SessionManager:
         pane_pid: int,
         pane_id: str,
         spec: SessionSpec | None,
-        started: trio.Event | None = None,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Follow one session until it ends; record how. ``spec`` is set for a new session."""
+        """Follow one session until it ends; record how. ``spec`` is set for a new session
+        (released once followed). Reports started once the session runs, followed; what fails
+        before that goes to the caller of ``nursery.start``."""
         self._watched.add(record.id)
-        feed = OutputFeed(SegmentLog(self._session_dir(record.id) / "log", self.segment_size))
-        self._feeds[record.id] = feed
+        feed = self._feeds.get(record.id)
+        if feed is None or feed.closed:
+            feed = OutputFeed(SegmentLog(self._session_dir(record.id) / "log", self.segment_size))
+            self._feeds[record.id] = feed
+        # else: re-adopted after a restart of the manager: its readers keep following this feed
         try:
             hub = self._hub
             assert hub is not None
@@ -733,8 +818,7 @@ class SessionManager:
                         nursery.start_soon(self._announce, record.id, output, feed)
                         if spec is not None:
                             await self.server.release(spec)
-                        if started is not None:
-                            started.set()
+                        task_status.started()
                         await exited.wait()
                         nursery.cancel_scope.cancel()
                 finally:
@@ -870,9 +954,7 @@ class SessionManager:
                 await self.store.update(running)
             if running.agent is not None:
                 self._tracker(running)  # its state as last recorded; hooks take it from there
-            started = trio.Event()
-            self._nursery.start_soon(self._watch, running, info.pane_pid, info.pane_id, None, started)
-            await started.wait()
+            await self._nursery.start(self._watch, running, info.pane_pid, info.pane_id, None)
             self._publish(EventKind.ADOPTED, running)
 
     async def _announce(
@@ -913,6 +995,13 @@ class SessionManager:
 async def _set_after(wait: Callable[[], Awaitable[object]], scope: trio.CancelScope) -> None:
     await wait()
     scope.cancel()
+
+
+async def _first(*waits: Callable[[], Awaitable[object]]) -> None:
+    """Return as soon as one of ``waits`` returns."""
+    async with trio.open_nursery() as nursery:
+        for wait in waits:
+            nursery.start_soon(_set_after, wait, nursery.cancel_scope)
 
 
 async def _quiet(pulse: _Pulse, seconds: float) -> None:

@@ -1,0 +1,82 @@
+"""A hung tmux server (SIGSTOP): session requests fail in bounded time with 504, the rest of
+the API stays fast, and everything recovers after SIGCONT with no session lost."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from trio_bridge.config import Timeouts
+
+from ._api import daemon_and_client
+from .conftest import Sandbox
+
+TMUX_TIMEOUT = 1.0
+
+
+def tmux_server_pid(sandbox: Sandbox) -> int:
+    return int(sandbox.tmux("display-message", "-p", "-t", "=tb-hub", "#{pid}").stdout)
+
+
+async def test_hung_tmux_answers_504_in_time_and_recovers(sandbox: Sandbox, tmp_path: Path) -> None:
+    timeouts = dataclasses.replace(Timeouts(), tmux=TMUX_TIMEOUT)
+    script = "import sys\nfor line in sys.stdin:\n    print('got', line.strip(), flush=True)"
+    async with daemon_and_client(sandbox, timeouts=timeouts) as (_daemon, client):
+        created = await client.post(
+            "/v1/sessions", json={"command": [sys.executable, "-u", "-c", script], "cwd": str(tmp_path)}
+        )
+        assert created.status_code == 201, created.text
+        session_id = created.json()["id"]
+        pid = tmux_server_pid(sandbox)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # through the hub's control client: the first one finds tmux hung ...
+            with trio.fail_after(TMUX_TIMEOUT + 1):
+                screen = await client.get(f"/v1/sessions/{session_id}/screen")
+            assert screen.status_code == 504, screen.text
+            assert screen.json()["error"]["code"] == "tmux_timeout"
+            assert "capture-pane" in screen.json()["error"]["message"]
+            # ... the next while the hub is replaced; a subprocess (tmux send-keys) alike
+            with trio.fail_after(TMUX_TIMEOUT + 1):
+                screen = await client.get(f"/v1/sessions/{session_id}/screen")
+            assert screen.status_code == 504, screen.text
+            assert screen.json()["error"]["code"] == "tmux_timeout"
+            with trio.fail_after(TMUX_TIMEOUT + 1):
+                pressed = await client.post(f"/v1/sessions/{session_id}/keys", json={"keys": ["Enter"]})
+            assert pressed.status_code == 504, pressed.text
+            assert pressed.json()["error"]["code"] == "tmux_timeout"
+            # what does not need tmux answers as ever
+            with trio.fail_after(0.5):
+                health = await client.get("/v1/health")
+                listing = await client.get("/v1/sessions")
+                one = await client.get(f"/v1/sessions/{session_id}")
+            assert health.status_code == 200
+            assert [s["state"] for s in listing.json()["sessions"]] == ["running"]
+            assert one.json()["state"] == "running"
+            metrics = (await client.get("/metrics")).text
+            name = "trio_bridge_tmux_command_timeouts_total"
+            counted = [line for line in metrics.splitlines() if line.startswith(name)]
+            assert counted and float(counted[0].split()[-1]) >= 1, counted
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # recovered: the hub was replaced and the session re-adopted, not lost
+        with trio.fail_after(15):
+            while (screen := await client.get(f"/v1/sessions/{session_id}/screen")).status_code != 200:
+                await trio.sleep(0.1)
+        sessions = (await client.get("/v1/sessions")).json()["sessions"]
+        assert [(s["id"], s["state"]) for s in sessions] == [(session_id, "running")]
+        restarts = (await client.get("/metrics")).text
+        assert 'trio_bridge_supervisor_restarts_total{service="sessions"} 1.0' in restarts
+        typed = await client.post(f"/v1/sessions/{session_id}/input", json={"text": "after", "enter": True})
+        assert typed.status_code == 204, typed.text
+        with trio.fail_after(10):
+            while "got after" not in (await client.get(f"/v1/sessions/{session_id}/screen")).json()["text"]:
+                await trio.sleep(0.05)
+        # the output stream follows the re-adopted session (the same feed, no gap)
+        output = await client.get(f"/v1/sessions/{session_id}/output")
+        assert b"got after" in output.content
