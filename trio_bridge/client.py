@@ -9,7 +9,7 @@ command needs); the streaming commands that must also react to signals use
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +77,17 @@ class Client:
     """A connection to the daemon. Use as a context manager (it owns an httpx client)."""
 
     def __init__(
-        self, socket_path: Path, url: str | None = None, token: str | None = None, computer: str | None = None
+        self,
+        socket_path: Path,
+        url: str | None = None,
+        token: str | None = None,
+        computer: str | None = None,
+        reconnect_timeout: float = 30.0,
     ) -> None:
         #: sessions are on this computer of the mesh (None: the daemon's own; "*": all, for listing)
         self.computer = computer
+        #: seconds the following commands (tail -f, wait) keep reconnecting to a daemon gone away
+        self.reconnect_timeout = reconnect_timeout
         base_url, transport, self.where = client_target(socket_path, url)
         self._http = httpx.Client(
             base_url=base_url,
@@ -201,8 +208,16 @@ class Client:
             ).json()
         )
 
-    def stream(self, session_id: str, offset: int = 0) -> Iterator[SseEvent]:
-        """The session's output events from ``offset`` (see ``GET /v1/sessions/{id}/stream``)."""
+    def stream(
+        self, session_id: str, offset: int = 0, on_open: Callable[[], object] | None = None
+    ) -> Iterator[SseEvent]:
+        """The session's output events from ``offset`` (see ``GET /v1/sessions/{id}/stream``);
+        ``on_open`` is called once the daemon has accepted the stream.
+
+        Raises:
+            DaemonUnavailableError: nothing answers; httpx.TransportError: the connection
+            dropped; ApiError: the daemon refused.
+        """
         try:
             with self._http.stream(
                 "GET",
@@ -214,6 +229,8 @@ class Client:
                 if response.status_code >= 400:
                     response.read()
                     _raise_for(response)
+                if on_open is not None:
+                    on_open()
                 yield from iter_sse(response.iter_lines())
         except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError) as exc:
             raise _unavailable(self.where, exc) from None

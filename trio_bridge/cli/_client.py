@@ -16,8 +16,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from ..client import ApiError, Client, DaemonUnavailableError
 from ..config import ConfigError, Settings, resolve_settings
+from ._resume import EXIT_DAEMON_LOST, DaemonLostError, Reconnect
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -83,12 +86,16 @@ def run_client_command(args: argparse.Namespace, flags: Mapping[str, object]) ->
     command = _COMMANDS[args.command]
     try:
         with Client(
-            settings.api_socket, settings.url, settings.token, getattr(args, "computer", None)
-        ) as client:
+            settings.api_socket, settings.url, settings.token, getattr(args, "computer", None),
+            reconnect_timeout=settings.reconnect_timeout,
+        ) as client:  # fmt: skip
             return command(client, args)
     except DaemonUnavailableError as exc:
         _error(str(exc))
         return EXIT_UNAVAILABLE
+    except DaemonLostError as exc:
+        _error(str(exc))
+        return EXIT_DAEMON_LOST
     except ApiError as exc:
         _error(exc.message)
         return EXIT_REFUSED
@@ -313,34 +320,32 @@ def cmd_tail(client: Client, args: argparse.Namespace) -> int:
                 out.write(data)
                 if not data or offset >= end:
                     return 0
+        reconnect = Reconnect(client.reconnect_timeout, f"following session {args.id}")
         while True:
-            for event in client.stream(args.id, offset):
-                if event.event == "output":
-                    out.write(event.json()["data"].encode())
-                    offset = int(event.id or offset)
-                elif event.event == "resync":
-                    _error(f"output from {offset} was dropped; continuing at {event.json()['offset']}")
-                    offset = int(event.json()["offset"])
-                elif event.event == "end":
-                    return 0
-                elif event.event == "shutdown":
-                    break
+            reason: object = "the stream ended"
+            try:
+                for event in client.stream(args.id, offset, on_open=reconnect.connected):
+                    if event.event == "output":
+                        out.write(event.json()["data"].encode())
+                        offset = int(event.id or offset)
+                    elif event.event == "resync":
+                        _error(f"output from {offset} was dropped; continuing at {event.json()['offset']}")
+                        offset = int(event.json()["offset"])
+                    elif event.event == "end":
+                        return 0
+                    elif event.event == "shutdown":
+                        reason = "it is shutting down"
+                        break
+            except ApiError as exc:
+                if exc.status < 502:
+                    raise
+                reason = exc.message
+            except (DaemonUnavailableError, httpx.TransportError) as exc:
+                reason = type(exc).__name__ if isinstance(exc, httpx.TransportError) else "not running"
             # The daemon stopped or the connection dropped: resume where we were.
-            _wait_for_daemon(client)
+            time.sleep(reconnect.lost(reason))
     finally:
         out.close()
-
-
-def _wait_for_daemon(client: Client) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            client.health()
-            return
-        except DaemonUnavailableError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 def cmd_kill(client: Client, args: argparse.Namespace) -> int:
@@ -359,9 +364,21 @@ def cmd_kill(client: Client, args: argparse.Namespace) -> int:
 def cmd_wait(client: Client, args: argparse.Namespace) -> int:
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     until = [s for s in (args.until or "").split(",") if s]
+    reconnect = Reconnect(client.reconnect_timeout, f"waiting for session {args.id}")
     while True:
         remaining = 60.0 if deadline is None else max(0.0, min(60.0, deadline - time.monotonic()))
-        result = client.wait(args.id, remaining, until)
+        try:
+            result = client.wait(args.id, remaining, until)
+        except (DaemonUnavailableError, httpx.TransportError) as exc:
+            # The daemon restarts: ask again (the session goes on meanwhile).
+            time.sleep(reconnect.lost("not running" if isinstance(exc, DaemonUnavailableError) else exc))
+            continue
+        except ApiError as exc:
+            if exc.status < 502:
+                raise
+            time.sleep(reconnect.lost(exc.message))
+            continue
+        reconnect.connected()
         if until and result.get("reached"):
             # The agent is in one of the states asked for: 0 (the session may go on).
             if args.json:

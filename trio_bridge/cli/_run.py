@@ -74,9 +74,14 @@ class _Stdout:
             self._plain = PlainText()
 
     def _write_all(self, data: bytes) -> None:
+        from ._ws import StdoutClosedError
+
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except BrokenPipeError as exc:
+            raise StdoutClosedError(*exc.args) from None
 
     async def write(self, data: bytes) -> None:
         if self._plain is not None:
@@ -312,10 +317,9 @@ async def _run_via_daemon(
     """`run` as a daemon session: create it, stream its output over its WebSocket (resuming by
     offset if the connection drops), and on Ctrl-C/--timeout kill it. Same exit codes.
     ``interactive``: attach this terminal to it instead (Ctrl-] detaches; it goes on)."""
-    from trio_websocket import ConnectionClosed, HandshakeError
-
     from ..client import async_client
-    from ._ws import control_message, open_session_socket
+    from ._resume import EXIT_DAEMON_LOST, DaemonLostError, Reconnect
+    from ._ws import StdoutClosedError, connection_lost, control_message, open_session_socket
 
     async with async_client(settings.api_socket, settings.url, settings.token) as http:
         try:
@@ -337,11 +341,14 @@ async def _run_via_daemon(
         stopped_by: list[int] = []
         final: dict[str, object] | None = None
         offset = 0
+        reconnect = Reconnect(settings.reconnect_timeout, f"following session {session_id}")
+        lost: list[DaemonLostError] = []
         try:
             async with _stop_on_signals(time_limit) as stopped_by:
                 while final is None:
                     try:
                         async with open_session_socket(settings, session_id, offset=offset) as ws:
+                            reconnect.connected()
                             while True:
                                 message = await ws.get_message()
                                 if isinstance(message, bytes):
@@ -354,13 +361,20 @@ async def _run_via_daemon(
                                 elif control["type"] == "end":
                                     final = control["session"]
                                     break
-                    except BrokenPipeError:
-                        raise  # our stdout, not the connection
-                    except (ConnectionClosed, HandshakeError, OSError):
+                    except Exception as exc:
+                        if not connection_lost(exc):
+                            raise
                         # The daemon restarts or the connection dropped: resume at offset.
-                        await trio.sleep(0.2)
-        except* BrokenPipeError:
+                        try:
+                            await trio.sleep(reconnect.lost(_reason(exc)))
+                        except DaemonLostError as gone:
+                            lost.append(gone)
+                            break
+        except* StdoutClosedError:
             stopped_by.append(signal.SIGPIPE)
+        if lost:
+            _error(f"{lost[0]} (the session goes on: trio-bridge attach {session_id})")
+            return EXIT_DAEMON_LOST
         if final is None:
             # Ctrl-C, a signal, --timeout or a closed stdout: the session goes too.
             with trio.CancelScope(shield=True), trio.move_on_after(settings.timeouts.tmux + 5):
@@ -376,6 +390,13 @@ async def _run_via_daemon(
         _error(f"the session ended without an exit status ({final.get('state')})")
         return EXIT_START_FAILED
     return exit_status(final)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line on why a connection failed (the first leaf of a group)."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return str(exc) or type(exc).__name__
 
 
 def _api_message(response: object) -> str:

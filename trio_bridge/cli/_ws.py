@@ -13,6 +13,10 @@ from trio_websocket import WebSocketConnection, open_websocket_url, wrap_client_
 
 from ..config import Settings
 
+#: seconds to connect and complete the WebSocket handshake (a connection accepted by a daemon
+#: that is shutting down may never be answered: trio-websocket would wait forever)
+CONNECT_TIMEOUT = 5.0
+
 
 @asynccontextmanager
 async def open_session_socket(
@@ -25,6 +29,7 @@ async def open_session_socket(
     Raises:
         OSError: nothing listens there.
         trio_websocket.ConnectionRejected: the daemon refused (unknown session: 404).
+        trio.TooSlowError: no handshake within :data:`CONNECT_TIMEOUT`.
     """
     resource = f"/v1/sessions/{session_id}/ws"
     if query:
@@ -32,18 +37,45 @@ async def open_session_socket(
     headers = [(b"Authorization", f"Bearer {settings.token}".encode())] if settings.token else []
     if settings.url:
         url = "ws" + settings.url.removeprefix("http") + resource
-        async with open_websocket_url(url, extra_headers=headers) as ws:
+        async with open_websocket_url(url, extra_headers=headers, connect_timeout=CONNECT_TIMEOUT) as ws:
             yield ws
         return
-    stream = await trio.open_unix_socket(str(settings.api_socket))
     async with trio.open_nursery() as nursery:
-        ws = await wrap_client_stream(nursery, stream, "localhost", resource, extra_headers=headers)
+        with trio.fail_after(CONNECT_TIMEOUT):
+            stream = await trio.open_unix_socket(str(settings.api_socket))
+            ws = await wrap_client_stream(nursery, stream, "localhost", resource, extra_headers=headers)
         try:
             yield ws
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 await ws.aclose()
             nursery.cancel_scope.cancel()
+
+
+class StdoutClosedError(BrokenPipeError):
+    """Our own stdout was closed (``| head``): not the daemon's connection."""
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or every exception of a group) means the connection to the daemon went
+    away, rather than an answer (404: no such session) or a failure of our own."""
+    from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
+
+    if isinstance(exc, BaseExceptionGroup):
+        return all(connection_lost(e) for e in exc.exceptions)
+    if isinstance(exc, ConnectionRejected):
+        return exc.status_code >= 500
+    if isinstance(exc, StdoutClosedError):
+        return False
+    return isinstance(
+        exc,
+        ConnectionClosed
+        | HandshakeError
+        | OSError
+        | trio.BrokenResourceError
+        | trio.ClosedResourceError
+        | trio.TooSlowError,
+    )
 
 
 def control_message(message: str) -> dict[str, Any]:
