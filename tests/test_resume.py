@@ -4,10 +4,10 @@ have; past ``reconnect_timeout`` they exit with one line and their own exit code
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
-import signal
 import subprocess
 import sys
 import time
@@ -22,10 +22,12 @@ LINES = 30
 SCRIPT = f"for i in $(seq 1 {LINES}); do echo line $i; sleep 0.1; done; exit 4"
 
 
-def cli(sandbox: Sandbox, *args: str, env: dict[str, str] | None = None, **kwargs: object) -> subprocess.Popen[bytes]:
+def cli(
+    sandbox: Sandbox, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "trio_bridge", *args],
-        env=env or sandbox.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs,  # type: ignore[arg-type]
+        env=env or sandbox.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
     )  # fmt: skip
 
 
@@ -111,7 +113,7 @@ def test_clients_give_up_after_the_bound(sandbox: Sandbox, tmp_path: Path) -> No
             timeout=15, check=True,
         ).stdout  # fmt: skip
         assert session_id
-        wait = cli(sandbox, "wait", __import__("json").loads(session_id)[0]["id"], env=env)
+        wait = cli(sandbox, "wait", json.loads(session_id)[0]["id"], env=env)
         clients.append(wait)
         time.sleep(0.3)
         stop(daemon)
@@ -176,5 +178,3 @@ def test_attach_survives_a_daemon_restart(sandbox: Sandbox, tmp_path: Path) -> N
         stop(daemon)
     assert seen.count(b"got first") == 1, seen  # resumed after the last byte: no duplicate
     assert err.count(b"reconnecting") == 1, err
-
-

@@ -16,6 +16,8 @@ from ..config import Settings
 #: seconds to connect and complete the WebSocket handshake (a connection accepted by a daemon
 #: that is shutting down may never be answered: trio-websocket would wait forever)
 CONNECT_TIMEOUT = 5.0
+#: seconds the closing handshake may take
+_CLOSE_TIMEOUT = 2.0
 
 
 @asynccontextmanager
@@ -37,7 +39,9 @@ async def open_session_socket(
     headers = [(b"Authorization", f"Bearer {settings.token}".encode())] if settings.token else []
     if settings.url:
         url = "ws" + settings.url.removeprefix("http") + resource
-        async with open_websocket_url(url, extra_headers=headers, connect_timeout=CONNECT_TIMEOUT) as ws:
+        async with open_websocket_url(
+            url, extra_headers=headers, connect_timeout=CONNECT_TIMEOUT, disconnect_timeout=_CLOSE_TIMEOUT
+        ) as ws:
             yield ws
         return
     async with trio.open_nursery() as nursery:
@@ -46,9 +50,15 @@ async def open_session_socket(
             ws = await wrap_client_stream(nursery, stream, "localhost", resource, extra_headers=headers)
         try:
             yield ws
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
+        except BaseException:
+            # Leaving early (Ctrl-C, --timeout, a failure): no closing handshake to wait for (the
+            # daemon may take a while to answer it, and the caller has more urgent work: kill).
+            await trio.aclose_forcefully(stream)
+            raise
+        else:
+            with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT):
                 await ws.aclose()
+        finally:
             nursery.cancel_scope.cancel()
 
 
