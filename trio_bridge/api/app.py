@@ -945,7 +945,7 @@ async def _serve_ws(context: ApiContext, session_id: str, feed: OutputFeed) -> N
                 await _ws_command(context, session_id, message)
             except SessionEndedError:
                 return  # the output side says so and closes
-            except (ApiError, InvalidTextError, InvalidKeyError) as exc:
+            except (ApiError, InvalidTextError, InvalidKeyError, TmuxTimeoutError) as exc:
                 await websocket.send(json.dumps({"type": "error", "message": str(exc)}))
 
     async def stop_on_shutdown(done: trio.CancelScope) -> None:
@@ -977,5 +977,8 @@ async def _ws_command(context: ApiContext, session_id: str, message: str) -> Non
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise ApiError(422, "invalid_message", "keys needs a list of key names")
         await context.manager.send_keys(session_id, keys)
+    elif kind == "sync":
+        # answered once every message before it was handled (they are handled in order)
+        await websocket.send(json.dumps({"type": "synced"}))
     else:
-        raise ApiError(422, "invalid_message", "type must be 'input' or 'keys'")
+        raise ApiError(422, "invalid_message", "type must be 'input', 'keys' or 'sync'")

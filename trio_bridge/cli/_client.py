@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from ..client import ApiError, Client, DaemonUnavailableError
+from ..client import ApiError, Client, DaemonUnavailableError, OutputDroppedError
 from ..config import ConfigError, Settings, resolve_settings
 from ._resume import EXIT_DAEMON_LOST, DaemonLostError, Reconnect
 
@@ -84,6 +84,7 @@ def run_client_command(args: argparse.Namespace, flags: Mapping[str, object]) ->
         _error(str(exc))
         return EXIT_USAGE
     command = _COMMANDS[args.command]
+    args.resolved_settings = settings
     try:
         with Client(
             settings.api_socket, settings.url, settings.token, getattr(args, "computer", None),
@@ -220,6 +221,15 @@ def cmd_new(client: Client, args: argparse.Namespace) -> int:
     if args.resume is not None and args.cwd is None:
         cwd = None  # the resumed session's own directory (where the agent keeps the conversation)
     env = _env_pairs(args.env) if remote else pane_environment(_env_pairs(args.env))
+    if command and not agent_args and not remote:
+        # as `run` does, before anything is created: no session that can only end 127
+        from ._preflight import StartFailed, check_command
+
+        try:
+            check_command(command[0], Path(cwd or os.getcwd()), env.get("PATH"))
+        except StartFailed as exc:
+            _error(str(exc))
+            return exc.code
     session = client.create(
         command or None,
         shell=args.shell,
@@ -246,9 +256,35 @@ def cmd_prompt(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_send(client: Client, args: argparse.Namespace) -> int:
-    text = sys.stdin.read() if args.text == ["-"] else " ".join(args.text)
-    client.send_text(args.id, text, enter=not args.no_enter)
+    if args.text != ["-"]:
+        client.send_text(args.id, " ".join(args.text), enter=not args.no_enter)
+        return 0
+    data = sys.stdin.buffer.read()
+    text = _as_text(data)
+    if text is not None:
+        client.send_text(args.id, text, enter=not args.no_enter)
+        return 0
+    # Not text that can be pasted (not UTF-8, or control characters): typed byte for byte, as
+    # an attached terminal would, then Enter as a CR.
+    client.get(args.id)  # an unknown id is told as by every command
+    from ._ws import send_bytes
+
+    send_bytes(args.resolved_settings, args.id, data + (b"" if args.no_enter else b"\r"))
     return 0
+
+
+def _as_text(data: bytes) -> str | None:
+    """``data`` as text to paste (UTF-8; no control characters but newline and tab), or None."""
+    import unicodedata
+
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    text = text.replace("\r\n", "\n")
+    if any(c not in "\n\t" and unicodedata.category(c) == "Cc" for c in text):
+        return None
+    return text
 
 
 def cmd_keys(client: Client, args: argparse.Namespace) -> int:
@@ -288,24 +324,29 @@ class _Out:
 
 
 def _last_lines_offset(client: Client, session_id: str, lines: int) -> int:
-    """The offset where the last ``lines`` lines of the output begin."""
-    _, _, end, _ = client.output(session_id, 0, 1)
+    """The offset where the last ``lines`` lines of the output begin; of what the log keeps,
+    when the output passed ``output_max_bytes`` (saying on stderr that earlier output was
+    dropped)."""
+    first = 0
+    try:
+        _, _, end, _ = client.output(session_id, 0, 1)
+    except OutputDroppedError as exc:
+        if exc.first_offset is None:
+            raise
+        first = exc.first_offset
+        _error(f"output before byte {first} was dropped (the log keeps the last output_max_bytes)")
+        _, _, end, _ = client.output(session_id, first, 1)
     window = 1 << 16
     while True:
-        start = max(0, end - window)
-        try:
-            data, _, _, _ = client.output(session_id, start, min(window, 1 << 20))
-        except ApiError as exc:
-            if exc.status != 410:
-                raise
-            return end - window // 2 if window > 1 else end  # dropped: settle for what is kept
+        start = max(first, end - window)
+        data, _, _, _ = client.output(session_id, start, min(window, 1 << 20))
         # A trailing newline ends the last line rather than starting a new one.
         cut = len(data)
         for _ in range(lines + 1 if data.endswith(b"\n") else lines):
             cut = data.rfind(b"\n", 0, cut)
             if cut < 0:
                 break
-        if cut >= 0 or start == 0 or window >= 1 << 20:
+        if cut >= 0 or start == first or window >= 1 << 20:
             return start + cut + 1 if cut >= 0 else start
         window *= 4
 
@@ -316,7 +357,15 @@ def cmd_tail(client: Client, args: argparse.Namespace) -> int:
     try:
         if not args.follow:
             while True:
-                data, offset, end, _ = client.output(args.id, offset, 1 << 20)
+                try:
+                    data, offset, end, _ = client.output(args.id, offset, 1 << 20)
+                except OutputDroppedError as exc:
+                    # (--from an offset no longer kept, or trimmed while we read)
+                    if exc.first_offset is None or exc.first_offset <= offset:
+                        raise
+                    _error(f"output from {offset} was dropped; continuing at {exc.first_offset}")
+                    offset = exc.first_offset
+                    continue
                 out.write(data)
                 if not data or offset >= end:
                     return 0

@@ -13,21 +13,19 @@ from pathlib import Path
 import trio
 
 from ..config import ConfigError, Settings, resolve_settings
+from ._preflight import (
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    EXIT_START_FAILED,
+    StartFailed,
+    check_command,
+)
+
+__all__ = ["EXIT_NOT_EXECUTABLE", "EXIT_NOT_FOUND", "EXIT_START_FAILED", "EXIT_TIMEOUT", "StartFailed"]
 
 EXIT_TIMEOUT = 124  # as timeout(1)
-EXIT_START_FAILED = 125  # trio-bridge itself could not run CMD
-EXIT_NOT_EXECUTABLE = 126  # as the shell
-EXIT_NOT_FOUND = 127  # as the shell
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class StartFailed(Exception):
-    """A one-line reason why the command cannot be started, and the exit code to use."""
-
-    def __init__(self, message: str, code: int = EXIT_START_FAILED) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _error(message: str) -> None:
@@ -44,18 +42,6 @@ def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
             raise StartFailed(f"--env expects NAME=VALUE with a valid variable name, got {pair!r}")
         env[name] = value
     return env
-
-
-def _check_command(argv0: str, cwd: Path, path: str | None) -> None:
-    """Refuse, with the shell's exit codes, a command that cannot be executed."""
-    if "/" in argv0:
-        target = cwd / argv0
-        if not target.exists():
-            raise StartFailed(f"no such file: {argv0}", EXIT_NOT_FOUND)
-        if target.is_dir() or not os.access(target, os.X_OK):
-            raise StartFailed(f"not executable: {argv0}", EXIT_NOT_EXECUTABLE)
-    elif shutil.which(argv0, path=path) is None:
-        raise StartFailed(f"command not found: {argv0}", EXIT_NOT_FOUND)
 
 
 class _Stdout:
@@ -123,7 +109,7 @@ def run_command(
         from ..runner import pane_environment
 
         env = pane_environment(env_extra)
-        _check_command(cmd[0], workdir, env.get("PATH"))
+        check_command(cmd[0], workdir, env.get("PATH"))
         if not (keep or embedded) and _daemon_answers(settings):
             body = {"command": cmd, "cwd": str(workdir), "env": env, **_terminal_size()}
             return trio.run(_run_via_daemon, settings, body, timeout)
@@ -291,7 +277,7 @@ def run_agent(
 
         env = pane_environment(_parse_env(env_pairs))
         if agent is not None:
-            _check_command(settings.agents[agent].binary, workdir, env.get("PATH"))
+            check_command(settings.agents[agent].binary, workdir, env.get("PATH"))
         if not _daemon_answers(settings):
             raise StartFailed(
                 "run --agent needs the daemon (the agent's hooks report to it): start it with: "

@@ -88,6 +88,37 @@ def connection_lost(exc: BaseException) -> bool:
     )
 
 
+def send_bytes(settings: Settings, session_id: str, data: bytes) -> None:
+    """Type ``data`` into the session byte for byte (through its WebSocket, as ``attach``
+    does); returns once the daemon has passed them to tmux.
+
+    Raises:
+        ApiError (from trio_bridge.client): the daemon answered with an error.
+        OSError, trio_websocket.HandshakeError, ConnectionClosed: the connection failed.
+    """
+    from ..client import ApiError
+
+    async def send() -> None:
+        async with open_session_socket(settings, session_id, offset="end") as ws:
+            await ws.send_message(data)
+            # The daemon handles a socket's messages in order: its answer to this one says
+            # the bytes before it went to tmux.
+            await ws.send_message(json.dumps({"type": "sync"}))
+            while True:
+                message = await ws.get_message()
+                if isinstance(message, bytes):
+                    continue
+                control = control_message(message)
+                if control["type"] == "synced":
+                    return
+                if control["type"] == "error":
+                    raise ApiError(409, "input_failed", str(control.get("message")))
+                if control["type"] == "end":
+                    raise ApiError(409, "session_ended", f"session {session_id} has ended")
+
+    trio.run(send)
+
+
 def control_message(message: str) -> dict[str, Any]:
     """A text message from the daemon, as a dict (``{"type": ...}``)."""
     value = json.loads(message)

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -898,6 +899,10 @@ class SessionManager:
         state = SessionState.KILLED if killed else SessionState.EXITED
         if status is None and not killed:
             state = SessionState.KILLED  # the wrapper itself was killed from outside
+        elif status is None:
+            # Killed by us: closing its window hung up its processes (tmux sends SIGHUP), the
+            # start wrapper with them, so no status was written: the signal is ours to tell.
+            exit_signal = int(signal.SIGHUP)
         ended = attrs.evolve(
             record, state=state, exit_code=exit_code, exit_signal=exit_signal, ended_at=time.time(),
             agent_state=str(AgentState.EXITED) if record.agent_state is not None else None,
