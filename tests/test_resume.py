@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -178,3 +179,48 @@ def test_attach_survives_a_daemon_restart(sandbox: Sandbox, tmp_path: Path) -> N
         stop(daemon)
     assert seen.count(b"got first") == 1, seen  # resumed after the last byte: no duplicate
     assert err.count(b"reconnecting") == 1, err
+
+
+def test_events_resume_after_a_daemon_restart(sandbox: Sandbox, tmp_path: Path) -> None:
+    daemon = start_daemon(sandbox)
+    events: subprocess.Popen[bytes] | None = None
+    try:
+        events = cli(sandbox, "events")
+        assert events.stdout is not None
+        time.sleep(1.0)  # subscribed
+
+        def new(*argv: str) -> str:
+            done = subprocess.run(
+                [sys.executable, "-m", "trio_bridge", "new", "--", *argv],
+                env=sandbox.env, capture_output=True, timeout=15, cwd=tmp_path, check=True,
+            )  # fmt: skip
+            return done.stdout.decode().strip()
+
+        first = new("sleep", "60")
+        seen = read_until(events.stdout.fileno(), f"running {first}".encode())
+        stop(daemon)
+        time.sleep(0.3)
+        daemon = start_daemon(sandbox)
+        second = new("sleep", "60")
+        seen += read_until(events.stdout.fileno(), f"running {second} running".encode())
+        for session_id in (first, second):
+            subprocess.run(
+                [sys.executable, "-m", "trio_bridge", "kill", session_id],
+                env=sandbox.env, capture_output=True, timeout=15, check=True,
+            )  # fmt: skip
+        seen += read_until(events.stdout.fileno(), f"killed {second}".encode())
+        events.send_signal(signal.SIGINT)
+        _, err = finish(events)
+    finally:
+        if events is not None and events.poll() is None:
+            events.kill()
+            events.communicate()
+        stop(daemon)
+    kinds = [tuple(line.split()[:2]) for line in seen.decode().splitlines()]
+    # each event once, in order; across the restart, the new daemon's adoption is replayed
+    assert kinds[:5] == [
+        ("created", first), ("running", first), ("adopted", first), ("created", second), ("running", second),
+    ], kinds  # fmt: skip
+    assert len(kinds) == len(set(kinds)), kinds
+    assert err.count(b"reconnecting") == 1, err
+    assert err.count(b"resync") == 1, err  # told that the restart may have lost some

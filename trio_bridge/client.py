@@ -261,6 +261,30 @@ class Client:
         except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError) as exc:
             raise _unavailable(self.where, exc) from None
 
+    def events(
+        self, last_event_id: str | None = None, on_open: Callable[[], object] | None = None
+    ) -> Iterator[SseEvent]:
+        """Session lifecycle events (see ``GET /v1/events``), after ``last_event_id`` if given;
+        ``on_open`` is called once the daemon has accepted the stream.
+
+        Raises:
+            DaemonUnavailableError: nothing answers; httpx.TransportError: the connection
+            dropped; ApiError: the daemon refused.
+        """
+        headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
+        try:
+            with self._http.stream(
+                "GET", f"{PREFIX}/events", headers=headers, timeout=httpx.Timeout(None, connect=5.0)
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for(response)
+                if on_open is not None:
+                    on_open()
+                yield from iter_sse(response.iter_lines())
+        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError) as exc:
+            raise _unavailable(self.where, exc) from None
+
 
 class SseEvent:
     """One Server-Sent Event."""

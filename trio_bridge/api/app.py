@@ -607,21 +607,27 @@ def create_app(context: ApiContext) -> QuartTrio:
     @raw_response(200, "text/event-stream", "Server-Sent Events")
     async def events() -> Response:
         """Session lifecycle events as Server-Sent Events (``created``, ``running``,
-        ``exited``, ``killed``, ``lost``, ``adopted``), from now on. A client that falls far
-        behind gets ``overflow`` and the stream ends."""
+        ``exited``, ``killed``, ``lost``, ``adopted``), from now on; each with an id, so that
+        reconnecting with ``Last-Event-ID`` resumes after it (a ``resync`` event first says
+        that the events missed could not all be replayed: look at the records). A client that
+        falls far behind gets ``overflow`` and the stream ends."""
         # Subscribed before answering: a client that sees the response can count on every
         # event after it.
         if request.method == "HEAD":
             return _sse_head(context)
-        subscription = manager.subscribe()
+        last_id = request.headers.get("Last-Event-ID")
+        subscription, complete = manager.subscribe_after(last_id[:64] if last_id is not None else None)
 
         async def produce(send: trio.MemorySendChannel[bytes]) -> None:
+            if not complete:
+                await send.send(_sse("resync", "{}"))
             async with subscription:
                 async for event in subscription:
                     await send.send(
                         _sse(
                             str(event.kind),
                             msgspec.json.encode(EventOut.of(event, context.computer_name)).decode(),
+                            event.id,
                         )
                     )
             await send.send(_sse("overflow", "{}"))
@@ -752,7 +758,7 @@ def _is_offset(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def _sse(event: str, data: str, event_id: int | None = None) -> bytes:
+def _sse(event: str, data: str, event_id: int | str | None = None) -> bytes:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {data}\n\n".encode()
 

@@ -452,6 +452,39 @@ def cmd_wait(client: Client, args: argparse.Namespace) -> int:
             return EXIT_TIMEOUT
 
 
+def cmd_events(client: Client, args: argparse.Namespace) -> int:
+    """Lifecycle events, one line each (``KIND ID STATE TITLE``; ``--json``: the API's event
+    object), until interrupted; reconnecting (and resuming after the last event) like ``tail
+    -f``. ``resync``: events may have been missed (the daemon could not replay them all)."""
+    reconnect = Reconnect(client.reconnect_timeout, "following events")
+    last_id: str | None = None
+    while True:
+        reason: object = "the stream ended"
+        try:
+            for event in client.events(last_id, on_open=reconnect.connected):
+                if event.event == "shutdown":
+                    reason = "it is shutting down"
+                    break
+                if event.event in ("resync", "overflow"):
+                    _error(f"events: {event.event} (some may have been missed: see trio-bridge ls)")
+                    continue
+                last_id = event.id or last_id
+                if args.json:
+                    print(event.data, flush=True)
+                    continue
+                data = event.json()
+                session = data["session"]
+                state = data.get("agent") or session["state"]
+                print(f"{event.event} {session['id']} {state} {session['title']}", flush=True)
+        except ApiError as exc:
+            if exc.status < 502:
+                raise
+            reason = exc.message
+        except (DaemonUnavailableError, httpx.TransportError) as exc:
+            reason = type(exc).__name__ if isinstance(exc, httpx.TransportError) else "not running"
+        time.sleep(reconnect.lost(reason))
+
+
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
     version = client.version()
     sessions = client.sessions()
@@ -505,6 +538,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "tail": cmd_tail,
     "kill": cmd_kill,
     "wait": cmd_wait,
+    "events": cmd_events,
     "prompt": cmd_prompt,
     "status": cmd_status,
     "computers": cmd_computers,

@@ -9,6 +9,7 @@ Sessions outlive the manager: cancelling it stops the watchers, never the sessio
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import os
@@ -73,6 +74,9 @@ class SessionEvent:
     record: SessionRecord
     #: for ``AGENT`` events: the agent's new state
     agent: AgentState | None = None
+    #: the event's id: ``<manager's run>-<number>``, numbers counting up from 1 (see
+    #: :meth:`SessionManager.subscribe_after`)
+    id: str = ""
 
 
 class HubLostError(RuntimeError):
@@ -164,6 +168,11 @@ class SessionManager:
         self.segment_size = segment_size
         self.log_max_bytes = log_max_bytes
         self._event_buffer = event_buffer
+        # Event ids: this manager's own prefix (a daemon's next run numbers its events anew),
+        # and the last events, replayed to a subscriber resuming after one of them.
+        self._events_prefix = new_session_id()[:8]
+        self._events_published = 0
+        self._recent_events: collections.deque[SessionEvent] = collections.deque(maxlen=event_buffer)
         self._feeds: dict[str, OutputFeed] = {}
         self._watched: set[str] = set()
         self._killing: set[str] = set()
@@ -343,6 +352,22 @@ class SessionManager:
         send, receive = trio.open_memory_channel[SessionEvent](self._event_buffer)
         self._subscribers.append(send)
         return receive
+
+    def subscribe_after(self, last_id: str | None) -> tuple[trio.MemoryReceiveChannel[SessionEvent], bool]:
+        """Session events after the one with id ``last_id`` (None: from now on), and whether
+        that is all of them: False when ``last_id`` is not among the last events kept (too old,
+        or from another run of the daemon: then every event kept is replayed, the oldest first,
+        and the subscriber should look at the sessions' records for what it may have missed).
+        """
+        send, receive = trio.open_memory_channel[SessionEvent](self._event_buffer)
+        complete = True
+        if last_id is not None:
+            ids = [event.id for event in self._recent_events]
+            complete = last_id in ids
+            for event in list(self._recent_events)[ids.index(last_id) + 1 if complete else 0 :]:
+                send.send_nowait(event)  # (at most event_buffer of them: the channel's size)
+        self._subscribers.append(send)
+        return receive, complete
 
     def agent(self, session_id: str) -> AgentTracker | None:
         """The session's agent tracker (None: not an agent session, and no hook yet)."""
@@ -548,7 +573,9 @@ class SessionManager:
         tracker = self._agents.get(record.id)
         if record.state.ended and tracker is not None and tracker.on_exit() is not None:
             self._agent_pulse[record.id].fire()
-        event = SessionEvent(kind, record, agent)
+        self._events_published += 1
+        event = SessionEvent(kind, record, agent, id=f"{self._events_prefix}-{self._events_published}")
+        self._recent_events.append(event)
         for channel in list(self._subscribers):
             try:
                 channel.send_nowait(event)
