@@ -58,6 +58,11 @@ async def test_hung_tmux_answers_504_in_time_and_recovers(sandbox: Sandbox, tmp_
             assert health.status_code == 200
             assert [s["state"] for s in listing.json()["sessions"]] == ["running"]
             assert one.json()["state"] == "running"
+            # a new session cannot start either: 504, and nothing left half-made
+            with trio.fail_after(TMUX_TIMEOUT + 1):
+                refused = await client.post("/v1/sessions", json={"command": ["true"], "cwd": str(tmp_path)})
+            assert refused.status_code == 504, refused.text
+            assert refused.json()["error"]["code"] == "tmux_timeout"
             metrics = (await client.get("/metrics")).text
             name = "trio_bridge_tmux_command_timeouts_total"
             counted = [line for line in metrics.splitlines() if line.startswith(name)]
@@ -68,7 +73,7 @@ async def test_hung_tmux_answers_504_in_time_and_recovers(sandbox: Sandbox, tmp_
         with trio.fail_after(15):
             while (screen := await client.get(f"/v1/sessions/{session_id}/screen")).status_code != 200:
                 await trio.sleep(0.1)
-        sessions = (await client.get("/v1/sessions")).json()["sessions"]
+        sessions = (await client.get("/v1/sessions", params={"state": "running,lost"})).json()["sessions"]
         assert [(s["id"], s["state"]) for s in sessions] == [(session_id, "running")]
         restarts = (await client.get("/metrics")).text
         assert 'trio_bridge_supervisor_restarts_total{service="sessions"} 1.0' in restarts

@@ -257,7 +257,8 @@ class SessionManager:
             finally:
                 self._nursery = None
                 self._hub = None
-                self._hub_ready = trio.Event()
+                if self._hub_ready.is_set():  # (an unset one has waiters: the next run sets it)
+                    self._hub_ready = trio.Event()
                 for channel in self._subscribers:
                     channel.close()
                 if not self._hung:
@@ -275,6 +276,14 @@ class SessionManager:
             else:
                 return
 
+    async def _wait_for_hub(self, command: str) -> None:
+        """Wait (within the tmux timeout) until the manager serves: its hub followed, its
+        sessions adopted. Raises :class:`TmuxTimeoutError` naming ``command`` if it does not."""
+        with trio.move_on_after(self.server.timeouts.tmux):
+            await self._hub_ready.wait()
+        if not self._hub_ready.is_set():
+            raise TmuxTimeoutError(command, self.server.timeouts.tmux)
+
     async def _live_pane(self, session_id: str, command: str) -> tuple[ControlClient, str] | None:
         """The hub's client and the session's pane, for ``command``; None if the session has no
         pane followed by the hub (it ended, or has not started yet). While the hub is being
@@ -283,13 +292,9 @@ class SessionManager:
         Raises:
             UnknownSessionError; TmuxTimeoutError: no hub again within the tmux timeout.
         """
+        if not self._hub_ready.is_set() and not (await self.get(session_id)).state.ended:
+            await self._wait_for_hub(command)
         pane_id, hub = self._panes.get(session_id), self._hub
-        if hub is None and not (await self.get(session_id)).state.ended:
-            with trio.move_on_after(self.server.timeouts.tmux):
-                await self._hub_ready.wait()
-            pane_id, hub = self._panes.get(session_id), self._hub
-            if hub is None:
-                raise TmuxTimeoutError(command, self.server.timeouts.tmux)
         if pane_id is None or hub is None:
             return None
         return hub, pane_id
@@ -677,8 +682,12 @@ class SessionManager:
         Raises what :meth:`TmuxServer.new_session` raises; the record then says ``exited``
         with no exit code, and no session is left behind.
         """
-        if self._nursery is None:
+        if not self._served:
             raise RuntimeError("the session manager is not running")
+        if not self._hub_ready.is_set():  # being restarted (tmux hung, or the hub lost)
+            await self._wait_for_hub("new-session")
+        nursery = self._nursery
+        assert nursery is not None
         session_id = new_session_id()
         directory = self._session_dir(session_id)
         await trio.Path(directory / "log").mkdir(parents=True)
@@ -728,7 +737,8 @@ class SessionManager:
                 await self._failed_to_start(record)
             raise
         try:
-            await self._nursery.start(self._watch, record, info.pane_pid, info.pane_id, spec)
+            # (the run's nursery: if the manager restarted meanwhile, this fails, and cleans up)
+            await nursery.start(self._watch, record, info.pane_pid, info.pane_id, spec)
         except BaseException:
             # Not running, not watched: take the session down again and say so in its record.
             with trio.CancelScope(shield=True, deadline=trio.current_time() + 2 * self.server.timeouts.tmux):
