@@ -101,3 +101,11 @@ async def test_new_refuses_a_command_that_cannot_be_found(sandbox: Sandbox, tmp_
         assert new.stderr == run.stderr == b"trio-bridge: command not found: nosuchcmd-tb14\n"
         assert new.stdout == b""
         assert (await client.get("/v1/sessions")).json()["sessions"] == []
+
+
+def test_followers_without_a_daemon_say_so_at_once(sandbox: Sandbox) -> None:
+    # reconnecting is for a daemon that went away, not for one that was never there
+    for args in (["wait", "abc"], ["events"], ["tail", "-f", "--from", "0", "abc"]):
+        done = sandbox.cli(*args, timeout=10)
+        assert done.returncode == 3, (args, done.stderr)
+        assert b"not running" in done.stderr and b"reconnecting" not in done.stderr, (args, done.stderr)

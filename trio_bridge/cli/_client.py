@@ -390,6 +390,8 @@ def cmd_tail(client: Client, args: argparse.Namespace) -> int:
                     raise
                 reason = exc.message
             except (DaemonUnavailableError, httpx.TransportError) as exc:
+                if isinstance(exc, DaemonUnavailableError) and not reconnect.ever_connected:
+                    raise  # no daemon to come back
                 reason = type(exc).__name__ if isinstance(exc, httpx.TransportError) else "not running"
             # The daemon stopped or the connection dropped: resume where we were.
             time.sleep(reconnect.lost(reason))
@@ -419,6 +421,8 @@ def cmd_wait(client: Client, args: argparse.Namespace) -> int:
         try:
             result = client.wait(args.id, remaining, until)
         except (DaemonUnavailableError, httpx.TransportError) as exc:
+            if isinstance(exc, DaemonUnavailableError) and not reconnect.ever_connected:
+                raise  # no daemon to come back
             # The daemon restarts: ask again (the session goes on meanwhile).
             time.sleep(reconnect.lost("not running" if isinstance(exc, DaemonUnavailableError) else exc))
             continue
@@ -481,6 +485,8 @@ def cmd_events(client: Client, args: argparse.Namespace) -> int:
                 raise
             reason = exc.message
         except (DaemonUnavailableError, httpx.TransportError) as exc:
+            if isinstance(exc, DaemonUnavailableError) and not reconnect.ever_connected:
+                raise  # no daemon to come back
             reason = type(exc).__name__ if isinstance(exc, httpx.TransportError) else "not running"
         time.sleep(reconnect.lost(reason))
 

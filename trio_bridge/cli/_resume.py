@@ -36,6 +36,8 @@ class Reconnect:
         self.line_end = line_end
         #: what the client was doing, for the final message ("following session X")
         self.what = what
+        #: a connection worked once (before that, no daemon is no daemon: nothing to wait for)
+        self.ever_connected = False
         self._lost_at: float | None = None
         self._delay = _FIRST_DELAY
         self._said = False
@@ -46,6 +48,7 @@ class Reconnect:
 
     def connected(self) -> None:
         """A connection works again: the next loss starts a new bound and a short delay."""
+        self.ever_connected = True
         self._lost_at = None
         self._delay = _FIRST_DELAY
         self._said = False
