@@ -839,11 +839,7 @@ class SessionManager:
         (released once followed). Reports started once the session runs, followed; what fails
         before that goes to the caller of ``nursery.start``."""
         self._watched.add(record.id)
-        feed = self._feeds.get(record.id)
-        if feed is None or feed.closed:
-            feed = OutputFeed(SegmentLog(self._session_dir(record.id) / "log", self.segment_size))
-            self._feeds[record.id] = feed
-        # else: re-adopted after a restart of the manager: its readers keep following this feed
+        feed = self._watch_feed(record.id)
         try:
             hub = self._hub
             assert hub is not None
@@ -865,6 +861,15 @@ class SessionManager:
         finally:
             self._watched.discard(record.id)
             self._panes.pop(record.id, None)
+
+    def _watch_feed(self, session_id: str) -> OutputFeed:
+        """The feed a watcher wakes: a new one, or, for a session re-adopted after a restart of
+        the manager (tmux hung, the hub lost), the one its readers already follow."""
+        feed = self._feeds.get(session_id)
+        if feed is None or feed.closed:
+            feed = OutputFeed(SegmentLog(self._session_dir(session_id) / "log", self.segment_size))
+            self._feeds[session_id] = feed
+        return feed
 
     async def _finish(self, record: SessionRecord, feed: OutputFeed) -> None:
         """The pane's process exited: record how, keep the screen, complete the log."""
@@ -976,6 +981,8 @@ class SessionManager:
             info = live.get(record.tmux_name)
             directory = self._session_dir(record.id)
             if info is None:
+                if (feed := self._feeds.get(record.id)) is not None:
+                    feed.close()  # followed before a restart of the manager: its readers finish
                 if read_exit_status(directory / "exit") is not None:
                     await self._record_end(record, directory)
                 else:
@@ -985,9 +992,7 @@ class SessionManager:
                     self._publish(EventKind.LOST, lost)
                 continue
             if await self._pane_dead(record.tmux_name):
-                feed = OutputFeed(SegmentLog(directory / "log", self.segment_size))
-                self._feeds[record.id] = feed
-                self._nursery.start_soon(self._finish, record, feed)
+                self._nursery.start_soon(self._finish, record, self._watch_feed(record.id))
                 continue
             running = attrs.evolve(record, state=SessionState.RUNNING)
             if record.state is SessionState.STARTING:
