@@ -392,6 +392,7 @@ def cmd_tail(client: Client, args: argparse.Namespace) -> int:
             except (DaemonUnavailableError, httpx.TransportError) as exc:
                 if isinstance(exc, DaemonUnavailableError) and not reconnect.ever_connected:
                     raise  # no daemon to come back
+                reconnect.reached(exc)
                 reason = type(exc).__name__ if isinstance(exc, httpx.TransportError) else "not running"
             # The daemon stopped or the connection dropped: resume where we were.
             time.sleep(reconnect.lost(reason))
@@ -423,6 +424,7 @@ def cmd_wait(client: Client, args: argparse.Namespace) -> int:
         except (DaemonUnavailableError, httpx.TransportError) as exc:
             if isinstance(exc, DaemonUnavailableError) and not reconnect.ever_connected:
                 raise  # no daemon to come back
+            reconnect.reached(exc)
             # The daemon restarts: ask again (the session goes on meanwhile).
             time.sleep(reconnect.lost("not running" if isinstance(exc, DaemonUnavailableError) else exc))
             continue
@@ -487,6 +489,7 @@ def cmd_events(client: Client, args: argparse.Namespace) -> int:
         except (DaemonUnavailableError, httpx.TransportError) as exc:
             if isinstance(exc, DaemonUnavailableError) and not reconnect.ever_connected:
                 raise  # no daemon to come back
+            reconnect.reached(exc)
             reason = type(exc).__name__ if isinstance(exc, httpx.TransportError) else "not running"
         time.sleep(reconnect.lost(reason))
 

@@ -53,6 +53,14 @@ class Reconnect:
         self._delay = _FIRST_DELAY
         self._said = False
 
+    def reached(self, failure: BaseException) -> None:
+        """A request failed after its connection was made (a reset, a cut stream): there was a
+        daemon, so its absence from now on is a restart to wait for."""
+        from .. import client
+
+        if not isinstance(failure, client.DaemonUnavailableError):
+            self.ever_connected = True
+
     def lost(self, reason: object = None) -> float:
         """The connection failed: the seconds to wait before the next try.
 

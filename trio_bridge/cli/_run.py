@@ -380,8 +380,12 @@ async def _run_via_daemon(
 
 def _reason(exc: BaseException) -> str:
     """One line on why a connection failed (the first leaf of a group)."""
+    from trio_websocket import ConnectionClosed
+
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
+    if isinstance(exc, ConnectionClosed) and exc.reason is not None:
+        return exc.reason.reason or exc.reason.name
     return str(exc) or type(exc).__name__
 
 

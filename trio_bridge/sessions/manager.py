@@ -215,7 +215,7 @@ class SessionManager:
         session.
 
         After a run that ended because tmux stopped answering, it first waits (asking tmux
-        again every few seconds, each question bounded) until tmux answers: re-adopting
+        again every second, each question bounded) until tmux answers: re-adopting
         meanwhile would only fail, and the supervisor would count each failure as a crash.
 
         Raises:
