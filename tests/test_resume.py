@@ -14,11 +14,15 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
+from trio_bridge.config import resolve_settings
+
 from .conftest import Sandbox
 from .test_daemon import start_daemon, stop
 
 EXIT_DAEMON_LOST = 75
-LINES = 30
+LINES = 50
 # one line every 0.1 s: the restart happens while it runs
 SCRIPT = f"for i in $(seq 1 {LINES}); do echo line $i; sleep 0.1; done; exit 4"
 
@@ -45,6 +49,36 @@ def read_until(fd: int, needle: bytes, timeout: float = 15) -> bytes:
             assert chunk, f"EOF before {needle!r} in {data!r}"
             data += chunk
     return data
+
+
+def connected(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """Wait until the client has a socket open (it reached the daemon; sync clients have no
+    other socket)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        fds = Path(f"/proc/{proc.pid}/fd")
+        links = []
+        for fd in fds.iterdir() if fds.exists() else []:
+            try:
+                links.append(os.readlink(fd))
+            except OSError:
+                continue
+        if any(link.startswith("socket:") for link in links):
+            return
+        assert proc.poll() is None, "the client exited"
+        assert time.monotonic() < deadline, "the client never connected"
+        time.sleep(0.02)
+
+
+def api_streams(sandbox: Sandbox) -> int:
+    """Open SSE/WebSocket streams, from the daemon's metrics."""
+    settings = resolve_settings(sandbox.env).settings
+    transport = httpx.HTTPTransport(uds=str(settings.api_socket))
+    with httpx.Client(transport=transport, base_url="http://trio-bridge", timeout=10) as http:
+        for line in http.get("/metrics").text.splitlines():
+            if line.startswith("trio_bridge_api_streams "):
+                return int(float(line.split()[1]))
+    raise AssertionError("no trio_bridge_api_streams metric")
 
 
 def finish(proc: subprocess.Popen[bytes], first: bytes = b"") -> tuple[bytes, bytes]:
@@ -75,6 +109,7 @@ def test_run_tail_and_wait_survive_a_daemon_restart(sandbox: Sandbox, tmp_path: 
         wait = cli(sandbox, "wait", session_id)
         clients += [run, tail, wait]
         assert run.stdout is not None and tail.stdout is not None
+        connected(wait)
         run_first = read_until(run.stdout.fileno(), b"line 3\n")
         tail_first = read_until(tail.stdout.fileno(), b"line 3\n")
         stop(daemon)
@@ -116,7 +151,7 @@ def test_clients_give_up_after_the_bound(sandbox: Sandbox, tmp_path: Path) -> No
         assert session_id
         wait = cli(sandbox, "wait", json.loads(session_id)[0]["id"], env=env)
         clients.append(wait)
-        time.sleep(0.3)
+        connected(wait)
         stop(daemon)
         started = time.monotonic()
         _, run_err = finish(run)
@@ -187,7 +222,10 @@ def test_events_resume_after_a_daemon_restart(sandbox: Sandbox, tmp_path: Path) 
     try:
         events = cli(sandbox, "events")
         assert events.stdout is not None
-        time.sleep(1.0)  # subscribed
+        deadline = time.monotonic() + 15
+        while api_streams(sandbox) < 1:  # subscribed
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
 
         def new(*argv: str) -> str:
             done = subprocess.run(
