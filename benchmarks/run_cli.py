@@ -201,7 +201,9 @@ def ctrl_c_ms(mode: list[str], env: dict[str, str]) -> float:
 def bench_stop(rounds: int) -> dict[str, Any]:
     """Ctrl-C and --timeout of `run`, through the daemon and embedded, interleaved. The
     overshoot of ``--timeout 1`` is its wall time minus 1 s minus the wall time of ``run -- true``
-    in the same mode (start-up and session creation are measured elsewhere)."""
+    in the same mode (start-up and session creation are measured elsewhere): only the gap
+    between the modes is meaningful (a teardown that ``true`` has and a timeout skips can make
+    one mode's figure negative)."""
     modes = {"embedded": ["--embedded"], "daemon": []}
     ctrl_c: dict[str, list[float]] = {name: [] for name in modes}
     overshoot: dict[str, list[float]] = {name: [] for name in modes}
