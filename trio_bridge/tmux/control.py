@@ -258,10 +258,9 @@ async def open_control_client(server: TmuxServer, session_name: str) -> AsyncIte
             finally:
                 if not client.closed.is_set():
                     log.debug("detaching control client from %s", session_name)
-                with trio.CancelScope(shield=True):
+                with trio.CancelScope(shield=True), trio.move_on_after(server.timeouts.control_close):
                     await trio.aclose_forcefully(proc.stdin)
-                    with trio.move_on_after(server.timeouts.control_close):
-                        await client.closed.wait()
+                    await client.closed.wait()
                 nursery.cancel_scope.cancel()
         if client.exit_reason not in (None, "eof", "exit"):
             log.debug("control client for %s ended: %s", session_name, client.exit_reason)
