@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import select
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -23,6 +25,20 @@ from .conftest import Sandbox
 TMUX_TIMEOUT = 1.0
 
 
+class Printed:
+    """What a process printed so far (read without blocking)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self._fd = proc.stdout.fileno()
+        self.data = b""
+
+    def read(self) -> bytes:
+        while select.select([self._fd], [], [], 0)[0] and (chunk := os.read(self._fd, 4096)):
+            self.data += chunk
+        return self.data
+
+
 def tmux_server_pid(sandbox: Sandbox) -> int:
     return int(sandbox.tmux("display-message", "-p", "-t", "=tb-hub", "#{pid}").stdout)
 
@@ -37,10 +53,31 @@ async def test_hung_tmux_answers_504_in_time_and_recovers(sandbox: Sandbox, tmp_
         assert created.status_code == 201, created.text
         session_id = created.json()["id"]
         followed: list[str] = []
-        async with trio.open_nursery() as nursery:
-            # a reader following the output from before the hang to after it
-            nursery.start_soon(follow_output, client, session_id, followed)
-            await hang_and_recover(sandbox, client, session_id, tmp_path)
+        # `trio-bridge events` follows the lifecycle across the hub's replacement
+        events = subprocess.Popen(
+            [sys.executable, "-m", "trio_bridge", "events"],
+            env=sandbox.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        printed = Printed(events)
+        try:
+            with trio.fail_after(15):
+                while "trio_bridge_api_streams 1.0" not in (await client.get("/metrics")).text:
+                    await trio.sleep(0.05)
+            async with trio.open_nursery() as nursery:
+                # a reader following the output from before the hang to after it
+                nursery.start_soon(follow_output, client, session_id, followed)
+                await hang_and_recover(sandbox, client, session_id, tmp_path)
+            await client.delete(f"/v1/sessions/{session_id}")
+            with trio.fail_after(10):
+                while b"killed" not in printed.read():
+                    await trio.sleep(0.05)
+        finally:
+            events.send_signal(signal.SIGINT)
+            out, err = await trio.to_thread.run_sync(lambda: events.communicate(timeout=10))
+        lines = [line.split()[:2] for line in (printed.data + out).decode().splitlines()]
+        # the adoption once, then the end: no event twice, and no "daemon went away" (it did not)
+        assert lines == [["adopted", session_id], ["killed", session_id]], lines
+        assert b"reconnecting" not in err, err
         # the reader went on across the hub's replacement: every byte once, nothing missing
         logged = (await client.get(f"/v1/sessions/{session_id}/output")).content.decode()
         assert "".join(followed) == logged, (followed, logged)

@@ -466,13 +466,19 @@ def cmd_events(client: Client, args: argparse.Namespace) -> int:
     last_id: str | None = None
     while True:
         reason: object = "the stream ended"
+        cut_off = False
         try:
             for event in client.events(last_id, on_open=reconnect.connected):
                 if event.event == "shutdown":
                     reason = "it is shutting down"
                     break
-                if event.event in ("resync", "overflow"):
-                    _error(f"events: {event.event} (some may have been missed: see trio-bridge ls)")
+                if event.event == "overflow":
+                    # We fell behind (or the daemon's session manager restarted): ask again
+                    # from the last event we printed.
+                    cut_off = True
+                    break
+                if event.event == "resync":
+                    _error("events: resync (some may have been missed: see trio-bridge ls)")
                     continue
                 last_id = event.id or last_id
                 if args.json:
@@ -481,7 +487,8 @@ def cmd_events(client: Client, args: argparse.Namespace) -> int:
                 data = event.json()
                 session = data["session"]
                 state = data.get("agent") or session["state"]
-                print(f"{event.event} {session['id']} {state} {session['title']}", flush=True)
+                title = " ".join(str(session["title"]).split())  # one line per event
+                print(f"{event.event} {session['id']} {state} {title}", flush=True)
         except ApiError as exc:
             if exc.status < 502:
                 raise
@@ -491,6 +498,9 @@ def cmd_events(client: Client, args: argparse.Namespace) -> int:
                 raise  # no daemon to come back
             reconnect.reached(exc)
             reason = type(exc).__name__ if isinstance(exc, httpx.TransportError) else "not running"
+        if cut_off:
+            time.sleep(0.05)
+            continue
         time.sleep(reconnect.lost(reason))
 
 
