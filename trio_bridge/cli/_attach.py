@@ -122,16 +122,16 @@ async def attach_session(settings: Settings, session_id: str) -> int:
             try:
                 await follow()
             except Exception as exc:
-                rejected = _leaf(exc)
-                if isinstance(rejected, ConnectionRejected) and rejected.status_code == 404:
+                cause = _leaf(exc)
+                if isinstance(cause, ConnectionRejected) and cause.status_code == 404:
                     print(f"trio-bridge: no session {session_id!r}", file=sys.stderr)
                     return EXIT_REFUSED
                 if not connection_lost(exc):
                     raise
-                if offset is None and not reconnect.reconnecting and isinstance(exc, OSError):
+                if offset is None and not reconnect.ever_connected and isinstance(cause, OSError):
                     # never connected: no daemon to come back
                     print(
-                        f"trio-bridge: the daemon is not running ({exc.strerror}); "
+                        f"trio-bridge: the daemon is not running ({cause.strerror}); "
                         "start it with: trio-bridge daemon",
                         file=sys.stderr,
                     )

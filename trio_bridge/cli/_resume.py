@@ -42,10 +42,6 @@ class Reconnect:
         self._delay = _FIRST_DELAY
         self._said = False
 
-    @property
-    def reconnecting(self) -> bool:
-        return self._lost_at is not None
-
     def connected(self) -> None:
         """A connection works again: the next loss starts a new bound and a short delay."""
         self.ever_connected = True
