@@ -266,6 +266,9 @@ def cmd_send(client: Client, args: argparse.Namespace) -> int:
         return 0
     # Not text that can be pasted (not UTF-8, or control characters): typed byte for byte, as
     # an attached terminal would, then Enter as a CR.
+    if getattr(args, "computer", None) is not None:
+        # (the WebSocket, the only door for raw keystrokes, is not relayed through the mesh)
+        raise ApiError(422, "invalid_text", "input that is not text can only go to this computer's sessions")
     client.get(args.id)  # an unknown id is told as by every command
     from ._ws import send_bytes
 
