@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -164,10 +165,85 @@ def bench_latency(lines: int) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def daemon_running(env: dict[str, str]) -> Iterator[None]:
+    """A daemon in the sandbox (so that `run` goes through it), stopped at the end."""
+    proc = subprocess.Popen([*TRIO_BRIDGE, "daemon"], env=env, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    try:
+        while b"ready" not in (line := proc.stderr.readline()):
+            if not line:
+                raise RuntimeError("the daemon did not start")
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
+def ctrl_c_ms(mode: list[str], env: dict[str, str]) -> float:
+    """From SIGINT to exit of `run` while its command runs (the command stopped first)."""
+    argv = [*TRIO_BRIDGE, "run", *mode, "--", "sh", "-c", "echo ready; exec sleep 100"]
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        start = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+    assert code == 130, code
+    return (time.perf_counter() - start) * 1000
+
+
+def bench_stop(rounds: int) -> dict[str, Any]:
+    """Ctrl-C and --timeout of `run`, through the daemon and embedded, interleaved. The
+    overshoot of ``--timeout 1`` is its wall time minus 1 s minus the wall time of ``run -- true``
+    in the same mode (start-up and session creation are measured elsewhere): only the gap
+    between the modes is meaningful (a teardown that ``true`` has and a timeout skips can make
+    one mode's figure negative)."""
+    modes = {"embedded": ["--embedded"], "daemon": []}
+    ctrl_c: dict[str, list[float]] = {name: [] for name in modes}
+    overshoot: dict[str, list[float]] = {name: [] for name in modes}
+    with sandbox() as env, daemon_running(env):
+        for argv in ([*TRIO_BRIDGE, "run", *m, "--", "true"] for m in modes.values()):
+            wall_ms(argv, env)  # warm up
+        for _ in range(rounds):
+            for name, mode in modes.items():
+                ctrl_c[name].append(ctrl_c_ms(mode, env))
+                base = wall_ms([*TRIO_BRIDGE, "run", *mode, "--", "true"], env)
+                start = time.perf_counter()
+                code = subprocess.run(
+                    [*TRIO_BRIDGE, "run", *mode, "--timeout", "1", "--", "sleep", "100"],
+                    env=env, capture_output=True, check=False,
+                ).returncode  # fmt: skip
+                assert code == 124, code
+                overshoot[name].append((time.perf_counter() - start) * 1000 - 1000 - base)
+    results: dict[str, Any] = {
+        "ctrl_c_ms": {name: summary(values) for name, values in ctrl_c.items()},
+        "timeout_overshoot_ms": {name: summary(values) for name, values in overshoot.items()},
+    }
+    ctrl_c_gap = results["ctrl_c_ms"]["daemon"]["median_ms"] - results["ctrl_c_ms"]["embedded"]["median_ms"]
+    timeout_gap = (
+        results["timeout_overshoot_ms"]["daemon"]["median_ms"]
+        - results["timeout_overshoot_ms"]["embedded"]["median_ms"]
+    )
+    results.update(
+        ctrl_c_gap_ms=round(ctrl_c_gap, 2),
+        timeout_gap_ms=round(timeout_gap, 2),
+        target="through the daemon, Ctrl-C and --timeout stop within 200 ms of --embedded (medians)",
+        met=ctrl_c_gap <= 200 and timeout_gap <= 200,
+    )
+    return results
+
+
 def run(quick: bool) -> dict[str, Any]:
     return {
         "startup": bench_startup(rounds=5 if quick else 20),
         "output_latency": bench_latency(lines=50 if quick else 200),
+        "stop": bench_stop(rounds=3 if quick else 10),
     }
 
 
@@ -192,4 +268,18 @@ def markdown(results: dict[str, Any]) -> str:
         )
     verdict = "met" if latency["met"] else "MISSED"
     out += ["", f"{latency['target']}: {verdict}", ""]
+    stop = results["stop"]
+    out += ["### Stopping: Ctrl-C and --timeout, embedded and through the daemon", ""]
+    out += ["| measure | mode | n | median ms | p90 ms | max ms |", "|---|---|---|---|---|---|"]
+    for measure in ("ctrl_c_ms", "timeout_overshoot_ms"):
+        for mode, s in stop[measure].items():
+            row = [measure, mode, s["n"], s["median_ms"], s["p90_ms"], s["max_ms"]]
+            out.append("| " + " | ".join(str(cell) for cell in row) + " |")
+    verdict = "met" if stop["met"] else "MISSED"
+    out += [
+        "",
+        f"daemon minus embedded: Ctrl-C **{stop['ctrl_c_gap_ms']} ms**, --timeout "
+        f"**{stop['timeout_gap_ms']} ms** ({stop['target']}: {verdict})",
+        "",
+    ]
     return "\n".join(out)

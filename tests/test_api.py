@@ -434,8 +434,9 @@ async def test_delete_kills_a_running_session_once(sandbox: Sandbox, tmp_path: P
             killed = await client.delete(f"/v1/sessions/{sid}")
             assert killed.status_code == 200, killed.text
             record = killed.json()
+            # SIGHUP: closing its window hung it up (issue 14: a killed session says how it ended)
             assert (record["id"], record["state"], record["exit_code"], record["exit_signal"]) == (
-                sid, "killed", None, None,
+                sid, "killed", None, 1,
             )  # fmt: skip
             assert record["ended_at"] >= record["created_at"]
             assert f"tb-{sid}" not in tmux_sessions(sandbox)

@@ -9,7 +9,8 @@ command needs); the streaming commands that must also react to signals use
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ __all__ = [
     "ApiError",
     "Client",
     "DaemonUnavailableError",
+    "OutputDroppedError",
     "SseEvent",
     "async_client",
     "client_target",
@@ -43,12 +45,34 @@ class ApiError(Exception):
         self.message = message
 
 
+class OutputDroppedError(ApiError):
+    """The output asked for was dropped (the log keeps at most ``output_max_bytes``);
+    ``first_offset`` is the first byte kept (None if the daemon did not say)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(status, code, message)
+        found = re.search(r"starts at (\d+)", message)
+        self.first_offset = int(found.group(1)) if found else None
+
+
 def client_target(socket_path: Path, url: str | None) -> tuple[str, httpx.HTTPTransport | None, str]:
     """(base URL, transport, description) for the unix socket or ``url``."""
     if url:
         # Certificates are loaded (tens of ms) only for https.
         return url, httpx.HTTPTransport(verify=url.startswith("https:")), url
     return "http://trio-bridge", httpx.HTTPTransport(uds=str(socket_path), verify=False), str(socket_path)
+
+
+#: what a session id can look like (ours are 12 hex digits; a mesh's may differ a little)
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+
+
+def _id(session_id: str) -> str:
+    """A session id fit for a URL path, else "no such session" (as the daemon would say): an
+    empty or odd id would name another resource, or none (a raw 404 page)."""
+    if not _SESSION_ID.match(session_id):
+        raise ApiError(404, "session_not_found", f"no session {session_id!r}")
+    return session_id
 
 
 def _headers(token: str | None) -> dict[str, str]:
@@ -63,6 +87,8 @@ def _raise_for(response: httpx.Response) -> None:
         code, message = str(error["code"]), str(error["message"])
     except (ValueError, KeyError, TypeError):
         code, message = "http_error", f"HTTP {response.status_code}: {response.text[:200]}"
+    if code == "offset_dropped":
+        raise OutputDroppedError(response.status_code, code, message)
     raise ApiError(response.status_code, code, message)
 
 
@@ -77,10 +103,17 @@ class Client:
     """A connection to the daemon. Use as a context manager (it owns an httpx client)."""
 
     def __init__(
-        self, socket_path: Path, url: str | None = None, token: str | None = None, computer: str | None = None
+        self,
+        socket_path: Path,
+        url: str | None = None,
+        token: str | None = None,
+        computer: str | None = None,
+        reconnect_timeout: float = 30.0,
     ) -> None:
         #: sessions are on this computer of the mesh (None: the daemon's own; "*": all, for listing)
         self.computer = computer
+        #: seconds the following commands (tail -f, wait) keep reconnecting to a daemon gone away
+        self.reconnect_timeout = reconnect_timeout
         base_url, transport, self.where = client_target(socket_path, url)
         self._http = httpx.Client(
             base_url=base_url,
@@ -151,24 +184,24 @@ class Client:
         return dict(self.request("POST", "/sessions", json=body).json())
 
     def get(self, session_id: str) -> dict[str, Any]:
-        return dict(self.request("GET", f"/sessions/{session_id}").json())
+        return dict(self.request("GET", f"/sessions/{_id(session_id)}").json())
 
     def kill(self, session_id: str) -> dict[str, Any]:
-        return dict(self.request("DELETE", f"/sessions/{session_id}").json())
+        return dict(self.request("DELETE", f"/sessions/{_id(session_id)}").json())
 
     def send_text(self, session_id: str, text: str, *, enter: bool = False) -> None:
-        self.request("POST", f"/sessions/{session_id}/input", json={"text": text, "enter": enter})
+        self.request("POST", f"/sessions/{_id(session_id)}/input", json={"text": text, "enter": enter})
 
     def send_keys(self, session_id: str, keys: Sequence[str]) -> None:
-        self.request("POST", f"/sessions/{session_id}/keys", json={"keys": list(keys)})
+        self.request("POST", f"/sessions/{_id(session_id)}/keys", json={"keys": list(keys)})
 
     def screen(self, session_id: str) -> dict[str, Any]:
-        return dict(self.request("GET", f"/sessions/{session_id}/screen").json())
+        return dict(self.request("GET", f"/sessions/{_id(session_id)}/screen").json())
 
     def output(self, session_id: str, offset: int = 0, limit: int = 1 << 20) -> tuple[bytes, int, int, bool]:
         """(bytes, next offset, end offset, complete) of the output from ``offset``."""
         response = self.request(
-            "GET", f"/sessions/{session_id}/output", params={"offset": offset, "limit": limit}
+            "GET", f"/sessions/{_id(session_id)}/output", params={"offset": offset, "limit": limit}
         )
         headers = response.headers
         return (
@@ -184,7 +217,7 @@ class Client:
         took it, or the daemon's message when the busy agent queued it (it will run: do not
         send it again)."""
         response = self.request(
-            "POST", f"/sessions/{session_id}/prompt", json={"text": text},
+            "POST", f"/sessions/{_id(session_id)}/prompt", json={"text": text},
             timeout=httpx.Timeout(60.0, connect=5.0),
         )  # fmt: skip
         if response.status_code == 202:
@@ -200,18 +233,26 @@ class Client:
         return dict(
             self.request(
                 "GET",
-                f"/sessions/{session_id}/wait",
+                f"/sessions/{_id(session_id)}/wait",
                 params=params,
                 timeout=httpx.Timeout(timeout + 30.0, connect=5.0),
             ).json()
         )
 
-    def stream(self, session_id: str, offset: int = 0) -> Iterator[SseEvent]:
-        """The session's output events from ``offset`` (see ``GET /v1/sessions/{id}/stream``)."""
+    def stream(
+        self, session_id: str, offset: int = 0, on_open: Callable[[], object] | None = None
+    ) -> Iterator[SseEvent]:
+        """The session's output events from ``offset`` (see ``GET /v1/sessions/{id}/stream``);
+        ``on_open`` is called once the daemon has accepted the stream.
+
+        Raises:
+            DaemonUnavailableError: nothing answers; httpx.TransportError: the connection
+            dropped; ApiError: the daemon refused.
+        """
         try:
             with self._http.stream(
                 "GET",
-                f"{PREFIX}/sessions/{session_id}/stream",
+                f"{PREFIX}/sessions/{_id(session_id)}/stream",
                 params={"computer": self.computer} if self.computer is not None else {},
                 headers={"Last-Event-ID": str(offset)},
                 timeout=httpx.Timeout(None, connect=5.0),
@@ -219,6 +260,32 @@ class Client:
                 if response.status_code >= 400:
                     response.read()
                     _raise_for(response)
+                if on_open is not None:
+                    on_open()
+                yield from iter_sse(response.iter_lines())
+        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError) as exc:
+            raise _unavailable(self.where, exc) from None
+
+    def events(
+        self, last_event_id: str | None = None, on_open: Callable[[], object] | None = None
+    ) -> Iterator[SseEvent]:
+        """Session lifecycle events (see ``GET /v1/events``), after ``last_event_id`` if given;
+        ``on_open`` is called once the daemon has accepted the stream.
+
+        Raises:
+            DaemonUnavailableError: nothing answers; httpx.TransportError: the connection
+            dropped; ApiError: the daemon refused.
+        """
+        headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
+        try:
+            with self._http.stream(
+                "GET", f"{PREFIX}/events", headers=headers, timeout=httpx.Timeout(None, connect=5.0)
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for(response)
+                if on_open is not None:
+                    on_open()
                 yield from iter_sse(response.iter_lines())
         except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError) as exc:
             raise _unavailable(self.where, exc) from None

@@ -92,6 +92,8 @@ class Settings:
     token: str | None = dataclasses.field(default=None, repr=False)
     #: where clients find the daemon: "http://HOST:PORT"; unset means the unix socket
     url: str | None = None
+    #: seconds a client (run, tail -f, wait, attach) keeps reconnecting to a daemon that went away
+    reconnect_timeout: float = 30.0
     #: largest request body the API accepts (413 beyond)
     max_body_bytes: int = 1 << 20
     #: largest text one input request may type into a session (413 beyond)
@@ -424,6 +426,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("bind", _bind, "also serve the API on TCP HOST:PORT (always with a token)"),
     Setting("token", _token, "API bearer token (daemon: required from clients; client: sent)", secret=True),
     Setting("url", _url, "daemon URL for clients, http://HOST:PORT (default: the unix socket)"),
+    Setting("reconnect_timeout", _seconds, "seconds clients keep reconnecting to a daemon that went away"),
     Setting("max_body_bytes", _size, "largest API request body, in bytes"),
     Setting("max_input_bytes", _size, "largest text one input request may type, in bytes"),
     Setting(

@@ -60,11 +60,15 @@ async def _retention(
     every hour."""
     while True:
         cutoff = time.time() - settings.retention_days * 86400
-        # Records and files go together: a shutdown must not split them.
-        with trio.CancelScope(shield=True):
-            removed = await manager.store.prune(keep=settings.retention_count, older_than=cutoff)
+        # Records and files go together: a shutdown must not split them (bounded all the same: a
+        # directory left behind by a cut-short removal is only disk space).
+        removed: list[str] = []
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + settings.shutdown_timeout) as scope:
+            removed = list(await manager.store.prune(keep=settings.retention_count, older_than=cutoff))
             for session_id in removed:
                 await manager.remove(session_id)
+        if scope.cancelled_caught:
+            log.warning("retention was cut short after %g s", settings.shutdown_timeout)
         if removed:
             log.info("retention removed %d ended sessions", len(removed))
         task_status.started()

@@ -12,6 +12,7 @@ from prometheus_client.exposition import generate_latest
 
 from .. import process
 from ..sessions import SessionState
+from ..tmux import control
 
 if TYPE_CHECKING:
     from .app import ApiContext
@@ -48,6 +49,10 @@ async def render(context: ApiContext) -> bytes:
         "trio_bridge_subprocess_timeouts", "Subprocesses killed for exceeding their time limit"
     )
     timeouts.add_metric([], process.timeouts_total)
+    tmux_timeouts = CounterMetricFamily(
+        "trio_bridge_tmux_command_timeouts", "tmux control-client commands unanswered within the tmux timeout"
+    )
+    tmux_timeouts.add_metric([], control.timeouts_total)
     restarts = CounterMetricFamily(
         "trio_bridge_supervisor_restarts", "Restarts of supervised services after a crash", labels=["service"]
     )
@@ -56,7 +61,7 @@ async def render(context: ApiContext) -> bytes:
     tasks = GaugeMetricFamily("trio_bridge_tasks", "Trio tasks alive in the daemon")
     root = trio.lowlevel.current_root_task()
     tasks.add_metric([], _count_tasks(root) if root is not None else 0)
-    families: list[Metric] = [sessions, readers, streams, output, timeouts, restarts, tasks]
+    families: list[Metric] = [sessions, readers, streams, output, timeouts, tmux_timeouts, restarts, tasks]
     if context.mesh is not None:
         dropped = CounterMetricFamily(
             "trio_bridge_mesh_dropped",

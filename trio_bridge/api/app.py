@@ -59,7 +59,7 @@ from ..sessions.manager import (
     UnknownSessionError,
 )
 from ..supervise import Supervisor
-from ..tmux import InvalidKeyError, InvalidTextError, TmuxError, TmuxUnavailableError
+from ..tmux import InvalidKeyError, InvalidTextError, TmuxError, TmuxTimeoutError, TmuxUnavailableError
 from ..tmux.server import TMUX_COMMAND_MAX, CommandTooLongError, is_env_name
 from . import _metrics
 from ._access import Access, AccessDenied
@@ -161,6 +161,7 @@ _REFUSALS: tuple[tuple[type[Exception], int, str], ...] = (
     (SessionEndedError, 409, "session_ended"),
     (InvalidTextError, 422, "invalid_text"),
     (InvalidKeyError, 422, "unknown_key"),
+    (TmuxTimeoutError, 504, "tmux_timeout"),
 )
 
 
@@ -704,21 +705,27 @@ def create_app(context: ApiContext) -> QuartTrio:
     )
     async def events() -> Response:
         """Session lifecycle events as Server-Sent Events (``created``, ``running``,
-        ``exited``, ``killed``, ``lost``, ``adopted``), from now on. A client that falls far
-        behind gets ``overflow`` and the stream ends."""
+        ``exited``, ``killed``, ``lost``, ``adopted``), from now on; each with an id, so that
+        reconnecting with ``Last-Event-ID`` resumes after it (a ``resync`` event first says
+        that the events missed could not all be replayed: look at the records). A client that
+        falls far behind gets ``overflow`` and the stream ends."""
         # Subscribed before answering: a client that sees the response can count on every
         # event after it.
         if request.method == "HEAD":
             return _sse_head(context)
-        subscription = manager.subscribe()
+        last_id = request.headers.get("Last-Event-ID")
+        subscription, complete = manager.subscribe_after(last_id[:64] if last_id is not None else None)
 
         async def produce(send: trio.MemorySendChannel[bytes]) -> None:
+            if not complete:
+                await send.send(_sse("resync", "{}"))
             async with subscription:
                 async for event in subscription:
                     await send.send(
                         _sse(
                             str(event.kind),
                             msgspec.json.encode(EventOut.of(event, context.computer_name)).decode(),
+                            event.id,
                         )
                     )
             await send.send(_sse("overflow", "{}"))
@@ -1007,7 +1014,7 @@ def _is_offset(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def _sse(event: str, data: str, event_id: int | None = None) -> bytes:
+def _sse(event: str, data: str, event_id: int | str | None = None) -> bytes:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {data}\n\n".encode()
 
@@ -1200,7 +1207,7 @@ async def _serve_ws(context: ApiContext, session_id: str, feed: OutputFeed) -> N
                 await _ws_command(context, session_id, message)
             except SessionEndedError:
                 return  # the output side says so and closes
-            except (ApiError, InvalidTextError, InvalidKeyError) as exc:
+            except (ApiError, InvalidTextError, InvalidKeyError, TmuxTimeoutError) as exc:
                 await websocket.send(json.dumps({"type": "error", "message": str(exc)}))
 
     async def stop_on_shutdown(done: trio.CancelScope) -> None:
@@ -1234,5 +1241,8 @@ async def _ws_command(context: ApiContext, session_id: str, message: str) -> Non
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise ApiError(422, "invalid_message", "keys needs a list of key names")
         await context.manager.send_keys(session_id, keys)
+    elif kind == "sync":
+        # answered once every message before it was handled (they are handled in order)
+        await websocket.send(json.dumps({"type": "synced"}))
     else:
-        raise ApiError(422, "invalid_message", "type must be 'input' or 'keys'")
+        raise ApiError(422, "invalid_message", "type must be 'input', 'keys' or 'sync'")

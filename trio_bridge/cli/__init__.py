@@ -76,7 +76,7 @@ class _OnlyCommand:
 
 COMMANDS = (
     "daemon", "config", "run", "ls", "new", "send", "prompt", "keys", "screen", "tail", "attach", "kill",
-    "wait", "status", "computers", "completion", "web",
+    "wait", "events", "status", "computers", "completion", "web",
 )  # fmt: skip
 
 
@@ -242,6 +242,7 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
         "exited, working, stuck); exit 0 when reached",
     )
 
+    add("events", "print session lifecycle events as they happen, until interrupted", mesh=False)
     add("status", "whether the daemon is running, and a summary of its sessions", mesh=False)
     add("computers", "the computers of the mesh: online/offline, last heartbeat, sessions", mesh=False)
 
@@ -272,7 +273,7 @@ def _config_path(args: argparse.Namespace) -> Path | None:
 
 
 _CLIENT_COMMANDS = {
-    "ls", "new", "send", "prompt", "keys", "screen", "tail", "kill", "wait", "status", "computers",
+    "ls", "new", "send", "prompt", "keys", "screen", "tail", "kill", "wait", "events", "status", "computers",
 }  # fmt: skip
 
 

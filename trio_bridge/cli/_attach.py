@@ -30,6 +30,19 @@ def attach(args: argparse.Namespace, flags: Mapping[str, object]) -> int:
     except ConfigError as exc:
         print(f"trio-bridge: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from ..client import ApiError, Client, DaemonUnavailableError
+    from ._client import EXIT_REFUSED, EXIT_UNAVAILABLE
+
+    try:
+        # an unknown id (or no daemon) is told in one line before the terminal is touched
+        with Client(settings.api_socket, settings.url, settings.client_token()) as client:
+            client.get(args.id)
+    except DaemonUnavailableError as exc:
+        print(f"trio-bridge: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except ApiError as exc:
+        print(f"trio-bridge: {exc.message}", file=sys.stderr)
+        return EXIT_REFUSED
     if not (os.isatty(sys.stdin.fileno()) and os.isatty(sys.stdout.fileno())):
         print("trio-bridge: attach needs a terminal (use tail -f and send in scripts)", file=sys.stderr)
         return EXIT_USAGE
@@ -38,18 +51,30 @@ def attach(args: argparse.Namespace, flags: Mapping[str, object]) -> int:
 
 async def attach_session(settings: Settings, session_id: str) -> int:
     """Attach this terminal (raw mode, restored after) to the session until it ends (its exit
-    status) or Ctrl-] (0)."""
-    from trio_websocket import ConnectionClosed, ConnectionRejected
+    status) or Ctrl-] (0). A connection that drops (the daemon restarts) is resumed from the
+    last byte received, for up to ``reconnect_timeout`` seconds."""
+    from trio_websocket import ConnectionRejected
 
     from ._client import EXIT_REFUSED, EXIT_UNAVAILABLE, exit_status
-    from ._ws import control_message, open_session_socket
+    from ._resume import EXIT_DAEMON_LOST, DaemonLostError, Reconnect
+    from ._ws import connection_lost, control_message, open_session_socket
 
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     saved = termios.tcgetattr(stdin)
     outcome: list[str | int] = []
-    try:
-        async with open_session_socket(settings, session_id, offset="end", screen=1) as ws:
-            tty.setraw(stdin, termios.TCSANOW)  # keep what the user typed ahead
+    reconnect = Reconnect(settings.reconnect_timeout, f"attached to {session_id}", line_end="\r\n")
+    # the first connection starts at the end and draws the screen; the next ones resume
+    offset: int | None = None
+    raw = False
+
+    async def follow() -> None:
+        nonlocal offset, raw
+        query: dict[str, object] = {"offset": "end", "screen": 1} if offset is None else {"offset": offset}
+        async with open_session_socket(settings, session_id, **query) as ws:
+            reconnect.connected()
+            if not raw:
+                tty.setraw(stdin, termios.TCSANOW)  # keep what the user typed ahead
+                raw = True
             async with trio.open_nursery() as nursery:
 
                 async def keyboard() -> None:
@@ -68,13 +93,18 @@ async def attach_session(settings: Settings, session_id: str) -> int:
                         await ws.send_message(data)
 
                 async def screen() -> None:
+                    nonlocal offset
                     while True:
                         message = await ws.get_message()
                         if isinstance(message, bytes):
                             _write(stdout, message)
+                            if offset is not None:
+                                offset += len(message)
                             continue
                         control = control_message(message)
-                        if control["type"] == "screen":
+                        if control["type"] == "hello" or control["type"] == "resync":
+                            offset = int(control["offset"])
+                        elif control["type"] == "screen":
                             text = control["text"].rstrip("\n").replace("\n", "\r\n")
                             _write(stdout, b"\x1b[H\x1b[2J" + text.encode())
                         elif control["type"] == "end":
@@ -86,17 +116,32 @@ async def attach_session(settings: Settings, session_id: str) -> int:
 
                 nursery.start_soon(keyboard)
                 nursery.start_soon(screen)
-    except ConnectionRejected as exc:
-        print(f"trio-bridge: cannot attach to {session_id}: HTTP {exc.status_code}", file=sys.stderr)
-        return EXIT_REFUSED
-    except ConnectionClosed as exc:
-        outcome.append(f"connection closed ({exc.reason})")
-    except OSError as exc:
-        print(
-            f"trio-bridge: the daemon is not running ({exc.strerror}); start it with: trio-bridge daemon",
-            file=sys.stderr,
-        )
-        return EXIT_UNAVAILABLE
+
+    try:
+        while not outcome:
+            try:
+                await follow()
+            except Exception as exc:
+                cause = _leaf(exc)
+                if isinstance(cause, ConnectionRejected) and cause.status_code == 404:
+                    print(f"trio-bridge: no session {session_id!r}", file=sys.stderr)
+                    return EXIT_REFUSED
+                if not connection_lost(exc):
+                    raise
+                if offset is None and not reconnect.ever_connected and isinstance(cause, OSError):
+                    # never connected: no daemon to come back
+                    print(
+                        f"trio-bridge: the daemon is not running ({cause.strerror}); "
+                        "start it with: trio-bridge daemon",
+                        file=sys.stderr,
+                    )
+                    return EXIT_UNAVAILABLE
+                try:
+                    await trio.sleep(reconnect.lost())
+                except DaemonLostError as gone:
+                    print(f"\r\ntrio-bridge: {gone} (the session goes on: trio-bridge attach {session_id})",
+                          file=sys.stderr)  # fmt: skip
+                    return EXIT_DAEMON_LOST
     finally:
         termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
     result = outcome[0] if outcome else "detached"
@@ -105,6 +150,13 @@ async def attach_session(settings: Settings, session_id: str) -> int:
         return result
     print(f"\r\n[{result}; the session goes on: trio-bridge attach {session_id}]", file=sys.stderr)
     return 0
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The exception itself, or the first of a group's (the WebSocket's nursery wraps them)."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _write(fd: int, data: bytes) -> None:

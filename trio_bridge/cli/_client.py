@@ -16,8 +16,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..client import ApiError, Client, DaemonUnavailableError
+import httpx
+
+from ..client import ApiError, Client, DaemonUnavailableError, OutputDroppedError
 from ..config import ConfigError, Settings, resolve_settings
+from ._resume import EXIT_DAEMON_LOST, DaemonLostError, Reconnect
 from ._text import printable
 
 EXIT_REFUSED = 1
@@ -84,14 +87,19 @@ def run_client_command(args: argparse.Namespace, flags: Mapping[str, object]) ->
         _error(str(exc))
         return EXIT_USAGE
     command = _COMMANDS[args.command]
+    args.resolved_settings = settings
     try:
         with Client(
-            settings.api_socket, settings.url, settings.client_token(), getattr(args, "computer", None)
-        ) as client:
+            settings.api_socket, settings.url, settings.client_token(), getattr(args, "computer", None),
+            reconnect_timeout=settings.reconnect_timeout,
+        ) as client:  # fmt: skip
             return command(client, args)
     except DaemonUnavailableError as exc:
         _error(str(exc))
         return EXIT_UNAVAILABLE
+    except DaemonLostError as exc:
+        _error(str(exc))
+        return EXIT_DAEMON_LOST
     except ApiError as exc:
         _error(exc.message)
         return EXIT_REFUSED
@@ -220,6 +228,15 @@ def cmd_new(client: Client, args: argparse.Namespace) -> int:
     if args.resume is not None and args.cwd is None:
         cwd = None  # the resumed session's own directory (where the agent keeps the conversation)
     env = _env_pairs(args.env) if remote else pane_environment(_env_pairs(args.env))
+    if command and not agent_args and not remote:
+        # as `run` does, before anything is created: no session that can only end 127
+        from ._preflight import StartFailed, check_command
+
+        try:
+            check_command(command[0], Path(cwd or os.getcwd()), env.get("PATH"))
+        except StartFailed as exc:
+            _error(str(exc))
+            return exc.code
     session = client.create(
         command or None,
         shell=args.shell,
@@ -249,9 +266,38 @@ def cmd_prompt(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_send(client: Client, args: argparse.Namespace) -> int:
-    text = sys.stdin.read() if args.text == ["-"] else " ".join(args.text)
-    client.send_text(args.id, text, enter=not args.no_enter)
+    if args.text != ["-"]:
+        client.send_text(args.id, " ".join(args.text), enter=not args.no_enter)
+        return 0
+    data = sys.stdin.buffer.read()
+    text = _as_text(data)
+    if text is not None:
+        client.send_text(args.id, text, enter=not args.no_enter)
+        return 0
+    # Not text that can be pasted (not UTF-8, or control characters): typed byte for byte, as
+    # an attached terminal would, then Enter as a CR.
+    if getattr(args, "computer", None) is not None:
+        # (the WebSocket, the only door for raw keystrokes, is not relayed through the mesh)
+        raise ApiError(422, "invalid_text", "input that is not text can only go to this computer's sessions")
+    client.get(args.id)  # an unknown id is told as by every command
+    from ._ws import send_bytes
+
+    send_bytes(args.resolved_settings, args.id, data + (b"" if args.no_enter else b"\r"))
     return 0
+
+
+def _as_text(data: bytes) -> str | None:
+    """``data`` as text to paste (UTF-8; no control characters but newline and tab), or None."""
+    import unicodedata
+
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    text = text.replace("\r\n", "\n")
+    if any(c not in "\n\t" and unicodedata.category(c) == "Cc" for c in text):
+        return None
+    return text
 
 
 def cmd_keys(client: Client, args: argparse.Namespace) -> int:
@@ -291,24 +337,29 @@ class _Out:
 
 
 def _last_lines_offset(client: Client, session_id: str, lines: int) -> int:
-    """The offset where the last ``lines`` lines of the output begin."""
-    _, _, end, _ = client.output(session_id, 0, 1)
+    """The offset where the last ``lines`` lines of the output begin; of what the log keeps,
+    when the output passed ``output_max_bytes`` (saying on stderr that earlier output was
+    dropped)."""
+    first = 0
+    try:
+        _, _, end, _ = client.output(session_id, 0, 1)
+    except OutputDroppedError as exc:
+        if exc.first_offset is None:
+            raise
+        first = exc.first_offset
+        _error(f"output before byte {first} was dropped (the log keeps the last output_max_bytes)")
+        _, _, end, _ = client.output(session_id, first, 1)
     window = 1 << 16
     while True:
-        start = max(0, end - window)
-        try:
-            data, _, _, _ = client.output(session_id, start, min(window, 1 << 20))
-        except ApiError as exc:
-            if exc.status != 410:
-                raise
-            return end - window // 2 if window > 1 else end  # dropped: settle for what is kept
+        start = max(first, end - window)
+        data, _, _, _ = client.output(session_id, start, min(window, 1 << 20))
         # A trailing newline ends the last line rather than starting a new one.
         cut = len(data)
         for _ in range(lines + 1 if data.endswith(b"\n") else lines):
             cut = data.rfind(b"\n", 0, cut)
             if cut < 0:
                 break
-        if cut >= 0 or start == 0 or window >= 1 << 20:
+        if cut >= 0 or start == first or window >= 1 << 20:
             return start + cut + 1 if cut >= 0 else start
         window *= 4
 
@@ -319,38 +370,47 @@ def cmd_tail(client: Client, args: argparse.Namespace) -> int:
     try:
         if not args.follow:
             while True:
-                data, offset, end, _ = client.output(args.id, offset, 1 << 20)
+                try:
+                    data, offset, end, _ = client.output(args.id, offset, 1 << 20)
+                except OutputDroppedError as exc:
+                    # (--from an offset no longer kept, or trimmed while we read)
+                    if exc.first_offset is None or exc.first_offset <= offset:
+                        raise
+                    _error(f"output from {offset} was dropped; continuing at {exc.first_offset}")
+                    offset = exc.first_offset
+                    continue
                 out.write(data)
                 if not data or offset >= end:
                     return 0
+        reconnect = Reconnect(client.reconnect_timeout, f"following session {args.id}")
         while True:
-            for event in client.stream(args.id, offset):
-                if event.event == "output":
-                    out.write(event.json()["data"].encode())
-                    offset = int(event.id or offset)
-                elif event.event == "resync":
-                    _error(f"output from {offset} was dropped; continuing at {event.json()['offset']}")
-                    offset = int(event.json()["offset"])
-                elif event.event == "end":
-                    return 0
-                elif event.event == "shutdown":
-                    break
+            reason: object = "the stream ended"
+            try:
+                for event in client.stream(args.id, offset, on_open=reconnect.connected):
+                    if event.event == "output":
+                        out.write(event.json()["data"].encode())
+                        offset = int(event.id or offset)
+                    elif event.event == "resync":
+                        _error(f"output from {offset} was dropped; continuing at {event.json()['offset']}")
+                        offset = int(event.json()["offset"])
+                    elif event.event == "end":
+                        return 0
+                    elif event.event == "shutdown":
+                        reason = "it is shutting down"
+                        break
+            except ApiError as exc:
+                if exc.status < 502:
+                    raise
+                reason = exc.message
+            except (DaemonUnavailableError, httpx.TransportError) as exc:
+                if isinstance(exc, DaemonUnavailableError) and not reconnect.ever_connected:
+                    raise  # no daemon to come back
+                reconnect.reached(exc)
+                reason = type(exc).__name__ if isinstance(exc, httpx.TransportError) else "not running"
             # The daemon stopped or the connection dropped: resume where we were.
-            _wait_for_daemon(client)
+            time.sleep(reconnect.lost(reason))
     finally:
         out.close()
-
-
-def _wait_for_daemon(client: Client) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            client.health()
-            return
-        except DaemonUnavailableError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 def cmd_kill(client: Client, args: argparse.Namespace) -> int:
@@ -369,9 +429,24 @@ def cmd_kill(client: Client, args: argparse.Namespace) -> int:
 def cmd_wait(client: Client, args: argparse.Namespace) -> int:
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     until = [s for s in (args.until or "").split(",") if s]
+    reconnect = Reconnect(client.reconnect_timeout, f"waiting for session {args.id}")
     while True:
         remaining = 60.0 if deadline is None else max(0.0, min(60.0, deadline - time.monotonic()))
-        result = client.wait(args.id, remaining, until)
+        try:
+            result = client.wait(args.id, remaining, until)
+        except (DaemonUnavailableError, httpx.TransportError) as exc:
+            if isinstance(exc, DaemonUnavailableError) and not reconnect.ever_connected:
+                raise  # no daemon to come back
+            reconnect.reached(exc)
+            # The daemon restarts: ask again (the session goes on meanwhile).
+            time.sleep(reconnect.lost("not running" if isinstance(exc, DaemonUnavailableError) else exc))
+            continue
+        except ApiError as exc:
+            if exc.status < 502:
+                raise
+            time.sleep(reconnect.lost(exc.message))
+            continue
+        reconnect.connected()
         if until and result.get("reached"):
             # The agent is in one of the states asked for: 0 (the session may go on).
             if args.json:
@@ -394,6 +469,52 @@ def cmd_wait(client: Client, args: argparse.Namespace) -> int:
             what = f"not {' or '.join(until)} yet" if until else "still running"
             _error(f"session {args.id} is {what}")
             return EXIT_TIMEOUT
+
+
+def cmd_events(client: Client, args: argparse.Namespace) -> int:
+    """Lifecycle events, one line each (``KIND ID STATE TITLE``; ``--json``: the API's event
+    object), until interrupted; reconnecting (and resuming after the last event) like ``tail
+    -f``. ``resync``: events may have been missed (the daemon could not replay them all)."""
+    reconnect = Reconnect(client.reconnect_timeout, "following events")
+    last_id: str | None = None
+    while True:
+        reason: object = "the stream ended"
+        cut_off = False
+        try:
+            for event in client.events(last_id, on_open=reconnect.connected):
+                if event.event == "shutdown":
+                    reason = "it is shutting down"
+                    break
+                if event.event == "overflow":
+                    # We fell behind (or the daemon's session manager restarted): ask again
+                    # from the last event we printed.
+                    cut_off = True
+                    break
+                if event.event == "resync":
+                    _error("events: resync (some may have been missed: see trio-bridge ls)")
+                    continue
+                last_id = event.id or last_id
+                if args.json:
+                    print(event.data, flush=True)
+                    continue
+                data = event.json()
+                session = data["session"]
+                state = data.get("agent") or session["state"]
+                title = " ".join(str(session["title"]).split())  # one line per event
+                print(f"{event.event} {session['id']} {state} {title}", flush=True)
+        except ApiError as exc:
+            if exc.status < 502:
+                raise
+            reason = exc.message
+        except (DaemonUnavailableError, httpx.TransportError) as exc:
+            if isinstance(exc, DaemonUnavailableError) and not reconnect.ever_connected:
+                raise  # no daemon to come back
+            reconnect.reached(exc)
+            reason = type(exc).__name__ if isinstance(exc, httpx.TransportError) else "not running"
+        if cut_off:
+            time.sleep(0.05)
+            continue
+        time.sleep(reconnect.lost(reason))
 
 
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
@@ -457,6 +578,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "tail": cmd_tail,
     "kill": cmd_kill,
     "wait": cmd_wait,
+    "events": cmd_events,
     "prompt": cmd_prompt,
     "status": cmd_status,
     "computers": cmd_computers,

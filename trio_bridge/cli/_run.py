@@ -13,21 +13,19 @@ from pathlib import Path
 import trio
 
 from ..config import ConfigError, Settings, resolve_settings
+from ._preflight import (
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    EXIT_START_FAILED,
+    StartFailed,
+    check_command,
+)
+
+__all__ = ["EXIT_NOT_EXECUTABLE", "EXIT_NOT_FOUND", "EXIT_START_FAILED", "EXIT_TIMEOUT", "StartFailed"]
 
 EXIT_TIMEOUT = 124  # as timeout(1)
-EXIT_START_FAILED = 125  # trio-bridge itself could not run CMD
-EXIT_NOT_EXECUTABLE = 126  # as the shell
-EXIT_NOT_FOUND = 127  # as the shell
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class StartFailed(Exception):
-    """A one-line reason why the command cannot be started, and the exit code to use."""
-
-    def __init__(self, message: str, code: int = EXIT_START_FAILED) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _error(message: str) -> None:
@@ -46,18 +44,6 @@ def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
     return env
 
 
-def _check_command(argv0: str, cwd: Path, path: str | None) -> None:
-    """Refuse, with the shell's exit codes, a command that cannot be executed."""
-    if "/" in argv0:
-        target = cwd / argv0
-        if not target.exists():
-            raise StartFailed(f"no such file: {argv0}", EXIT_NOT_FOUND)
-        if target.is_dir() or not os.access(target, os.X_OK):
-            raise StartFailed(f"not executable: {argv0}", EXIT_NOT_EXECUTABLE)
-    elif shutil.which(argv0, path=path) is None:
-        raise StartFailed(f"command not found: {argv0}", EXIT_NOT_FOUND)
-
-
 class _Stdout:
     """Our stdout: raw bytes on a terminal, plain text (no escapes, LF line ends) otherwise.
 
@@ -74,9 +60,14 @@ class _Stdout:
             self._plain = PlainText()
 
     def _write_all(self, data: bytes) -> None:
+        from ._ws import StdoutClosedError
+
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except BrokenPipeError as exc:
+            raise StdoutClosedError(*exc.args) from None
 
     async def write(self, data: bytes) -> None:
         if self._plain is not None:
@@ -118,7 +109,7 @@ def run_command(
         from ..runner import pane_environment
 
         env = pane_environment(env_extra)
-        _check_command(cmd[0], workdir, env.get("PATH"))
+        check_command(cmd[0], workdir, env.get("PATH"))
         if not (keep or embedded) and _daemon_answers(settings):
             body = {"command": cmd, "cwd": str(workdir), "env": env, **_terminal_size()}
             return trio.run(_run_via_daemon, settings, body, timeout)
@@ -286,7 +277,7 @@ def run_agent(
 
         env = pane_environment(_parse_env(env_pairs))
         if agent is not None:
-            _check_command(settings.agents[agent].binary, workdir, env.get("PATH"))
+            check_command(settings.agents[agent].binary, workdir, env.get("PATH"))
         if not _daemon_answers(settings):
             raise StartFailed(
                 "run --agent needs the daemon (the agent's hooks report to it): start it with: "
@@ -312,10 +303,9 @@ async def _run_via_daemon(
     """`run` as a daemon session: create it, stream its output over its WebSocket (resuming by
     offset if the connection drops), and on Ctrl-C/--timeout kill it. Same exit codes.
     ``interactive``: attach this terminal to it instead (Ctrl-] detaches; it goes on)."""
-    from trio_websocket import ConnectionClosed, HandshakeError
-
     from ..client import async_client
-    from ._ws import control_message, open_session_socket
+    from ._resume import EXIT_DAEMON_LOST, DaemonLostError, Reconnect
+    from ._ws import StdoutClosedError, connection_lost, control_message, open_session_socket
 
     async with async_client(settings.api_socket, settings.url, settings.client_token()) as http:
         try:
@@ -337,11 +327,14 @@ async def _run_via_daemon(
         stopped_by: list[int] = []
         final: dict[str, object] | None = None
         offset = 0
+        reconnect = Reconnect(settings.reconnect_timeout, f"following session {session_id}")
+        lost: list[DaemonLostError] = []
         try:
             async with _stop_on_signals(time_limit) as stopped_by:
                 while final is None:
                     try:
                         async with open_session_socket(settings, session_id, offset=offset) as ws:
+                            reconnect.connected()
                             while True:
                                 message = await ws.get_message()
                                 if isinstance(message, bytes):
@@ -354,13 +347,20 @@ async def _run_via_daemon(
                                 elif control["type"] == "end":
                                     final = control["session"]
                                     break
-                    except BrokenPipeError:
-                        raise  # our stdout, not the connection
-                    except (ConnectionClosed, HandshakeError, OSError):
+                    except Exception as exc:
+                        if not connection_lost(exc):
+                            raise
                         # The daemon restarts or the connection dropped: resume at offset.
-                        await trio.sleep(0.2)
-        except* BrokenPipeError:
+                        try:
+                            await trio.sleep(reconnect.lost(_reason(exc)))
+                        except DaemonLostError as gone:
+                            lost.append(gone)
+                            break
+        except* StdoutClosedError:
             stopped_by.append(signal.SIGPIPE)
+        if lost:
+            _error(f"{lost[0]} (the session goes on: trio-bridge attach {session_id})")
+            return EXIT_DAEMON_LOST
         if final is None:
             # Ctrl-C, a signal, --timeout or a closed stdout: the session goes too.
             with trio.CancelScope(shield=True), trio.move_on_after(settings.timeouts.tmux + 5):
@@ -376,6 +376,17 @@ async def _run_via_daemon(
         _error(f"the session ended without an exit status ({final.get('state')})")
         return EXIT_START_FAILED
     return exit_status(final)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line on why a connection failed (the first leaf of a group)."""
+    from trio_websocket import ConnectionClosed
+
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    if isinstance(exc, ConnectionClosed) and exc.reason is not None:
+        return exc.reason.reason or exc.reason.name
+    return str(exc) or type(exc).__name__
 
 
 def _api_message(response: object) -> str:

@@ -9,11 +9,13 @@ Sessions outlive the manager: cancelling it stops the watchers, never the sessio
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -29,7 +31,7 @@ from ..agents.payload import safe_path
 from ..agents.state import ScreenPatterns, ScreenReading, read_screen
 from ..output import OutputFeed, SegmentLog
 from ..output.log import split_command
-from ..process import ExitWatch, SubprocessFailedError
+from ..process import ExitWatch, SubprocessFailedError, SubprocessTimeoutError
 from ..tmux import (
     ControlClient,
     ControlClientClosedError,
@@ -37,6 +39,7 @@ from ..tmux import (
     SessionSpec,
     TmuxCommandError,
     TmuxServer,
+    TmuxTimeoutError,
     new_session_id,
     open_control_client,
 )
@@ -44,9 +47,9 @@ from ..tmux.server import read_exit_status
 from .store import SessionRecord, SessionState, SessionStore
 
 __all__ = [
-    "HUB", "AgentStart", "EventKind", "HubLostError", "NotAnAgentError", "PromptBoxNotEmptyError",
-    "PromptNotConfirmedError", "PromptQueuedError", "SessionEndedError", "SessionEvent", "SessionManager",
-    "UnknownAgentError", "UnknownSessionError",
+    "HUB", "AgentStart", "EventKind", "HubHungError", "HubLostError", "NotAnAgentError",
+    "PromptBoxNotEmptyError", "PromptNotConfirmedError", "PromptQueuedError", "SessionEndedError",
+    "SessionEvent", "SessionManager", "UnknownAgentError", "UnknownSessionError",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -74,10 +77,18 @@ class SessionEvent:
     record: SessionRecord
     #: for ``AGENT`` events: the agent's new state
     agent: AgentState | None = None
+    #: the event's id: ``<manager's run>-<number>``, numbers counting up from 1 (see
+    #: :meth:`SessionManager.subscribe_after`)
+    id: str = ""
 
 
 class HubLostError(RuntimeError):
     """The hub's control client ended; the manager must be restarted (it re-adopts)."""
+
+
+class HubHungError(HubLostError):
+    """tmux did not answer a command of the hub's control client in time (the server is hung):
+    the manager must be restarted (once tmux answers again, it re-adopts; no session is lost)."""
 
 
 class UnknownSessionError(KeyError):
@@ -171,6 +182,11 @@ class SessionManager:
         self.segment_size = segment_size
         self.log_max_bytes = log_max_bytes
         self._event_buffer = event_buffer
+        # Event ids: this manager's own prefix (a daemon's next run numbers its events anew),
+        # and the last events, replayed to a subscriber resuming after one of them.
+        self._events_prefix = new_session_id()[:8]
+        self._events_published = 0
+        self._recent_events: collections.deque[SessionEvent] = collections.deque(maxlen=event_buffer)
         self._feeds: dict[str, OutputFeed] = {}
         self._watched: set[str] = set()
         self._killing: set[str] = set()
@@ -178,6 +194,9 @@ class SessionManager:
         self._nursery: trio.Nursery | None = None
         self._panes: dict[str, str] = {}  # session id -> pane id, while watched
         self._hub: ControlClient | None = None
+        self._hub_ready = trio.Event()  # set while the hub's client serves (replaced after)
+        self._hung = False  # the last run ended because tmux stopped answering
+        self._served = False  # the manager has started once (it serves or is restarted)
         self._ended: dict[str, trio.Event] = {}  # set when the session's end is recorded
         self.agent_profiles = agent_profiles
         self._agents: dict[str, AgentTracker] = {}  # agent sessions (and any that sent a hook)
@@ -216,9 +235,25 @@ class SessionManager:
         Owns the hub's control client (one for all sessions) and one watcher task per live
         session.
 
+        After a run that ended because tmux stopped answering, it first waits (asking tmux
+        again every second, each question bounded) until tmux answers: re-adopting
+        meanwhile would only fail, and the supervisor would count each failure as a crash.
+
         Raises:
             HubLostError: the hub's control client ended (tmux server gone, hub killed).
+            HubHungError: tmux did not answer one of the hub's commands in time.
         """
+        if self._hung:
+            await self._wait_until_tmux_answers()
+        try:
+            await self._serve(task_status)
+        except* (SubprocessTimeoutError, TmuxTimeoutError):
+            # After the first start (a failing first start fails the daemon's start instead)
+            if self._served:
+                self._hung = True
+            raise
+
+    async def _serve(self, task_status: trio.TaskStatus[SessionManager]) -> None:
         await self._ensure_hub()
         async with (
             open_control_client(self.server, HUB) as hub,
@@ -229,18 +264,61 @@ class SessionManager:
             try:
                 await self._adopt_all()
                 nursery.start_soon(self._watch_agents)
+                self._hung = False
+                self._served = True
+                self._hub_ready.set()
                 task_status.started(self)
-                await hub.closed.wait()
+                await _first(hub.closed.wait, hub.hung.wait)
                 # Without its control client no session's output wakes readers: fail
                 # loudly, so that the supervisor restarts us (and we re-adopt).
+                if hub.hung.is_set():
+                    self._hung = True
+                    raise HubHungError(f"tmux did not answer the hub within {hub.timeout:g} s")
                 raise HubLostError(f"the hub's control client ended ({hub.exit_reason})")
             finally:
                 self._nursery = None
                 self._hub = None
+                if self._hub_ready.is_set():  # (an unset one has waiters: the next run sets it)
+                    self._hub_ready = trio.Event()
                 for channel in self._subscribers:
                     channel.close()
-                with trio.CancelScope(shield=True), trio.move_on_after(self.server.timeouts.tmux):
-                    await self._retire_idle_hub()
+                if not self._hung:
+                    with trio.CancelScope(shield=True), trio.move_on_after(self.server.timeouts.tmux):
+                        await self._retire_idle_hub()
+
+    async def _wait_until_tmux_answers(self) -> None:
+        """Ask tmux (bounded each time) until it answers; the caller's scope bounds the whole."""
+        while True:
+            try:
+                await self.server.list_sessions()
+            except SubprocessTimeoutError:
+                log.warning("tmux is still not answering; the sessions wait for it")
+                await trio.sleep(1.0)
+            else:
+                return
+
+    async def _wait_for_hub(self, command: str) -> None:
+        """Wait (within the tmux timeout) until the manager serves: its hub followed, its
+        sessions adopted. Raises :class:`TmuxTimeoutError` naming ``command`` if it does not."""
+        with trio.move_on_after(self.server.timeouts.tmux):
+            await self._hub_ready.wait()
+        if not self._hub_ready.is_set():
+            raise TmuxTimeoutError(command, self.server.timeouts.tmux)
+
+    async def _live_pane(self, session_id: str, command: str) -> tuple[ControlClient, str] | None:
+        """The hub's client and the session's pane, for ``command``; None if the session has no
+        pane followed by the hub (it ended, or has not started yet). While the hub is being
+        replaced (after tmux hung), a running session waits for the new one, bounded.
+
+        Raises:
+            UnknownSessionError; TmuxTimeoutError: no hub again within the tmux timeout.
+        """
+        if not self._hub_ready.is_set() and not (await self.get(session_id)).state.ended:
+            await self._wait_for_hub(command)
+        pane_id, hub = self._panes.get(session_id), self._hub
+        if pane_id is None or hub is None:
+            return None
+        return hub, pane_id
 
     async def _retire_idle_hub(self) -> None:
         """With no session left, remove the hub, so that the tmux server can exit too."""
@@ -279,10 +357,10 @@ class SessionManager:
 
     async def screen(self, session_id: str) -> str:
         """The rendered screen: live through the session's control client, or the last one kept."""
-        pane_id = self._panes.get(session_id)
-        if pane_id is not None and self._hub is not None:
+        if (live := await self._live_pane(session_id, "capture-pane")) is not None:
+            hub, pane_id = live
             try:
-                lines = await self._hub.command("capture-pane", "-p", "-t", pane_id)
+                lines = await hub.command("capture-pane", "-p", "-t", pane_id)
                 return "".join(line.decode("utf-8", "replace") + "\n" for line in lines)
             except (TmuxCommandError, ControlClientClosedError):
                 pass  # it ended just now: its last screen has been kept
@@ -300,6 +378,22 @@ class SessionManager:
         send, receive = trio.open_memory_channel[SessionEvent](self._event_buffer)
         self._subscribers.append(send)
         return receive
+
+    def subscribe_after(self, last_id: str | None) -> tuple[trio.MemoryReceiveChannel[SessionEvent], bool]:
+        """Session events after the one with id ``last_id`` (None: from now on), and whether
+        that is all of them: False when ``last_id`` is not among the last events kept (too old,
+        or from another run of the daemon: then every event kept is replayed, the oldest first,
+        and the subscriber should look at the sessions' records for what it may have missed).
+        """
+        send, receive = trio.open_memory_channel[SessionEvent](self._event_buffer)
+        complete = True
+        if last_id is not None:
+            ids = [event.id for event in self._recent_events]
+            complete = last_id in ids
+            for event in list(self._recent_events)[ids.index(last_id) + 1 if complete else 0 :]:
+                send.send_nowait(event)  # (at most event_buffer of them: the channel's size)
+        self._subscribers.append(send)
+        return receive, complete
 
     def agent(self, session_id: str) -> AgentTracker | None:
         """The session's agent tracker (None: not an agent session, and no hook yet)."""
@@ -600,7 +694,9 @@ class SessionManager:
         tracker = self._agents.get(record.id)
         if record.state.ended and tracker is not None and tracker.on_exit() is not None:
             self._agent_pulse[record.id].fire()
-        event = SessionEvent(kind, record, agent)
+        self._events_published += 1
+        event = SessionEvent(kind, record, agent, id=f"{self._events_prefix}-{self._events_published}")
+        self._recent_events.append(event)
         for channel in list(self._subscribers):
             try:
                 channel.send_nowait(event)
@@ -660,12 +756,13 @@ class SessionManager:
         """Write raw bytes to the session's terminal, as typed keys (an attached terminal's
         input: control characters and escape sequences included), through the hub's client."""
         await self._live(session_id)
-        pane_id = self._panes.get(session_id)
-        if pane_id is None or self._hub is None:
+        live = await self._live_pane(session_id, "send-keys")
+        if live is None:
             raise SessionEndedError(await self.get(session_id))
+        hub, pane_id = live
         for start in range(0, len(data), 512):
             hex_bytes = [f"{b:02x}" for b in data[start : start + 512]]
-            await self._hub.command("send-keys", "-t", pane_id, "-H", *hex_bytes)
+            await hub.command("send-keys", "-t", pane_id, "-H", *hex_bytes)
 
     async def wait(self, session_id: str) -> SessionRecord:
         """Wait until the session has ended; return its final record."""
@@ -701,8 +798,12 @@ class SessionManager:
         Raises what :meth:`TmuxServer.new_session` raises (``OSError`` of a full disk too);
         then nothing is left behind: no record, no directory, no session.
         """
-        if self._nursery is None:
+        if not self._served:
             raise RuntimeError("the session manager is not running")
+        if not self._hub_ready.is_set():  # being restarted (tmux hung, or the hub lost)
+            await self._wait_for_hub("new-session")
+        nursery = self._nursery
+        assert nursery is not None
         session_id = new_session_id()
         directory = self._session_dir(session_id)
         await trio.Path(directory / "log").mkdir(parents=True)
@@ -718,7 +819,7 @@ class SessionManager:
                 )  # fmt: skip
             except BaseException:
                 # no record names this directory: retention would never remove it
-                with trio.CancelScope(shield=True):
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + self.server.timeouts.tmux):
                     await trio.to_thread.run_sync(shutil.rmtree, directory, True)
                 raise
             argv, unset_env = launched.argv, launched.unset_env
@@ -754,20 +855,40 @@ class SessionManager:
             info = await self.server.new_session(spec)
         except BaseException:
             # A refused create changes nothing: no record, no directory, no event.
-            with trio.CancelScope(shield=True), trio.move_on_after(self.server.timeouts.tmux):
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + self.server.timeouts.tmux):
                 self._agents.pop(session_id, None)
                 await self._forget_unstarted(session_id, directory)
             raise
         self._publish(EventKind.CREATED, record)
-        started = trio.Event()
-        self._nursery.start_soon(self._watch, record, info.pane_pid, info.pane_id, spec, started)
-        await started.wait()
+        try:
+            # (the run's nursery: if the manager restarted meanwhile, this fails, and cleans up)
+            await nursery.start(self._watch, record, info.pane_pid, info.pane_id, spec)
+        except BaseException:
+            # Not running, not watched: take the session down again and say so in its record.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + 2 * self.server.timeouts.tmux):
+                try:
+                    await self.server.kill_session(spec.name, missing_ok=True)
+                except Exception:
+                    log.warning("session %s: could not remove it (watcher failed)", session_id, exc_info=True)
+                await self._failed_to_start(record)
+            raise
         async with self._record_lock:
             current = await self.store.get(session_id) or record
             running = attrs.evolve(current, state=SessionState.RUNNING)
             await self.store.update(running)
         self._publish(EventKind.RUNNING, running)
         return running
+
+    async def _failed_to_start(self, record: SessionRecord) -> None:
+        """The session never ran: its record says ``exited`` with no exit code."""
+        failed = attrs.evolve(
+            record, state=SessionState.EXITED, ended_at=time.time(),
+            agent_state=str(AgentState.EXITED) if record.agent is not None else None,
+        )  # fmt: skip
+        await self.store.update(failed)
+        self._agents.pop(record.id, None)
+        self._feeds.pop(record.id, None)
+        self._publish(EventKind.EXITED, failed)
 
     async def resume(
         self,
@@ -849,12 +970,14 @@ class SessionManager:
         pane_pid: int,
         pane_id: str,
         spec: SessionSpec | None,
-        started: trio.Event | None = None,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Follow one session until it ends; record how. ``spec`` is set for a new session."""
+        """Follow one session until it ends; record how. ``spec`` is set for a new session
+        (released once followed). Reports started once the session runs, followed; what fails
+        before that goes to the caller of ``nursery.start``."""
         self._watched.add(record.id)
-        feed = OutputFeed(SegmentLog(self._session_dir(record.id) / "log", self.segment_size))
-        self._feeds[record.id] = feed
+        feed = self._watch_feed(record.id)
         try:
             hub = self._hub
             assert hub is not None
@@ -867,8 +990,7 @@ class SessionManager:
                         nursery.start_soon(self._announce, record.id, output, feed)
                         if spec is not None:
                             await self.server.release(spec)
-                        if started is not None:
-                            started.set()
+                        task_status.started()
                         await exited.wait()
                         nursery.cancel_scope.cancel()
                 finally:
@@ -877,6 +999,15 @@ class SessionManager:
         finally:
             self._watched.discard(record.id)
             self._panes.pop(record.id, None)
+
+    def _watch_feed(self, session_id: str) -> OutputFeed:
+        """The feed a watcher wakes: a new one, or, for a session re-adopted after a restart of
+        the manager (tmux hung, the hub lost), the one its readers already follow."""
+        feed = self._feeds.get(session_id)
+        if feed is None or feed.closed:
+            feed = OutputFeed(SegmentLog(self._session_dir(session_id) / "log", self.segment_size))
+            self._feeds[session_id] = feed
+        return feed
 
     async def _finish(self, record: SessionRecord, feed: OutputFeed) -> None:
         """The pane's process exited: record how, keep the screen, complete the log."""
@@ -948,6 +1079,10 @@ class SessionManager:
         state = SessionState.KILLED if killed else SessionState.EXITED
         if status is None and not killed:
             state = SessionState.KILLED  # the wrapper itself was killed from outside
+        elif status is None:
+            # Killed by us: closing its window hung up its processes (tmux sends SIGHUP), the
+            # start wrapper with them, so no status was written: the signal is ours to tell.
+            exit_signal = int(signal.SIGHUP)
         ended = attrs.evolve(
             record, state=state, exit_code=exit_code, exit_signal=exit_signal, ended_at=time.time(),
             agent_state=str(AgentState.EXITED) if record.agent_state is not None else None,
@@ -989,6 +1124,8 @@ class SessionManager:
             info = live.get(record.tmux_name)
             directory = self._session_dir(record.id)
             if info is None:
+                if (feed := self._feeds.get(record.id)) is not None:
+                    feed.close()  # followed before a restart of the manager: its readers finish
                 if read_exit_status(directory / "exit") is not None:
                     await self._record_end(record, directory)
                 else:
@@ -998,9 +1135,7 @@ class SessionManager:
                     self._publish(EventKind.LOST, lost)
                 continue
             if await self._pane_dead(record.tmux_name):
-                feed = OutputFeed(SegmentLog(directory / "log", self.segment_size))
-                self._feeds[record.id] = feed
-                self._nursery.start_soon(self._finish, record, feed)
+                self._nursery.start_soon(self._finish, record, self._watch_feed(record.id))
                 continue
             running = attrs.evolve(record, state=SessionState.RUNNING)
             if record.state is SessionState.STARTING:
@@ -1009,9 +1144,7 @@ class SessionManager:
                 await self.store.update(running)
             if running.agent is not None:
                 self._tracker(running)  # its state as last recorded; hooks take it from there
-            started = trio.Event()
-            self._nursery.start_soon(self._watch, running, info.pane_pid, info.pane_id, None, started)
-            await started.wait()
+            await self._nursery.start(self._watch, running, info.pane_pid, info.pane_id, None)
             self._publish(EventKind.ADOPTED, running)
 
     async def _announce(
@@ -1052,6 +1185,13 @@ class SessionManager:
 async def _set_after(wait: Callable[[], Awaitable[object]], scope: trio.CancelScope) -> None:
     await wait()
     scope.cancel()
+
+
+async def _first(*waits: Callable[[], Awaitable[object]]) -> None:
+    """Return as soon as one of ``waits`` returns."""
+    async with trio.open_nursery() as nursery:
+        for wait in waits:
+            nursery.start_soon(_set_after, wait, nursery.cancel_scope)
 
 
 async def _quiet(pulse: _Pulse, seconds: float) -> None:

@@ -2,7 +2,13 @@
 
 from ._keys import KEY_NAMES, InvalidKeyError
 from ._protocol import InvalidTextError
-from .control import ControlClient, ControlClientClosedError, TmuxCommandError, open_control_client
+from .control import (
+    ControlClient,
+    ControlClientClosedError,
+    TmuxCommandError,
+    TmuxTimeoutError,
+    open_control_client,
+)
 from .server import (
     PaneStatus,
     SessionInfo,
@@ -27,6 +33,7 @@ __all__ = [
     "TmuxCommandError",
     "TmuxError",
     "TmuxServer",
+    "TmuxTimeoutError",
     "TmuxUnavailableError",
     "new_session_id",
     "open_control_client",

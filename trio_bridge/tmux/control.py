@@ -17,13 +17,22 @@ import trio
 
 from ..process import open_process_group
 from ._protocol import decode_output, quote_argument
-from .server import TmuxServer
+from .server import TmuxError, TmuxServer
 
-__all__ = ["ControlClient", "ControlClientClosedError", "TmuxCommandError", "open_control_client"]
+__all__ = [
+    "ControlClient",
+    "ControlClientClosedError",
+    "TmuxCommandError",
+    "TmuxTimeoutError",
+    "open_control_client",
+]
 
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 65536
+
+#: control-client commands tmux did not answer within their time limit, since start (metrics)
+timeouts_total = 0
 
 
 class ControlClientClosedError(Exception):
@@ -32,6 +41,16 @@ class ControlClientClosedError(Exception):
 
 class TmuxCommandError(Exception):
     """tmux answered a control-mode command with ``%error``."""
+
+
+class TmuxTimeoutError(TmuxError):
+    """tmux did not answer a control-mode command within the tmux timeout (the server is hung,
+    e.g. stopped): the client is marked ``hung`` and must be replaced."""
+
+    def __init__(self, command: str, timeout: float) -> None:
+        self.command = command
+        self.timeout = timeout
+        super().__init__(f"tmux did not answer {command!r} within {timeout:g} s")
 
 
 @attrs.define
@@ -50,8 +69,13 @@ class ControlClient:
     which makes tmux hold further output (backpressure, nothing dropped).
     """
 
-    def __init__(self, stdin: trio.abc.SendStream) -> None:
+    def __init__(self, stdin: trio.abc.SendStream, timeout: float) -> None:
         self._stdin = stdin
+        #: seconds tmux has to answer one command
+        self.timeout = timeout
+        #: set when a command went unanswered for ``timeout``: tmux is hung (or the pipe is
+        #: out of step after an interrupted write); the client's owner must replace it
+        self.hung = trio.Event()
         self._send_lock = trio.Lock()
         self._pending: collections.deque[_Pending] = collections.deque()
         self._subscribers: dict[str, trio.MemorySendChannel[bytes]] = {}
@@ -64,26 +88,36 @@ class ControlClient:
     # -- commands ---------------------------------------------------------
 
     async def command(self, *args: str) -> list[bytes]:
-        """Run one tmux command and return its output lines.
+        """Run one tmux command and return its output lines, within ``timeout`` seconds.
 
         Raises:
             TmuxCommandError: tmux answered ``%error``.
             ControlClientClosedError: the client exited before answering.
+            TmuxTimeoutError: no answer within ``timeout`` (the client is then ``hung``).
         """
         if self.closed.is_set():
             raise ControlClientClosedError(f"control client closed ({self.exit_reason})")
         line = " ".join(quote_argument(a) for a in args).encode() + b"\n"
         pending = _Pending()
-        async with self._send_lock:
-            # Append before writing: the reply can only follow the write.
-            self._pending.append(pending)
-            try:
-                await self._stdin.send_all(line)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                pending.error = ControlClientClosedError("control client stdin closed")
-                pending.done.set()
-                raise pending.error from exc
-        await pending.done.wait()
+        with trio.move_on_after(self.timeout) as scope:
+            async with self._send_lock:
+                # Append before writing: the reply can only follow the write.
+                self._pending.append(pending)
+                try:
+                    await self._stdin.send_all(line)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    pending.error = ControlClientClosedError("control client stdin closed")
+                    pending.done.set()
+                    raise pending.error from exc
+            await pending.done.wait()
+        if scope.cancelled_caught:
+            # The pending reply stays queued, so that a late answer pairs with it (and is
+            # dropped), not with the next command; the client is unusable all the same.
+            global timeouts_total
+            timeouts_total += 1
+            self.hung.set()
+            command = " ".join(args)
+            raise TmuxTimeoutError(command if len(command) <= 80 else command[:79] + "…", self.timeout)
         if pending.error is not None:
             raise pending.error
         return pending.lines
@@ -209,7 +243,7 @@ async def open_control_client(server: TmuxServer, session_name: str) -> AsyncIte
         env=server.client_env,
     ) as proc:
         assert proc.stdin is not None and proc.stdout is not None
-        client = ControlClient(proc.stdin)
+        client = ControlClient(proc.stdin, server.timeouts.tmux)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client._read, proc.stdout)
             try:
@@ -224,10 +258,9 @@ async def open_control_client(server: TmuxServer, session_name: str) -> AsyncIte
             finally:
                 if not client.closed.is_set():
                     log.debug("detaching control client from %s", session_name)
-                with trio.CancelScope(shield=True):
+                with trio.CancelScope(shield=True), trio.move_on_after(server.timeouts.control_close):
                     await trio.aclose_forcefully(proc.stdin)
-                    with trio.move_on_after(server.timeouts.control_close):
-                        await client.closed.wait()
+                    await client.closed.wait()
                 nursery.cancel_scope.cancel()
         if client.exit_reason not in (None, "eof", "exit"):
             log.debug("control client for %s ended: %s", session_name, client.exit_reason)
