@@ -9,6 +9,7 @@ Without Chromium or playwright these tests skip, unless ``TRIO_BRIDGE_TEST_REQUI
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -61,12 +62,20 @@ def browser() -> Iterator[Any]:
         _missing("playwright is not installed (pip install -e '.[test]')")
     if not os.access(CHROMIUM, os.X_OK):
         _missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    # playwright's sync API runs its own asyncio loop; once the mesh tests have imported
+    # trio-asyncio, its policy would make that loop a trio-asyncio one, which refuses playwright's
+    # nested runs. The standard policy for this module's browser, then back.
+    policy = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    try:
+        with sync_playwright() as playwright:
+            launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                yield launched
+            finally:
+                launched.close()
+    finally:
+        asyncio.set_event_loop_policy(policy)
 
 
 def free_port() -> int:

@@ -398,15 +398,8 @@ def cmd_tail(client: Client, args: argparse.Namespace) -> int:
                     elif event.event == "shutdown":
                         reason = "it is shutting down"
                         break
-            except ApiError as exc:
-                if exc.status < 502:
-                    raise
-                reason = exc.message
-            except (DaemonUnavailableError, httpx.TransportError) as exc:
-                if isinstance(exc, DaemonUnavailableError) and not reconnect.ever_connected:
-                    raise  # no daemon to come back
-                reconnect.reached(exc)
-                reason = type(exc).__name__ if isinstance(exc, httpx.TransportError) else "not running"
+            except (ApiError, DaemonUnavailableError, httpx.TransportError) as exc:
+                reason = reconnect.why_lost(exc)
             # The daemon stopped or the connection dropped: resume where we were.
             time.sleep(reconnect.lost(reason))
     finally:
@@ -434,17 +427,9 @@ def cmd_wait(client: Client, args: argparse.Namespace) -> int:
         remaining = 60.0 if deadline is None else max(0.0, min(60.0, deadline - time.monotonic()))
         try:
             result = client.wait(args.id, remaining, until)
-        except (DaemonUnavailableError, httpx.TransportError) as exc:
-            if isinstance(exc, DaemonUnavailableError) and not reconnect.ever_connected:
-                raise  # no daemon to come back
-            reconnect.reached(exc)
+        except (ApiError, DaemonUnavailableError, httpx.TransportError) as exc:
             # The daemon restarts: ask again (the session goes on meanwhile).
-            time.sleep(reconnect.lost("not running" if isinstance(exc, DaemonUnavailableError) else exc))
-            continue
-        except ApiError as exc:
-            if exc.status < 502:
-                raise
-            time.sleep(reconnect.lost(exc.message))
+            time.sleep(reconnect.lost(reconnect.why_lost(exc)))
             continue
         reconnect.connected()
         if until and result.get("reached"):
@@ -502,15 +487,8 @@ def cmd_events(client: Client, args: argparse.Namespace) -> int:
                 state = data.get("agent") or session["state"]
                 title = " ".join(str(session["title"]).split())  # one line per event
                 print(f"{event.event} {session['id']} {state} {title}", flush=True)
-        except ApiError as exc:
-            if exc.status < 502:
-                raise
-            reason = exc.message
-        except (DaemonUnavailableError, httpx.TransportError) as exc:
-            if isinstance(exc, DaemonUnavailableError) and not reconnect.ever_connected:
-                raise  # no daemon to come back
-            reconnect.reached(exc)
-            reason = type(exc).__name__ if isinstance(exc, httpx.TransportError) else "not running"
+        except (ApiError, DaemonUnavailableError, httpx.TransportError) as exc:
+            reason = reconnect.why_lost(exc)
         if cut_off:
             time.sleep(0.05)
             continue

@@ -57,6 +57,31 @@ class Reconnect:
         if not isinstance(failure, client.DaemonUnavailableError):
             self.ever_connected = True
 
+    def why_lost(self, failure: Exception) -> str:
+        """Why a synchronous client's request failed, when that is the daemon going away (to
+        resume after :meth:`lost`); any other failure is raised again.
+
+        Raises:
+            the failure itself: a refusal (an ApiError below 502), or no daemon at all before
+            a connection ever worked (nothing to come back).
+        """
+        import httpx
+
+        from .. import client
+
+        if isinstance(failure, client.ApiError):
+            if failure.status < 502:
+                raise failure
+            return failure.message
+        if isinstance(failure, client.DaemonUnavailableError):
+            if not self.ever_connected:
+                raise failure
+            return "not running"
+        if isinstance(failure, httpx.TransportError):
+            self.reached(failure)
+            return type(failure).__name__
+        raise failure
+
     def lost(self, reason: object = None) -> float:
         """The connection failed: the seconds to wait before the next try.
 

@@ -110,6 +110,8 @@ def status_text(record: SessionRecord, screen: str, lines: int = 25) -> str:
 
 def ended_text(record: SessionRecord) -> str:
     """How a session ended, in words."""
+    if record.state.value == "killed":  # (recorded with the hang-up that ended it: say killed)
+        return "killed"
     if record.exit_code is not None:
         return f"exited with code {record.exit_code}"
     if record.exit_signal is not None:
