@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import trio
 from hypothesis import given
@@ -462,22 +461,13 @@ def test_config_command_hides_the_telegram_token(sandbox: Sandbox) -> None:
     assert os.environ.get("TRIO_BRIDGE_TELEGRAM_TOKEN") is None
 
 
-@attrs.frozen
-class MeshMember:
-    """What the bot uses of a computer's mesh membership: its name and a real Redis client."""
-
-    redis: Any
-    name: str
-    instance: str
-
-
 async def test_with_a_mesh_one_computer_runs_the_bot_and_another_takes_over(
     sandbox: Sandbox,
     tmp_path: Path,
     redis_url: str,  # noqa: F811 - the fixture
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from trio_bridge.mesh import open_redis, scan_keys
+    from trio_bridge.mesh import Mesh, open_redis, scan_keys
     from trio_bridge.telegram import serve_telegram
 
     caplog.set_level(logging.INFO, "trio_bridge.telegram")
@@ -495,10 +485,10 @@ async def test_with_a_mesh_one_computer_runs_the_bot_and_another_takes_over(
             members = {}
             for name in ("alpha", "beta"):
                 (tmp_path / name).mkdir()
-                members[name] = (
-                    dataclasses.replace(base, state_dir=tmp_path / name),
-                    MeshMember(redis, name, "i"),
-                )
+                settings = dataclasses.replace(base, state_dir=tmp_path / name)
+                member = Mesh(redis, settings, daemon.manager, name)
+                member.instance = "i"
+                members[name] = (settings, member)
             alpha = trio.CancelScope()
 
             async def run_alpha() -> None:

@@ -31,6 +31,7 @@ from .api import BotApi, BotApiError, NetworkError
 from .keyboard import choices_on_screen, keyboard
 from .lanes import Lanes, Priority
 from .poller import Poller
+from .remote import RemoteRefusedError, RemoteSessions, RemoteUnavailableError
 from .store import OutboxEntry, TelegramStore, open_telegram_store
 from .topics import TopicGoneError, Topics
 
@@ -64,6 +65,7 @@ class TelegramBot:
         computer: str,
         *,
         lanes: Lanes | None = None,
+        remote: RemoteSessions | None = None,
     ) -> None:
         assert settings.telegram_chat is not None
         self.settings = settings
@@ -74,7 +76,11 @@ class TelegramBot:
         self.chat_id = settings.telegram_chat
         self.users = frozenset(settings.telegram_users)
         self.lanes = lanes or Lanes(api)
-        self.topics = Topics(store, self.lanes, self.chat_id, computer)
+        #: with a mesh: the other computers' sessions (this bot shows them too)
+        self.remote = remote
+        self.topics = Topics(
+            store, self.lanes, self.chat_id, computer, remote.owner if remote is not None else None
+        )
         self.poller = Poller(api, store, self._handle)
         #: seconds between looks at a live session's screen (status edits coalesce meanwhile)
         self.status_interval = 2.0
@@ -106,7 +112,18 @@ class TelegramBot:
                     # daemon restart there are none: the outbox holds the undelivered ones)
                     if (tracker := self.manager.agent(record.id)) is not None:
                         self._answers[record.id] = tracker.answers
-            await self.store.forget_topics({r.id for r in await self.manager.store.all()})
+            known = {r.id for r in await self.manager.store.all()}
+            complete = True
+            if self.remote is not None:
+                records, failed = await self.remote.everywhere()
+                complete = not failed
+                known |= {r.id for r in records}
+                for record in records:
+                    if not record.state.ended:
+                        self._watch(record.id)
+                nursery.start_soon(self.remote.follow, self._on_remote_event)
+            if complete:  # (a computer not heard from keeps its sessions' topics)
+                await self.store.forget_topics(known)
             nursery.start_soon(self._follow_events, events)
             nursery.start_soon(self._deliver_outbox)
             nursery.start_soon(self._poll)
@@ -173,6 +190,37 @@ class TelegramBot:
             self._close_question(record.id)
             await self._enqueue(record.id, f"Session ended: {ended_text(record)}.")
 
+    async def _on_remote_event(self, kind: str, record: SessionRecord) -> None:
+        """An event of another computer's session: as :meth:`_on_event`, less the final
+        answers (its own computer's hooks hold them)."""
+        self._watch(record.id)
+        if kind == EventKind.AGENT:
+            if record.agent_state == AgentState.WAITING_FOR_INPUT:
+                if record.id not in self._keyboards:
+                    self.spawn(self._ask, record.id)
+            else:
+                self._close_question(record.id)
+        elif record.state.ended:
+            self._close_question(record.id)
+            await self._enqueue(record.id, f"Session ended: {ended_text(record)}.")
+
+    # -- sessions, here or on another computer --------------------------------------
+
+    def owner(self, session_id: str) -> str | None:
+        """The other computer that owns the session (None: this computer's)."""
+        return self.remote.owner(session_id) if self.remote is not None else None
+
+    async def get(self, session_id: str) -> SessionRecord:
+        """Raises: UnknownSessionError, RemoteRefusedError, RemoteUnavailableError."""
+        if self.remote is not None and self.remote.owner(session_id):
+            return await self.remote.get(session_id)
+        return await self.manager.get(session_id)
+
+    async def screen(self, session_id: str) -> str:
+        if self.remote is not None and self.remote.owner(session_id):
+            return await self.remote.screen(session_id)
+        return await self.manager.screen(session_id)
+
     async def _queue_answer(self, record: SessionRecord) -> None:
         """The agent's final answer of a turn, queued once (a new one each time a turn-end
         hook reported one)."""
@@ -215,7 +263,7 @@ class TelegramBot:
                     return
                 except UnknownSessionError:
                     return
-                except (BotApiError, NetworkError) as exc:
+                except (BotApiError, NetworkError, RemoteRefusedError, RemoteUnavailableError) as exc:
                     # (a group that is no forum, a bot without the right to manage topics: one
                     # line per new trouble, and a slower pace until it is fixed)
                     if str(exc) != failed:
@@ -242,14 +290,14 @@ class TelegramBot:
         Raises:
             UnknownSessionError, TopicGoneError, BotApiError, NetworkError.
         """
-        record = await self.manager.get(session_id)
-        if status_text(record, await self.manager.screen(session_id)) == status.text:
+        record = await self.get(session_id)
+        if status_text(record, await self.screen(session_id)) == status.text:
             return record  # unchanged: not even a turn is taken
         await self.topics.thread(record)  # made first (outside the turn: it takes one itself)
         lane = self.lanes.lane(self.chat_id)
         async with lane.turn(Priority.LOW):
-            record = await self.manager.get(session_id)
-            text = status_text(record, await self.manager.screen(session_id))
+            record = await self.get(session_id)
+            text = status_text(record, await self.screen(session_id))
             topic = self.store.topic(session_id)
             if text == status.text or topic is None or topic.thread_id is None:
                 return record
@@ -283,9 +331,10 @@ class TelegramBot:
     async def _ask(self, session_id: str) -> None:
         """The agent waits for input: post its screen's options as buttons."""
         try:
-            record = await self.manager.get(session_id)
-            screen = await self.manager.screen(session_id)
-        except UnknownSessionError:
+            record = await self.get(session_id)
+            screen = await self.screen(session_id)
+        except (UnknownSessionError, RemoteRefusedError, RemoteUnavailableError) as exc:
+            log.info("session %s: its question not shown: %s", session_id, exc)
             return
         choices = choices_on_screen(screen)
         try:
@@ -329,7 +378,7 @@ class TelegramBot:
             for entry in await self.store.pending(self.chat_id):
                 try:
                     await self._deliver(entry)
-                except (NetworkError, BotApiError) as exc:
+                except (NetworkError, BotApiError, RemoteUnavailableError) as exc:
                     if isinstance(exc, BotApiError) and exc.method != "createForumTopic":
                         # the message itself refused: sending it again would be refused again
                         log.warning("outbox: dropped an entry for session %s: %s", entry.session_id, exc)
@@ -338,7 +387,8 @@ class TelegramBot:
                     # no network, or no topic (a group without topics, no right to manage
                     # them): the answers wait until that is fixed
                     log.warning("outbox: could not deliver yet (%s); retrying", exc)
-                    await trio.sleep(5.0 if isinstance(exc, NetworkError) else self.retry_after_failure)
+                    quick = isinstance(exc, NetworkError | RemoteUnavailableError)
+                    await trio.sleep(5.0 if quick else self.retry_after_failure)
                     self._outbox_changed.set()
                     break
                 except TopicGoneError as exc:
@@ -373,8 +423,8 @@ class TelegramBot:
         if session_id is None:
             return None
         try:
-            return await self.manager.get(session_id)
-        except UnknownSessionError:
+            return await self.get(session_id)
+        except (UnknownSessionError, RemoteRefusedError):
             return None
 
     # -- replies -----------------------------------------------------------------------
@@ -424,18 +474,21 @@ async def serve_telegram(
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(lease.keep)  # raises when lost: the bot here stops with it
-                await _serve_bot(settings, manager, computer)
+                await _serve_bot(settings, manager, computer, mesh)
         except* LeaseLostError as group:
             log.warning("the Telegram bot stopped here: %s; waiting for its lease again", group.exceptions[0])
         finally:
             await lease.release()
 
 
-async def _serve_bot(settings: Settings, manager: SessionManager, computer: str) -> None:
+async def _serve_bot(
+    settings: Settings, manager: SessionManager, computer: str, mesh: Mesh | None = None
+) -> None:
     assert settings.telegram_token is not None
     async with (
         open_telegram_store(settings.state_dir / "telegram.db") as store,
         BotApi(settings.telegram_api_url, settings.telegram_token) as api,
     ):
-        bot = TelegramBot(settings, manager, api, store, computer)
+        remote = RemoteSessions(mesh) if mesh is not None else None
+        bot = TelegramBot(settings, manager, api, store, computer, remote=remote)
         await bot.run()

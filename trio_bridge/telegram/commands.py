@@ -21,12 +21,14 @@ from ..sessions.manager import (
     AgentStart,
     NotAnAgentError,
     PromptNotConfirmedError,
+    PromptQueuedError,
     UnknownAgentError,
 )
 from ..tmux import InvalidKeyError, InvalidTextError
 from ._text import state_of, status_text
 from .api import BotApiError, NetworkError
 from .keyboard import parse_callback
+from .remote import RemoteRefusedError, RemoteUnavailableError
 
 if TYPE_CHECKING:
     from .bot import TelegramBot
@@ -50,10 +52,12 @@ text - a prompt to its agent (you are told whether it was taken), a line to a sh
 /kill - end it
 When an agent asks something, tap one of the buttons under its question."""
 
+QUEUED = "⏳ The agent is busy: the prompt is queued and runs when its turn ends (do not send it again)."
+
 #: the errors a user's request may meet, told to the user as they are
 _USER_ERRORS = (
     UnknownSessionError, SessionEndedError, NotAnAgentError, PromptNotConfirmedError, UnknownAgentError,
-    InvalidTextError, InvalidKeyError,
+    InvalidTextError, InvalidKeyError, RemoteRefusedError, RemoteUnavailableError,
 )  # fmt: skip
 
 
@@ -121,25 +125,43 @@ async def _run_command(bot: TelegramBot, session_id: str | None, command: str, r
         return HELP, False
     if command == "ls":
         records = await manager.store.all([SessionState.STARTING, SessionState.RUNNING])
-        if not records:
-            return "No sessions running.", False
         lines = [f"{r.id}  {state_of(r)}  {r.agent or 'shell'}  {r.title}" for r in records]
+        unreachable: list[str] = []
+        if bot.remote is not None:
+            # (with a mesh, every computer's: "computer: id state agent title")
+            lines = [f"{bot.computer}: {line}" for line in lines]
+            others, unreachable = await bot.remote.everywhere()
+            lines += [
+                f"{bot.owner(r.id)}: {r.id}  {state_of(r)}  {r.agent or 'shell'}  {r.title}"
+                for r in others
+                if not r.state.ended
+            ]
+        lines += [f"({name}: not reachable)" for name in unreachable]
+        if not lines:
+            return "No sessions running.", False
         return "\n".join(lines)[:4000], False
     if command == "new":
         return await _new(bot, rest), False
     if session_id is None:
         return f"/{command} works in a session's topic. /help says more.", False
+    remote = bot.remote if bot.owner(session_id) else None
     if command == "screen":
-        record = await manager.get(session_id)
-        return status_text(record, await manager.screen(session_id), lines=60), True
+        record = await bot.get(session_id)
+        return status_text(record, await bot.screen(session_id), lines=60), True
     if command == "keys":
         keys = rest.split()
         if not keys:
             return "Say which keys: /keys Enter, /keys C-c, /keys Up Up Enter", False
-        await manager.send_keys(session_id, keys)
+        if remote is not None:
+            await remote.send_keys(session_id, keys)  # (its computer checks the names)
+        else:
+            await manager.send_keys(session_id, keys)
         return "", False
     if command == "kill":
-        await manager.kill(session_id)
+        if remote is not None:
+            await remote.kill(session_id)
+        else:
+            await manager.kill(session_id)
         return "", False  # its end is posted like any other
     return f"Unknown command /{command}. /help says more.", False
 
@@ -185,12 +207,27 @@ async def _input(bot: TelegramBot, chat_id: int, thread_id: int | None, session_
             chat_id, thread_id, f"Not sent: {size} bytes, at most {bot.settings.max_input_bytes}."
         )
         return
+    remote = bot.remote if bot.owner(session_id) else None
     try:
-        record = await manager.get(session_id)
+        record = await bot.get(session_id)
         if record.agent is None:
-            await manager.send_text(session_id, text, enter=True)
+            if remote is not None:
+                await remote.send_text(session_id, text, enter=True)
+            else:
+                await manager.send_text(session_id, text, enter=True)
             return
-        await manager.submit_prompt(session_id, text)
+        if remote is not None:
+            if not await remote.submit_prompt(session_id, text):
+                await bot.reply(chat_id, thread_id, QUEUED)
+                return
+        else:
+            await manager.submit_prompt(session_id, text)
+    except PromptQueuedError:
+        await bot.reply(chat_id, thread_id, QUEUED)
+        return
+    except RemoteRefusedError as exc:
+        await bot.reply(chat_id, thread_id, f"Not sent: {exc}")
+        return
     except PromptNotConfirmedError:
         await bot.reply(chat_id, thread_id, "⚠️ Pasted, but the agent showed no sign of taking it (Enter "
                         "was pressed twice). /screen shows where it is.")  # fmt: skip
@@ -219,12 +256,23 @@ async def _tap(bot: TelegramBot, query_id: str, message_id: object, session_id: 
     if bot.open_question(session_id) != message_id:
         await _answer_tap(bot, query_id, "This question is no longer open.")
         return
-    tracker = manager.agent(session_id)
-    if tracker is None or tracker.state is not AgentState.WAITING_FOR_INPUT:
+    remote = bot.remote if bot.owner(session_id) else None
+    if remote is not None:
+        try:
+            waiting = (await remote.get(session_id)).agent_state == AgentState.WAITING_FOR_INPUT
+        except _USER_ERRORS:
+            waiting = False
+    else:
+        tracker = manager.agent(session_id)
+        waiting = tracker is not None and tracker.state is AgentState.WAITING_FOR_INPUT
+    if not waiting:
         await _answer_tap(bot, query_id, "The agent no longer waits for an answer.")
         return
     try:
-        if key.isdigit():
+        if remote is not None:
+            # a key press there too: a digit is a key name tmux knows ("1"), not a paste
+            await remote.send_keys(session_id, [key])
+        elif key.isdigit():
             # typed as a key press (send_text would paste it: a dialog takes no paste)
             await manager.send_bytes(session_id, key.encode())
         else:

@@ -9,7 +9,7 @@ second deletion is taken as the user's wish: that session posts nothing more.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -33,11 +33,20 @@ class TopicGoneError(Exception):
 class Topics:
     """Topics of one forum chat; see the module docstring."""
 
-    def __init__(self, store: TelegramStore, lanes: Lanes, chat_id: int, computer: str) -> None:
+    def __init__(
+        self,
+        store: TelegramStore,
+        lanes: Lanes,
+        chat_id: int,
+        computer: str,
+        owner: Callable[[str], str | None] | None = None,
+    ) -> None:
         self.store = store
         self.lanes = lanes
         self.chat_id = chat_id
         self.computer = computer
+        #: the computer of another computer's session (with a mesh), else None: this one's
+        self.owner = owner or (lambda _: None)
         self._locks: dict[str, trio.Lock] = {}
         self._names: dict[str, str] = {}  # the name each topic was last given
 
@@ -59,7 +68,7 @@ class Topics:
             return topic.thread_id
 
     async def _create(self, record: SessionRecord, *, recreated: bool) -> Topic:
-        name = topic_name(record, self.computer)
+        name = topic_name(record, self.owner(record.id) or self.computer)
         result = await self.lanes.call(
             self.chat_id, "createForumTopic", {"chat_id": self.chat_id, "name": name}, Priority.URGENT
         )
@@ -108,7 +117,7 @@ class Topics:
     async def rename(self, record: SessionRecord) -> None:
         """Give the topic the session's current name (its state's emoji), if that changed."""
         topic = self.store.topic(record.id)
-        name = topic_name(record, self.computer)
+        name = topic_name(record, self.owner(record.id) or self.computer)
         if topic is None or topic.thread_id is None or self._names.get(record.id) == name:
             return
         try:
