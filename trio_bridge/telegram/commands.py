@@ -270,8 +270,10 @@ async def _tap(bot: TelegramBot, query_id: str, message_id: object, session_id: 
         return
     try:
         if remote is not None:
-            # a key press there too: a digit is a key name tmux knows ("1"), not a paste
-            await remote.send_keys(session_id, [key])
+            # the API presses named keys only (no digit): option N is N-1 times Down from the
+            # first, highlighted when a dialog opens, then Enter
+            keys = ["Down"] * (int(key) - 1) + ["Enter"] if key.isdigit() and key != "0" else [key]
+            await remote.send_keys(session_id, keys)
         elif key.isdigit():
             # typed as a key press (send_text would paste it: a dialog takes no paste)
             await manager.send_bytes(session_id, key.encode())
