@@ -18,6 +18,7 @@ It talks to the daemon's own :class:`SessionManager` in the same process (no HTT
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -115,13 +116,14 @@ class TelegramBot:
             known = {r.id for r in await self.manager.store.all()}
             complete = True
             if self.remote is not None:
+                # following first: a session made while the others are listed is not missed
+                await nursery.start(partial(self.remote.follow, self._on_remote_event))
                 records, failed = await self.remote.everywhere()
                 complete = not failed
                 known |= {r.id for r in records}
                 for record in records:
                     if not record.state.ended:
                         self._watch(record.id)
-                nursery.start_soon(self.remote.follow, self._on_remote_event)
             if complete:  # (a computer not heard from keeps its sessions' topics)
                 await self.store.forget_topics(known)
             nursery.start_soon(self._follow_events, events)

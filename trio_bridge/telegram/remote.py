@@ -191,9 +191,16 @@ class RemoteSessions:
     async def everywhere(self) -> tuple[list[SessionRecord], list[str]]:
         """Every other online computer's sessions (recorded as theirs), and the computers that
         could not be asked."""
+        from ..mesh import RedisUnavailableError
+
         found: list[SessionRecord] = []
         failed: list[str] = []
-        others = [c.name for c in await self.mesh.computers() if c.online and c.name != self.mesh.name]
+        try:
+            computers = await self.mesh.computers()
+        except RedisUnavailableError as exc:
+            log.warning("the other computers could not be listed: %s", exc)
+            return [], ["(Redis)"]
+        others = [c.name for c in computers if c.online and c.name != self.mesh.name]
 
         async def one(name: str) -> None:
             try:
@@ -219,11 +226,17 @@ class RemoteSessions:
     # -- events ----------------------------------------------------------------------
 
     async def follow(
-        self, on_event: Callable[[str, SessionRecord], Awaitable[None]], *, poll: float = 2.0
+        self,
+        on_event: Callable[[str, SessionRecord], Awaitable[None]],
+        *,
+        poll: float = 2.0,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Call ``on_event(kind, record)`` for every event of another computer's sessions, from
-        now on, until cancelled. Computers that join later are followed from when they are
-        first seen; entries that fail verification are dropped and counted by the mesh."""
+        now on, until cancelled. Started once "now" is fixed (each known computer's stream's
+        last id; a listing made after that misses no event). Computers that join later are
+        followed from when they are first seen; entries that fail verification are dropped and
+        counted by the mesh."""
         from ..mesh import RedisUnavailableError
         from ..mesh._seal import Rejected
         from ..mesh.computers import events_key, open_event
@@ -233,6 +246,7 @@ class RemoteSessions:
         owner: dict[str, str] = {}
         looked_at = -poll
         backoff = 0.1
+        started = False
         while True:
             try:
                 if trio.current_time() - looked_at >= poll:
@@ -246,6 +260,9 @@ class RemoteSessions:
                         for name, tail in zip(new, tails, strict=True):
                             last[events_key(name)] = tail[0][0] if tail else "0-0"
                             owner[events_key(name)] = name
+                if not started:
+                    started = True
+                    task_status.started()
                 if not last:
                     await trio.sleep(poll)
                     continue
@@ -256,6 +273,9 @@ class RemoteSessions:
                 )  # fmt: skip
                 backoff = 0.1
             except RedisUnavailableError as exc:
+                if not started:  # (not ready to follow: the listing is all there is for now)
+                    started = True
+                    task_status.started()
                 log.info("following the other computers' events: %s; retrying", exc)
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
