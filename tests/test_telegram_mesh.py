@@ -9,19 +9,24 @@ import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
+from trio_bridge.agents import AgentState
+from trio_bridge.config import resolve_settings
 from trio_bridge.sessions import SessionState
+from trio_bridge.sessions.manager import AgentStart
 from trio_bridge.telegram import BotApi, TelegramBot
 from trio_bridge.telegram.lanes import Lanes
 from trio_bridge.telegram.remote import RemoteSessions, record_from
 from trio_bridge.telegram.store import open_telegram_store
 
 from ._api import Daemon, running_daemon
-from ._fake_telegram import FORUM, USER, FakeTelegram, open_fake_telegram
+from ._fake_telegram import FORUM, USER, FakeTelegram, Message, open_fake_telegram
 from .conftest import Sandbox
+from .test_agent_sessions import agent_sandbox, env_of  # noqa: F401 - a fixture
 from .test_mesh import redis_server, redis_url  # noqa: F401 - fixtures
 from .test_telegram import TOKEN, texts
 
@@ -29,10 +34,14 @@ SECRET = "s" * 40
 
 
 @asynccontextmanager
-async def two_computers(sandbox: Sandbox, tmp_path: Path, url: str) -> AsyncIterator[tuple[Daemon, Daemon]]:
+async def two_computers(
+    sandbox: Sandbox, tmp_path: Path, url: str, **overrides: Any
+) -> AsyncIterator[tuple[Daemon, Daemon]]:
     """alpha and beta, one mesh; beta's tmux server is stopped on the way out (the sandbox
     stops alpha's)."""
-    mesh = {"redis": url, "mesh_secret": SECRET, "heartbeat_interval": 0.2, "heartbeat_ttl": 2.0}
+    mesh = {
+        "redis": url, "mesh_secret": SECRET, "heartbeat_interval": 0.2, "heartbeat_ttl": 2.0, **overrides,
+    }  # fmt: skip
     beta_socket = f"{sandbox.socket_name}-beta"
     try:
         async with (
@@ -158,3 +167,42 @@ def test_a_remote_record_is_checked() -> None:
     for value in bad:
         with pytest.raises(ValueError):
             record_from(value)
+
+
+async def test_another_computers_agent_prompt_question_and_tap(
+    agent_sandbox: Sandbox,  # noqa: F811 - the fixture
+    tmp_path: Path,
+    redis_url: str,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    agents = resolve_settings(env_of(agent_sandbox, tmp_path)).settings.agents
+    with trio.fail_after(45):
+        async with (
+            open_fake_telegram(TOKEN) as fake,
+            two_computers(agent_sandbox, tmp_path, redis_url, agents=agents) as (alpha, beta),
+            bot_on(alpha, fake, redis_url),
+            report_on_failure(fake),
+        ):
+            env = {"TRIO_BRIDGE_API_SOCKET": str(beta.settings.api_socket)}
+            record = await beta.manager.create(
+                [], cwd=tmp_path, env=env, title="beta-agent", agent=AgentStart(agents["fake-claude"])
+            )
+            thread = await fake.wait_for(lambda: fake.thread_named("beta · fake-claude · beta-agent"))
+            await beta.manager.wait_agent(record.id, [AgentState.IDLE])
+            # a verified prompt on beta, its confirmation told in the topic
+            fake.say("please PERMISSION now", thread_id=thread)
+            await fake.wait_for(lambda: "✅ The agent took the prompt." in texts(fake, thread))
+            # beta's agent asks: its options as buttons (from beta's screen), a tap answers there
+            question: Message = await fake.wait_for(
+                lambda: next((m for m in fake.in_topic(FORUM, thread) if m.reply_markup), None)
+            )
+            buttons = [row[0] for row in question.reply_markup["inline_keyboard"]]
+            assert [b["text"] for b in buttons] == ["1. Yes", "2. No"]
+            fake.tap(question, buttons[0]["callback_data"])
+            await fake.wait_for(lambda: fake.callback_answers)
+            assert [a["text"] for a in fake.callback_answers] == ["Sent 1."]
+            with trio.fail_after(15):
+                await beta.manager.wait_agent(record.id, [AgentState.IDLE])
+            assert beta.manager.agent(record.id).last_answer == "ANSWER: please PERMISSION now"
+            await fake.wait_for(lambda: question.text == "Answered: 1" and question.reply_markup is None)
