@@ -292,6 +292,8 @@ class TelegramBot:
         Raises:
             UnknownSessionError, TopicGoneError, BotApiError, NetworkError.
         """
+        if status.text is None and (kept := self.store.topic(session_id)) is not None:
+            status.text = kept.status_text  # shown before a restart: not sent again
         record = await self.get(session_id)
         if status_text(record, await self.screen(session_id)) == status.text:
             return record  # unchanged: not even a turn is taken
@@ -310,14 +312,15 @@ class TelegramBot:
                         {"chat_id": self.chat_id, "message_id": topic.status_message_id, "text": text,
                          "parse_mode": "HTML"},
                     )  # fmt: skip
-                    status.text = text
-                    return record
                 except BotApiError as exc:
-                    if exc.not_modified:
-                        status.text = text
-                        return record
-                    if not exc.message_gone:
+                    if not exc.not_modified and not exc.message_gone:
                         raise
+                    if exc.not_modified:
+                        await self._shown(session_id, status, text)
+                        return record
+                else:
+                    await self._shown(session_id, status, text)
+                    return record
         message = await self.topics.send(
             record, "sendMessage", {"text": text, "parse_mode": "HTML", "disable_notification": True},
             Priority.NORMAL,
@@ -325,8 +328,17 @@ class TelegramBot:
         status.text = text
         topic = self.store.topic(record.id)
         if topic is not None:
-            await self.store.put_topic(attrs.evolve(topic, status_message_id=int(message["message_id"])))
+            await self.store.put_topic(
+                attrs.evolve(topic, status_message_id=int(message["message_id"]), status_text=text)
+            )
         return record
+
+    async def _shown(self, session_id: str, status: _Status, text: str) -> None:
+        """The status message says ``text`` now (kept on disk: a restart does not send it again)."""
+        status.text = text
+        topic = self.store.topic(session_id)
+        if topic is not None and topic.status_text != text:
+            await self.store.put_topic(attrs.evolve(topic, status_text=text))
 
     # -- questions -------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 
 * the ``getUpdates`` offset: stored after a batch of updates is handled, so no update is
   handled twice after a restart;
-* each session's topic and status message (a topic is created once: createForumTopic is not
-  idempotent, and a restart must not make a second one);
+* each session's topic and status message, and what they say (a topic is created once:
+  createForumTopic is not idempotent, and a restart must not make a second one; a restart sends
+  no status or topic name that is already shown: with 20 sessions in a group, 20 edits are a minute of its
+  budget);
 * the outbox: final answers and ends of sessions waiting to be delivered. An entry is
   removed once Telegram accepted it (a long one is cut to what is left after each of its
   messages), so it survives a restart and goes once (a crash between Telegram's answer and the
@@ -36,7 +38,9 @@ CREATE TABLE IF NOT EXISTS topics (
     chat_id           INTEGER NOT NULL,
     thread_id         INTEGER,              -- NULL: gone for good (deleted twice)
     status_message_id INTEGER,
-    recreated         INTEGER NOT NULL DEFAULT 0
+    recreated         INTEGER NOT NULL DEFAULT 0,
+    status_text       TEXT,                 -- what the status message says (not re-sent after a restart)
+    name              TEXT                  -- the topic's name as last given (the same)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS topics_thread ON topics(chat_id, thread_id);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -57,6 +61,10 @@ class Topic:
     thread_id: int | None
     status_message_id: int | None = None
     recreated: bool = False
+    #: the text of the status message as last sent (None: unknown)
+    status_text: str | None = None
+    #: the topic's name as last given (None: unknown)
+    name: str | None = None
 
 
 @attrs.frozen
@@ -84,7 +92,7 @@ class TelegramStore:
         for row in rows:
             self._topics[row["session_id"]] = Topic(
                 row["session_id"], row["chat_id"], row["thread_id"], row["status_message_id"],
-                bool(row["recreated"]),
+                bool(row["recreated"]), row["status_text"], row["name"],
             )  # fmt: skip
 
     async def offset(self) -> int:
@@ -112,9 +120,10 @@ class TelegramStore:
         def write() -> None:
             with self._db:
                 self._db.execute(
-                    "INSERT OR REPLACE INTO topics VALUES (?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO topics (session_id, chat_id, thread_id, status_message_id,"
+                    " recreated, status_text, name) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (topic.session_id, topic.chat_id, topic.thread_id, topic.status_message_id,
-                     int(topic.recreated)),
+                     int(topic.recreated), topic.status_text, topic.name),
                 )  # fmt: skip
 
         await self._run(write)
@@ -184,6 +193,11 @@ async def open_telegram_store(path: Path) -> AsyncIterator[TelegramStore]:
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)
+        # (a database from before these columns: added, their values unknown)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(topics)")}
+        for column in ("status_text", "name"):
+            if column not in columns:
+                db.execute(f"ALTER TABLE topics ADD COLUMN {column} TEXT")
         return db
 
     db = await trio.to_thread.run_sync(connect)

@@ -73,7 +73,7 @@ class Topics:
             self.chat_id, "createForumTopic", {"chat_id": self.chat_id, "name": name}, Priority.URGENT
         )
         thread_id = int(result["message_thread_id"])
-        topic = Topic(record.id, self.chat_id, thread_id, None, recreated)
+        topic = Topic(record.id, self.chat_id, thread_id, None, recreated, name=name)
         await self.store.put_topic(topic)
         self._names[record.id] = name
         log.info("session %s: topic %d %s", record.id, thread_id, "made again" if recreated else "made")
@@ -88,7 +88,9 @@ class Topics:
             if topic is None or topic.recreated or topic.thread_id is None:
                 if topic is not None and topic.thread_id is not None:
                     log.info("session %s: its topic was deleted again; posting no more for it", record.id)
-                    await self.store.put_topic(attrs.evolve(topic, thread_id=None, status_message_id=None))
+                    await self.store.put_topic(
+                        attrs.evolve(topic, thread_id=None, status_message_id=None, status_text=None)
+                    )
                 raise TopicGoneError(record.id)
             return (await self._create(record, recreated=True)).thread_id  # type: ignore[return-value]
 
@@ -118,7 +120,7 @@ class Topics:
         """Give the topic the session's current name (its state's emoji), if that changed."""
         topic = self.store.topic(record.id)
         name = topic_name(record, self.owner(record.id) or self.computer)
-        if topic is None or topic.thread_id is None or self._names.get(record.id) == name:
+        if topic is None or topic.thread_id is None or self._names.get(record.id, topic.name) == name:
             return
         try:
             await self.lanes.call(
@@ -129,3 +131,5 @@ class Topics:
             if "not_modified" not in exc.description.lower() and not exc.thread_gone:
                 raise
         self._names[record.id] = name
+        if (topic := self.store.topic(record.id)) is not None and topic.name != name:
+            await self.store.put_topic(attrs.evolve(topic, name=name))  # (a restart renames not again)
