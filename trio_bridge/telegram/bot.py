@@ -6,13 +6,15 @@ serve_telegram (a supervised service of the daemon; only with telegram_token set
 ├── BotApi (httpx)                                every call bounded
 └── nursery
     ├── follow the manager's events               topics, status, answers, keyboards
+    ├── with a mesh: the other computers' events  their sessions too (see .remote)
     ├── one status task per live session          its status message, edited in place
     ├── deliver the outbox                        final answers and ends, once, in order
     ├── Poller                                    getUpdates -> handle (commands, text, taps)
     └── short tasks                               prompts being verified, replies
 ```
 
-It talks to the daemon's own :class:`SessionManager` in the same process (no HTTP to itself).
+It talks to the daemon's own :class:`SessionManager` in the same process (no HTTP to itself). The
+other computers' sessions (with a mesh) go through :class:`.remote.RemoteSessions`.
 """
 
 from __future__ import annotations
@@ -290,7 +292,8 @@ class TelegramBot:
         none yet or it was deleted. Returns the session's record as shown.
 
         Raises:
-            UnknownSessionError, TopicGoneError, BotApiError, NetworkError.
+            UnknownSessionError, TopicGoneError, BotApiError, NetworkError; for another
+            computer's session RemoteRefusedError, RemoteUnavailableError.
         """
         if status.text is None and (kept := self.store.topic(session_id)) is not None:
             status.text = kept.status_text  # shown before a restart: not sent again
