@@ -72,8 +72,23 @@ def test_check_text_rejects_non_strings() -> None:
 
 def test_keys_vocabulary() -> None:
     assert check_keys(["Enter", "C-c", "Up", "F12"]) == ("Enter", "C-c", "Up", "F12")
-    assert {"Enter", "Escape", "Tab", "C-c", "C-d", "Up", "Down", "Left", "Right"} <= KEY_NAMES
-    for bad in ["enter", "-t", "C-c;", "kill-server", "", "M-x", "Enter Enter"]:
+    assert {"Enter", "Escape", "Tab", "Up", "Down", "Left", "Right", "PgUp", "NPage", "KP5"} <= KEY_NAMES
+    assert check_keys(["q", "M-x", "C-Left", "S-Up", "C-M-a", ";", "M-;"]) == (
+        "q", "M-x", "C-Left", "S-Up", "C-M-a", "\\;", "M-\\;",
+    )  # fmt: skip
+    for bad in [
+        "enter",
+        "-t",
+        "C-c;",
+        "kill-server",
+        "",
+        "c-c",
+        "Enter Enter",
+        "\x03",
+        "a\n",
+        "C-",
+        "C-C-C-C-a",
+    ]:
         with pytest.raises(InvalidKeyError):
             check_keys([bad])
 

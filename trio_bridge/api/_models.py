@@ -14,7 +14,7 @@ import msgspec
 
 from ..agents import AgentState
 from ..sessions import EventKind, SessionEvent, SessionRecord, SessionState
-from ..tmux import KEY_NAMES
+from ..tmux import KEY_PATTERN
 
 __all__ = [
     "AgentOut", "ComputerList", "ComputerOut", "HookBody",
@@ -52,7 +52,7 @@ def _comma_list(names: list[str], *, empty: bool) -> str:
 PlainText = Annotated[str, _doc(pattern=_PLAIN)]
 Argument = Annotated[str, _doc(pattern=_NO_NUL)]
 EnvName = Annotated[str, _doc(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-KeyName = Annotated[str, _doc(enum=sorted(KEY_NAMES))]
+KeyName = Annotated[str, _doc(pattern=KEY_PATTERN)]
 StateName = Annotated[str, _doc(enum=[s.value for s in SessionState])]
 AgentStateName = Annotated[str, _doc(enum=[s.value for s in AgentState])]
 

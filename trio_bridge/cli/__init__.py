@@ -213,9 +213,15 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
     send.add_argument("text", nargs="+", metavar="TEXT", help="words joined by spaces; '-' reads stdin")
     send.add_argument("--no-enter", action="store_true", help="do not press Enter after the text")
 
-    keys = add("keys", "press named keys in a session (Enter, C-c, Up, F1, ...)", json=False)
+    keys = add(
+        "keys", "press keys in a session, as tmux send-keys (q, Enter, C-c, M-x, PgUp, ...)", json=False
+    )
     keys.add_argument("id")
-    keys.add_argument("keys", nargs="+", metavar="KEY")
+    keys.add_argument(
+        "keys", nargs="+", metavar="KEY",
+        help="one character, or a tmux key name (Enter Escape Tab BTab Space BSpace Up Down Left Right "
+        "Home End PgUp PgDn Insert Delete F1-F12 KP0-KP9 ...), with C- (Ctrl), M- (Alt), S- (Shift)",
+    )  # fmt: skip
 
     screen = add("screen", "print a session's rendered screen")
     screen.add_argument("id")
