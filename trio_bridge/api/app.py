@@ -1174,9 +1174,21 @@ async def _serve_ws(context: ApiContext, session_id: str, feed: OutputFeed) -> N
             }
         )
     )
+    if "width" in args or "height" in args:
+        # the attaching terminal's size, before its first screen is drawn (as tmux's attach)
+        size = [args.get("width", ""), args.get("height", "")]
+        if not all(n.isdigit() and 2 <= int(n) <= 1000 for n in size):
+            await websocket.send(json.dumps({"type": "error", "message": "width and height: 2 to 1000"}))
+            await websocket.close(1008)
+            return
+        if not record.state.ended:
+            with contextlib.suppress(SessionEndedError):
+                await manager.resize(session_id, int(size[0]), int(size[1]))
     if args.get("screen") in ("1", "true"):
-        text = await manager.screen(session_id)
-        await websocket.send(json.dumps({"type": "screen", "text": text}))
+        screen: dict[str, object] = {"type": "screen", "text": await manager.screen(session_id)}
+        if (cursor := await manager.cursor(session_id)) is not None:
+            screen["cursor"] = list(cursor)  # where the client puts its cursor after drawing
+        await websocket.send(json.dumps(screen))
 
     async def pump_output(done: trio.CancelScope) -> None:
         async with aclosing(feed.follow(start)) as chunks:
@@ -1241,8 +1253,16 @@ async def _ws_command(context: ApiContext, session_id: str, message: str) -> Non
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise ApiError(422, "invalid_message", "keys needs a list of key names")
         await context.manager.send_keys(session_id, keys)
+    elif kind == "resize":
+        width, height = command.get("width"), command.get("height")
+        if not all(type(n) is int and 2 <= n <= 1000 for n in (width, height)):
+            raise ApiError(
+                422, "invalid_message", "resize needs integers 'width' and 'height' from 2 to 1000"
+            )
+        assert isinstance(width, int) and isinstance(height, int)
+        await context.manager.resize(session_id, width, height)
     elif kind == "sync":
         # answered once every message before it was handled (they are handled in order)
         await websocket.send(json.dumps({"type": "synced"}))
     else:
-        raise ApiError(422, "invalid_message", "type must be 'input', 'keys' or 'sync'")
+        raise ApiError(422, "invalid_message", "type must be 'input', 'keys', 'resize' or 'sync'")

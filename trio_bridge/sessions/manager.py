@@ -369,6 +369,31 @@ class SessionManager:
             raise UnknownSessionError(session_id)
         return await trio.Path(path).read_text()
 
+    async def cursor(self, session_id: str) -> tuple[int, int] | None:
+        """The live session's cursor (column, row, from 0); None once it has ended."""
+        if (live := await self._live_pane(session_id, "display-message")) is not None:
+            hub, pane_id = live
+            try:
+                (line,) = await hub.command("display-message", "-p", "-t", pane_id, "#{cursor_x} #{cursor_y}")
+                x, y = line.split()
+                return int(x), int(y)
+            except (TmuxCommandError, ControlClientClosedError, ValueError):
+                pass  # it ended just now
+        return None
+
+    async def resize(self, session_id: str, width: int, height: int) -> None:
+        """Resize a running session's window (an attached client's terminal size changed).
+        Raises UnknownSessionError, SessionEndedError."""
+        await self._live(session_id)
+        live = await self._live_pane(session_id, "resize-window")
+        if live is None:
+            raise SessionEndedError(await self.get(session_id))
+        hub, pane_id = live
+        try:
+            await hub.command("resize-window", "-t", pane_id, "-x", str(width), "-y", str(height))
+        except (TmuxCommandError, ControlClientClosedError):
+            raise SessionEndedError(await self.get(session_id)) from None
+
     def live_readers(self) -> int:
         """Readers following some session's output now."""
         return sum(feed.readers for feed in self._feeds.values())
