@@ -189,6 +189,13 @@ class Client:
     def kill(self, session_id: str) -> dict[str, Any]:
         return dict(self.request("DELETE", f"/sessions/{_id(session_id)}").json())
 
+    def signal(self, session_id: str, signal: str) -> None:
+        self.request("POST", f"/sessions/{_id(session_id)}/signal", json={"signal": signal})
+
+    def remove(self, session_id: str) -> None:
+        """Remove an ended session (ApiError 409 ``session_running`` for a running one)."""
+        self.request("DELETE", f"/sessions/{_id(session_id)}/record")
+
     def send_text(self, session_id: str, text: str, *, enter: bool = False) -> None:
         self.request("POST", f"/sessions/{_id(session_id)}/input", json={"text": text, "enter": enter})
 

@@ -134,6 +134,14 @@ class AgentOut(msgspec.Struct, kw_only=True):
     seconds_in_state: float | None = None
 
 
+class SignalBody(_Body):
+    """A signal for the session's command, by name (``TERM``, ``SIGTERM``, ``HUP``, ``USR1``, ...)."""
+
+    signal: Annotated[
+        str, msgspec.Meta(max_length=16, extra_json_schema={"pattern": "^(SIG)?[A-Z0-9+-]{1,13}$"})
+    ]
+
+
 class KeysBody(_Body):
     """Named keys pressed in order, e.g. ``["C-c"]``, ``["Up", "Enter"]``."""
 

@@ -81,6 +81,7 @@ from ._models import (
     ScreenQuery,
     SessionList,
     SessionOut,
+    SignalBody,
     StreamQuery,
     Version,
     WaitQuery,
@@ -498,6 +499,36 @@ def create_app(context: ApiContext) -> QuartTrio:
         with trio.move_on_after(manager.server.timeouts.tmux):
             record = await manager.wait(session_id)
         return _json(session_out(record, context.computer_name))
+
+    @app.delete(f"/{API_VERSION}/sessions/<session_id>/record")
+    @raw_response(204, None, "removed")
+    async def remove_session(session_id: str) -> tuple[str, int]:
+        """Remove an ended session: its record, output and last screen (``trio-bridge rm``).
+        A running session is refused (409 ``session_running``): kill it first."""
+        record = await manager.get(session_id)
+        if not record.state.ended:
+            raise ApiError(409, "session_running", f"session {session_id} is running: kill it first")
+        await manager.forget(session_id)
+        return "", 204
+
+    @app.post(f"/{API_VERSION}/sessions/<session_id>/signal")
+    @_strict_body(SignalBody)
+    @validate_request(SignalBody)
+    @raw_response(204, None, "sent")
+    async def signal_session(session_id: str, data: SignalBody) -> tuple[str, int]:
+        """Send a signal to the session's command (``trio-bridge kill -s``); the session ends
+        if the command dies of it."""
+        import signal as signals
+
+        name = data.signal if data.signal.startswith("SIG") else f"SIG{data.signal}"
+        try:
+            signum = signals.Signals[name]
+        except KeyError:
+            raise ApiError(
+                422, "invalid_signal", f"no signal {data.signal!r} (e.g. TERM, INT, HUP, KILL, USR1)"
+            ) from None
+        await manager.signal(session_id, signum)
+        return "", 204
 
     @app.post(f"/{API_VERSION}/sessions/<session_id>/input")
     @_strict_body(InputBody)

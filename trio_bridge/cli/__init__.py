@@ -76,7 +76,7 @@ class _OnlyCommand:
 
 COMMANDS = (
     "daemon", "config", "run", "ls", "new", "send", "prompt", "keys", "screen", "tail", "attach", "kill",
-    "wait", "events", "status", "computers", "completion", "web",
+    "rm", "clean", "wait", "events", "status", "computers", "completion", "web",
 )  # fmt: skip
 
 
@@ -154,7 +154,10 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
         help="stop CMD after this many seconds and exit with 124",
     )
     run.add_argument(
-        "--keep", action="store_true", help="keep the tmux session after CMD ends (embedded mode)"
+        "--keep",
+        action="store_true",
+        help="keep the session after CMD ends: through the daemon it stays in ls (screen, tail, rm); "
+        "embedded, its tmux session stays for tmux attach",
     )
     run.add_argument(
         "--embedded",
@@ -192,7 +195,11 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
         return commands.add_parser(name, help=help, parents=parents)  # type: ignore[no-any-return]
 
     ls = add("ls", "list sessions (--computer '*': on every computer of the mesh)")
-    ls.add_argument("--state", metavar="STATES", help="only these states, comma-separated (e.g. running)")
+    ls.add_argument(
+        "--state", metavar="STATES", type=_states,
+        help="only these states, comma-separated: starting, running, exited, killed, lost",
+    )  # fmt: skip
+    ls.add_argument("-q", "--quiet", action="store_true", help="only the ids, one a line (for scripts)")
 
     new = add("new", "start a session in the daemon and print its id")
     new.add_argument("--cwd", metavar="DIR", help="working directory (default: the current one)")
@@ -229,14 +236,34 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
     tail = add("tail", "print a session's output (-f: follow it until it ends)", json=False)
     tail.add_argument("id")
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
-    tail.add_argument("-n", "--lines", type=int, default=10, help="start this many lines from the end")
+    tail.add_argument(
+        "-n", "--lines", type=_count, default=10, help="start this many lines from the end (0 or more)"
+    )
     tail.add_argument("--from", dest="from_", type=int, metavar="OFFSET", help="start at this byte offset")
 
     attach = add("attach", "interactive view of a session; Ctrl-] detaches", json=False, mesh=False)
     attach.add_argument("id")
 
-    kill = add("kill", "kill running sessions", json=False)
-    kill.add_argument("ids", nargs="+", metavar="ID")
+    kill = add("kill", "kill running sessions (-s: send them a signal instead)", json=False)
+    kill.add_argument("ids", nargs="+", metavar="ID", help="session ids, unique id prefixes")
+    kill.add_argument(
+        "-s", "--signal", metavar="SIGNAL",
+        help="send this signal to the command (TERM, INT, HUP, KILL, USR1, ...); it may go on",
+    )  # fmt: skip
+
+    rm = add("rm", "remove ended sessions (record, output, last screen)", json=False)
+    rm.add_argument("ids", nargs="+", metavar="ID", help="session ids, unique id prefixes")
+    rm.add_argument("-f", "--force", action="store_true", help="kill running ones first")
+
+    clean = add("clean", "remove every ended session (or those older than --older-than)", json=False)
+    clean.add_argument(
+        "--older-than", metavar="DURATION", type=_duration,
+        help="only those ended this long ago (30s, 10m, 2h, 7d)",
+    )  # fmt: skip
+    clean.add_argument(
+        "--state", metavar="STATES", type=_states,
+        help="only these end states, comma-separated: exited, killed, lost",
+    )  # fmt: skip
 
     wait = add("wait", "wait for a session to end; exit with its exit code (124: --timeout)")
     wait.add_argument("id")
@@ -273,13 +300,53 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+_STATES = ("starting", "running", "exited", "killed", "lost")
+
+
+def _states(text: str) -> str:
+    """A comma-separated list of session states (a usage error otherwise, with a suggestion)."""
+    import difflib
+
+    for state in (s.strip() for s in text.split(",") if s.strip()):
+        if state not in _STATES:
+            close = difflib.get_close_matches(state, _STATES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (one of {', '.join(_STATES)})"
+            raise argparse.ArgumentTypeError(f"no state {state!r}{hint}")
+    return text
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text!r}")
+    return value
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 30s, 10m, 2h or 7d, got {text!r}"
+        ) from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a duration such as 30s, 10m, 2h or 7d, got {text!r}")
+    return value
+
+
 def _config_path(args: argparse.Namespace) -> Path | None:
     value = getattr(args, "config", None)
     return Path(value).expanduser() if value else None
 
 
 _CLIENT_COMMANDS = {
-    "ls", "new", "send", "prompt", "keys", "screen", "tail", "kill", "wait", "events", "status", "computers",
+    "ls", "new", "send", "prompt", "keys", "screen", "tail", "kill", "rm", "clean", "wait", "events",
+    "status", "computers",
 }  # fmt: skip
 
 

@@ -38,6 +38,9 @@ def attach(args: argparse.Namespace, flags: Mapping[str, object]) -> int:
     try:
         # an unknown id (or no daemon) is told in one line before the terminal is touched
         with Client(settings.api_socket, settings.url, settings.client_token()) as client:
+            from ._client import resolve_id
+
+            args.id = resolve_id(client, args.id)
             client.get(args.id)
     except DaemonUnavailableError as exc:
         print(f"trio-bridge: {exc}", file=sys.stderr)

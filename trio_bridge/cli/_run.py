@@ -112,7 +112,8 @@ def run_command(
         check_command(cmd[0], workdir, env.get("PATH"))
         stdin_tty = os.isatty(sys.stdin.fileno())
         interactive = stdin_tty and os.isatty(sys.stdout.fileno())
-        if not (keep or embedded) and _daemon_answers(settings):
+        # --keep through the daemon: its sessions stay listed after they end (ls, screen, tail) until rm
+        if not embedded and _daemon_answers(settings):
             body: dict[str, object] = {"command": cmd, "cwd": str(workdir), "env": env, **_terminal_size()}
             if stdin_tty or not _daemon_is_local(settings):
                 return trio.run(_run_via_daemon, settings, body, timeout, interactive)

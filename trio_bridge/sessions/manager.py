@@ -10,6 +10,7 @@ Sessions outlive the manager: cancelling it stops the watchers, never the sessio
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import logging
 import os
@@ -43,6 +44,7 @@ from ..tmux import (
     new_session_id,
     open_control_client,
 )
+from ..tmux.server import _unix_session_members as unix_session_members
 from ..tmux.server import read_exit_status
 from .store import SessionRecord, SessionState, SessionStore
 
@@ -1192,6 +1194,25 @@ class SessionManager:
                 if since_drop >= feed.log.segment_size:
                     since_drop = 0
                     await trio.to_thread.run_sync(feed.log.drop_to, self.log_max_bytes)
+
+    async def forget(self, session_id: str) -> None:
+        """Remove an ended session now: its record, then its files. Raises UnknownSessionError."""
+        record = await self.get(session_id)
+        assert record.state.ended, "only an ended session is forgotten"
+        await self.store.delete(session_id)
+        await self.remove(session_id)
+
+    async def signal(self, session_id: str, signum: int) -> None:
+        """Send ``signum`` to the running session's command: every process of its pane's Unix
+        session but the start wrapper (which must live on to record the exit status).
+        Raises UnknownSessionError, SessionEndedError."""
+        record = await self._live(session_id)
+        async with self._ending(session_id):
+            (pane_pid,) = await self.server.display(record.tmux_name, "#{pane_pid}")
+        wrapper = int(pane_pid)
+        for pid in set(unix_session_members(wrapper)) - {wrapper}:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
 
     async def remove(self, session_id: str) -> None:
         """Forget an ended session: its record and its files (used by retention)."""
