@@ -92,6 +92,12 @@ def test_usage_errors(sandbox: Sandbox) -> None:
         (["ls", "--state", "runing"], b"did you mean 'running'"),
         (["tail", "-n", "-5", "x"], b"0 or more"),
         (["clean", "--older-than", "soon"], b"duration"),
+        (["lst"], b"did you mean 'ls'?"),
+        (["new", "--widht", "3", "--", "true"], b"did you mean '--width'?"),
+        (["keys"], b"required"),
     ):
         result = sandbox.cli(*args)
         assert result.returncode == 2 and hint in result.stderr, (args, result.stderr)
+        # short: the usage line, the error, where to read more (not the 20-line usage block)
+        lines = result.stderr.decode().splitlines()
+        assert len(lines) == 3 and lines[0].startswith("usage: trio-bridge") and "--help" in lines[2], lines

@@ -104,7 +104,9 @@ def _command_in(argv: Sequence[str]) -> str | None:
 
 def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
     settings = _settings_parser()
-    parser = argparse.ArgumentParser(
+    from ._usage import Parser
+
+    parser = Parser(
         prog="trio-bridge",
         description="Run and supervise terminal sessions in tmux.",
         parents=[settings],
