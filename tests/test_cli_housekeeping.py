@@ -101,3 +101,19 @@ def test_usage_errors(sandbox: Sandbox) -> None:
         # short: the usage line, the error, where to read more (not the 20-line usage block)
         lines = result.stderr.decode().splitlines()
         assert len(lines) == 3 and lines[0].startswith("usage: trio-bridge") and "--help" in lines[2], lines
+
+
+def test_names_address_sessions_and_are_unique(sandbox: Sandbox, daemon: object, tmp_path: Path) -> None:
+    sid = ok(sandbox.cli("new", "--name", "build", "--cwd", str(tmp_path), "--", "sleep", "300")).strip()
+    assert json.loads(ok(sandbox.cli("screen", "--json", "build")))["id"] == sid
+    assert "[build]" in ok(sandbox.cli("ls"))
+    taken = sandbox.cli("new", "--name", "build", "--cwd", str(tmp_path), "--", "true")
+    assert taken.returncode == 1 and b"taken" in taken.stderr
+    bad = sandbox.cli("new", "--name", "-x", "--cwd", str(tmp_path), "--", "true")
+    assert bad.returncode == 2
+    assert ok(sandbox.cli("kill", "build")).split() == [sid, "killed"]
+    # ended, the name still names it (as docker's); rm frees it
+    ok(sandbox.cli("rm", "build"))
+    again = ok(sandbox.cli("new", "--name", "build", "--cwd", str(tmp_path), "--", "sleep", "300")).strip()
+    assert again != sid and [r["name"] for r in records(sandbox)] == ["build"]
+    ok(sandbox.cli("kill", "build"))

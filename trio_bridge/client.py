@@ -171,6 +171,7 @@ class Client:
         prompt: str | None = None,
         args: Sequence[str] = (),
         resume: str | None = None,
+        name: str | None = None,
     ) -> dict[str, Any]:
         """Start a session: ``command``, ``shell``, an ``agent`` (with ``model``, a ``prompt``
         at start, extra ``args``), or the resumed conversation of session ``resume``."""
@@ -178,7 +179,7 @@ class Client:
         optional = {
             "command": list(command) if command is not None else None, "shell": shell, "cwd": cwd,
             "title": title, "width": width, "height": height, "agent": agent, "model": model,
-            "prompt": prompt, "args": list(args) or None, "resume": resume,
+            "prompt": prompt, "args": list(args) or None, "resume": resume, "name": name,
         }  # fmt: skip
         body.update({k: v for k, v in optional.items() if v is not None})
         return dict(self.request("POST", "/sessions", json=body).json())

@@ -50,6 +50,8 @@ def _comma_list(names: list[str], *, empty: bool) -> str:
 
 
 PlainText = Annotated[str, _doc(pattern=_PLAIN)]
+#: a session's name: a letter first (so that ``-x`` is never one), 64 characters at most
+SESSION_NAME_PATTERN = "^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 Argument = Annotated[str, _doc(pattern=_NO_NUL)]
 EnvName = Annotated[str, _doc(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 KeyName = Annotated[str, _doc(pattern=KEY_PATTERN)]
@@ -76,6 +78,8 @@ class CreateSession(_Body):
     title: Annotated[str, msgspec.Meta(max_length=200, extra_json_schema={"pattern": _PLAIN})] | None = None
     width: Size = 80
     height: Size = 24
+    #: a unique name to address the session by, as by its id (a letter, then letters, digits, ``_.-``)
+    name: Annotated[str, msgspec.Meta(pattern=SESSION_NAME_PATTERN)] | None = None
     #: run an AI coding agent by its profile name (``claude``, ``codex``, ``gemini``, or one of
     #: the configuration's) instead of ``command``/``shell``, with its hooks configured
     agent: (
@@ -202,6 +206,8 @@ class SessionOut(msgspec.Struct, kw_only=True):
     agent_state: AgentStateName | None = None
     native_id: str | None = None
     transcript_path: str | None = None
+    #: the name it was given (``new --name``), if any
+    name: str | None = None
 
 
 def session_out(record: SessionRecord, computer: str = "") -> SessionOut:
@@ -211,6 +217,7 @@ def session_out(record: SessionRecord, computer: str = "") -> SessionOut:
         ended_at=record.ended_at, exit_code=record.exit_code, exit_signal=record.exit_signal,
         origin=record.origin, tmux_name=record.tmux_name, computer=computer, agent=record.agent,
         agent_state=record.agent_state, native_id=record.native_id, transcript_path=record.transcript_path,
+        name=record.name,
     )  # fmt: skip
 
 

@@ -58,6 +58,7 @@ from ..sessions.manager import (
     UnknownAgentError,
     UnknownSessionError,
 )
+from ..sessions.store import NameTakenError
 from ..supervise import Supervisor
 from ..tmux import InvalidKeyError, InvalidTextError, TmuxError, TmuxTimeoutError, TmuxUnavailableError
 from ..tmux.server import TMUX_COMMAND_MAX, CommandTooLongError, is_env_name
@@ -160,6 +161,7 @@ _REFUSALS: tuple[tuple[type[Exception], int, str], ...] = (
     (PromptNotConfirmedError, 409, "prompt_not_confirmed"),
     (PromptBoxNotEmptyError, 409, "prompt_box_not_empty"),
     (SessionEndedError, 409, "session_ended"),
+    (NameTakenError, 409, "name_taken"),
     (InvalidTextError, 422, "invalid_text"),
     (InvalidKeyError, 422, "unknown_key"),
     (TmuxTimeoutError, 504, "tmux_timeout"),
@@ -471,6 +473,8 @@ def create_app(context: ApiContext) -> QuartTrio:
             else data.env
         )
         if data.resume is not None:
+            if data.name is not None:
+                raise ApiError(422, "invalid_name", "a resumed conversation's session takes no name")
             record = await manager.resume(
                 data.resume, cwd=cwd, env=env, title=data.title, width=data.width, height=data.height,
                 origin="api", model=data.model, prompt=data.prompt, extra_args=tuple(data.args),
@@ -478,7 +482,7 @@ def create_app(context: ApiContext) -> QuartTrio:
         else:
             record = await manager.create(
                 argv, cwd=cwd, env=env, title=data.title, width=data.width, height=data.height,
-                origin="api", agent=agent,
+                origin="api", agent=agent, name=data.name,
             )  # fmt: skip
         return _json(session_out(record, context.computer_name), 201)
 

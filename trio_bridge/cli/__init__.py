@@ -207,6 +207,10 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
     new.add_argument("--cwd", metavar="DIR", help="working directory (default: the current one)")
     new.add_argument("--env", metavar="K=V", action="append", default=[], help="set a variable (repeatable)")
     new.add_argument("--title", help="a title shown by ls")
+    new.add_argument(
+        "--name", metavar="NAME", type=_session_name,
+        help="a unique name to use instead of the id (a letter, then letters, digits, _ . -)",
+    )  # fmt: skip
     new.add_argument("--shell", metavar="CMDLINE", help="run CMDLINE with /bin/sh -c instead of CMD")
     new.add_argument("--width", type=int, default=None, help="terminal columns (default 80)")
     new.add_argument("--height", type=int, default=None, help="terminal rows (default 24)")
@@ -314,6 +318,16 @@ def _states(text: str) -> str:
             close = difflib.get_close_matches(state, _STATES, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f" (one of {', '.join(_STATES)})"
             raise argparse.ArgumentTypeError(f"no state {state!r}{hint}")
+    return text
+
+
+def _session_name(text: str) -> str:
+    import re
+
+    if re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", text) is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a session name: a letter, then up to 63 letters, digits, _ . or -"
+        )
     return text
 
 

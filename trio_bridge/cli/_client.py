@@ -115,18 +115,19 @@ def run_client_command(args: argparse.Namespace, flags: Mapping[str, object]) ->
         return 141
 
 
-#: a session id as the daemon makes them (a full id is used as it is, with no lookup)
-_FULL_ID = 12
-
-
 def resolve_id(client: Client, ref: str) -> str:
-    """The session ``ref`` names: an id, or a unique prefix of one (as docker's). Raises
+    """The session ``ref`` names: an id, a name (``new --name``), or a unique prefix of an id
+    (as docker's), in that order. Raises
     ApiError: no such session, or a prefix that several ids share (they are listed)."""
-    if len(ref) >= _FULL_ID or getattr(client, "computer", None) == "*":
+    if getattr(client, "computer", None) == "*":
         return ref
-    ids = [str(s["id"]) for s in client.sessions()]
+    sessions = client.sessions()
+    ids = [str(s["id"]) for s in sessions]
     if ref in ids:
         return ref
+    named = [str(s["id"]) for s in sessions if s.get("name") == ref]
+    if named:
+        return named[0]  # names are unique
     matches = [i for i in ids if i.startswith(ref)] if ref else []
     if len(matches) == 1:
         return matches[0]
@@ -191,7 +192,7 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     now = time.time()
     rows = [
         (printable(s["id"]), printable(_state_text(s)), _exit_text(s), _age(now - s["created_at"]),
-         printable(s["title"]))
+         printable(f"[{s['name']}] {s['title']}" if s.get("name") else s["title"]))
         for s in sessions
     ]  # fmt: skip
     header = ("ID", "STATE", "EXIT", "AGE", "TITLE")
@@ -275,6 +276,7 @@ def cmd_new(client: Client, args: argparse.Namespace) -> int:
         title=args.title,
         width=args.width,
         height=args.height,
+        name=args.name,
         **agent_args,
     )
     if args.json:

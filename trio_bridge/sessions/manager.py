@@ -815,8 +815,10 @@ class SessionManager:
         height: int = 24,
         origin: str = "local",
         agent: AgentStart | None = None,
+        name: str | None = None,
     ) -> SessionRecord:
-        """Start a new session and return its record (state ``running``).
+        """Start a new session and return its record (state ``running``); ``name``: one it is
+        addressed by too (NameTakenError if another session has it).
 
         With ``agent``, ``argv`` is ignored: the session runs the profile's agent, with its
         hooks configured in the session's own directory (see :func:`trio_bridge.agents.launch`),
@@ -868,7 +870,7 @@ class SessionManager:
             agent_state=(
                 None if agent is None else str(AgentState.WORKING if first_turn else AgentState.STARTING)
             ),
-            native_id=agent.native_id if agent is not None else None,
+            native_id=agent.native_id if agent is not None else None, name=name,
         )  # fmt: skip
         try:
             await self.store.add(record)
