@@ -95,6 +95,7 @@ def test_usage_errors(sandbox: Sandbox) -> None:
         (["lst"], b"did you mean 'ls'?"),
         (["new", "--widht", "3", "--", "true"], b"did you mean '--width'?"),
         (["keys"], b"required"),
+        (["new", "--width", "0", "--", "true"], b"expected 2 to 1000"),
     ):
         result = sandbox.cli(*args)
         assert result.returncode == 2 and hint in result.stderr, (args, result.stderr)
@@ -117,3 +118,10 @@ def test_names_address_sessions_and_are_unique(sandbox: Sandbox, daemon: object,
     again = ok(sandbox.cli("new", "--name", "build", "--cwd", str(tmp_path), "--", "sleep", "300")).strip()
     assert again != sid and [r["name"] for r in records(sandbox)] == ["build"]
     ok(sandbox.cli("kill", "build"))
+
+
+def test_settings_that_cannot_apply_are_refused(sandbox: Sandbox, daemon: object) -> None:
+    result = sandbox.cli("run", "--tmux-socket", "elsewhere", "--", "true", stdin=subprocess.DEVNULL)
+    assert result.returncode == 2 and result.stderr.count(b"\n") == 1
+    assert b"--tmux-socket cannot apply" in result.stderr and b"--embedded" in result.stderr
+    assert records(sandbox) == []

@@ -212,8 +212,8 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
         help="a unique name to use instead of the id (a letter, then letters, digits, _ . -)",
     )  # fmt: skip
     new.add_argument("--shell", metavar="CMDLINE", help="run CMDLINE with /bin/sh -c instead of CMD")
-    new.add_argument("--width", type=int, default=None, help="terminal columns (default 80)")
-    new.add_argument("--height", type=int, default=None, help="terminal rows (default 24)")
+    new.add_argument("--width", type=_size, default=None, help="terminal columns, 2 to 1000 (default 80)")
+    new.add_argument("--height", type=_size, default=None, help="terminal rows, 2 to 1000 (default 24)")
     _agent_flags(new)
     new.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
@@ -329,6 +329,13 @@ def _session_name(text: str) -> str:
             f"{text!r} is not a session name: a letter, then up to 63 letters, digits, _ . or -"
         )
     return text
+
+
+def _size(text: str) -> int:
+    value = _count(text)
+    if not 2 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"expected 2 to 1000, got {text!r}")
+    return value
 
 
 def _count(text: str) -> int:

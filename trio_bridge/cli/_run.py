@@ -24,6 +24,9 @@ from ._preflight import (
 __all__ = ["EXIT_NOT_EXECUTABLE", "EXIT_NOT_FOUND", "EXIT_START_FAILED", "EXIT_TIMEOUT", "StartFailed"]
 
 EXIT_TIMEOUT = 124  # as timeout(1)
+EXIT_USAGE = 2
+#: settings of the tmux server a session runs on: the daemon's own when `run` goes through it
+_DAEMON_SIDE = ("tmux_socket", "tmux_binary")
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -114,6 +117,12 @@ def run_command(
         interactive = stdin_tty and os.isatty(sys.stdout.fileno())
         # --keep through the daemon: its sessions stay listed after they end (ls, screen, tail) until rm
         if not embedded and _daemon_answers(settings):
+            given = [name for name in _DAEMON_SIDE if flags and flags.get(name) is not None]
+            if given:
+                flag = "--" + given[0].replace("_", "-")
+                _error(f"{flag} cannot apply to a run through the daemon (it uses its own tmux): "
+                       "give it to the daemon, or add --embedded")  # fmt: skip
+                return EXIT_USAGE
             body: dict[str, object] = {"command": cmd, "cwd": str(workdir), "env": env, **_terminal_size()}
             if stdin_tty or not _daemon_is_local(settings):
                 return trio.run(_run_via_daemon, settings, body, timeout, interactive)
