@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
+from . import _complete
 
 __all__ = ["main"]
 
@@ -188,8 +189,11 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
     json_flag.add_argument("--json", action="store_true", help="JSON output, for scripts")
 
     on_computer = argparse.ArgumentParser(add_help=False)
-    on_computer.add_argument(
-        "--computer", metavar="NAME", help="the session's computer in the mesh (default: this one)"
+    _complete.attach(
+        on_computer.add_argument(
+            "--computer", metavar="NAME", help="the session's computer in the mesh (default: this one)"
+        ),
+        _complete.computers,
     )
 
     def add(name: str, help: str, *, json: bool = True, mesh: bool = True) -> argparse.ArgumentParser:
@@ -197,10 +201,15 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
         return commands.add_parser(name, help=help, parents=parents)  # type: ignore[no-any-return]
 
     ls = add("ls", "list sessions (--computer '*': on every computer of the mesh)")
-    ls.add_argument(
-        "--state", metavar="STATES", type=_states,
-        help="only these states, comma-separated: starting, running, exited, killed, lost",
-    )  # fmt: skip
+    _complete.attach(
+        ls.add_argument(
+            "--state",
+            metavar="STATES",
+            type=_states,
+            help="only these states, comma-separated: starting, running, exited, killed, lost",
+        ),
+        _complete.states,
+    )
     ls.add_argument("-q", "--quiet", action="store_true", help="only the ids, one a line (for scripts)")
 
     new = add("new", "start a session in the daemon and print its id")
@@ -218,18 +227,27 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
     new.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     prompt = add("prompt", "submit a prompt to a session's agent, verified (paste, Enter, check)", json=False)
-    prompt.add_argument("id")
+    _complete.attach(
+        prompt.add_argument("id", metavar="ID", help="a session id, its name, or a unique prefix of its id"),
+        _complete.sessions("live"),
+    )
     prompt.add_argument("text", nargs="+", metavar="TEXT", help="words joined by spaces; '-' reads stdin")
 
     send = add("send", "type text into a session, then Enter", json=False)
-    send.add_argument("id")
+    _complete.attach(
+        send.add_argument("id", metavar="ID", help="a session id, its name, or a unique prefix of its id"),
+        _complete.sessions("live"),
+    )
     send.add_argument("text", nargs="+", metavar="TEXT", help="words joined by spaces; '-' reads stdin")
     send.add_argument("--no-enter", action="store_true", help="do not press Enter after the text")
 
     keys = add(
         "keys", "press keys in a session, as tmux send-keys (q, Enter, C-c, M-x, PgUp, ...)", json=False
     )
-    keys.add_argument("id")
+    _complete.attach(
+        keys.add_argument("id", metavar="ID", help="a session id, its name, or a unique prefix of its id"),
+        _complete.sessions("live"),
+    )
     keys.add_argument(
         "keys", nargs="+", metavar="KEY",
         help="one character, or a tmux key name (Enter Escape Tab BTab Space BSpace Up Down Left Right "
@@ -237,10 +255,16 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
     )  # fmt: skip
 
     screen = add("screen", "print a session's rendered screen")
-    screen.add_argument("id")
+    _complete.attach(
+        screen.add_argument("id", metavar="ID", help="a session id, its name, or a unique prefix of its id"),
+        _complete.sessions("all"),
+    )
 
     tail = add("tail", "print a session's output (-f: follow it until it ends)", json=False)
-    tail.add_argument("id")
+    _complete.attach(
+        tail.add_argument("id", metavar="ID", help="a session id, its name, or a unique prefix of its id"),
+        _complete.sessions("all"),
+    )
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     tail.add_argument(
         "-n", "--lines", type=_count, default=10, help="start this many lines from the end (0 or more)"
@@ -248,17 +272,26 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
     tail.add_argument("--from", dest="from_", type=int, metavar="OFFSET", help="start at this byte offset")
 
     attach = add("attach", "interactive view of a session; Ctrl-] detaches", json=False, mesh=False)
-    attach.add_argument("id")
+    _complete.attach(
+        attach.add_argument("id", metavar="ID", help="a session id, its name, or a unique prefix of its id"),
+        _complete.sessions("live"),
+    )
 
     kill = add("kill", "kill running sessions (-s: send them a signal instead)", json=False)
-    kill.add_argument("ids", nargs="+", metavar="ID", help="session ids, unique id prefixes")
+    _complete.attach(
+        kill.add_argument("ids", nargs="+", metavar="ID", help="session ids, names, or unique id prefixes"),
+        _complete.sessions("live"),
+    )
     kill.add_argument(
         "-s", "--signal", metavar="SIGNAL",
         help="send this signal to the command (TERM, INT, HUP, KILL, USR1, ...); it may go on",
     )  # fmt: skip
 
     rm = add("rm", "remove ended sessions (record, output, last screen)", json=False)
-    rm.add_argument("ids", nargs="+", metavar="ID", help="session ids, unique id prefixes")
+    _complete.attach(
+        rm.add_argument("ids", nargs="+", metavar="ID", help="session ids, names, or unique id prefixes"),
+        _complete.sessions("ended"),
+    )
     rm.add_argument("-f", "--force", action="store_true", help="kill running ones first")
 
     clean = add("clean", "remove every ended session (or those older than --older-than)", json=False)
@@ -266,13 +299,21 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
         "--older-than", metavar="DURATION", type=_duration,
         help="only those ended this long ago (30s, 10m, 2h, 7d)",
     )  # fmt: skip
-    clean.add_argument(
-        "--state", metavar="STATES", type=_states,
-        help="only these end states, comma-separated: exited, killed, lost",
-    )  # fmt: skip
+    _complete.attach(
+        clean.add_argument(
+            "--state",
+            metavar="STATES",
+            type=_states,
+            help="only these end states, comma-separated: exited, killed, lost",
+        ),
+        _complete.states,
+    )
 
     wait = add("wait", "wait for a session to end; exit with its exit code (124: --timeout)")
-    wait.add_argument("id")
+    _complete.attach(
+        wait.add_argument("id", metavar="ID", help="a session id, its name, or a unique prefix of its id"),
+        _complete.sessions("all"),
+    )
     wait.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS")
     wait.add_argument(
         "--until",
@@ -288,10 +329,18 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
 
 def _agent_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("AI coding agents (what follows -- is extra arguments for the agent)")
-    group.add_argument("--agent", metavar="NAME", help="run this agent profile (claude, codex, gemini, ...)")
+    _complete.attach(
+        group.add_argument(
+            "--agent", metavar="NAME", help="run this agent profile (claude, codex, gemini, ...)"
+        ),
+        _complete.agents,
+    )
     group.add_argument("--model", metavar="MODEL", help="the agent's model")
     group.add_argument("--prompt", metavar="TEXT", help="a prompt submitted at start")
-    group.add_argument("--resume", metavar="ID", help="resume the agent conversation of session ID")
+    _complete.attach(
+        group.add_argument("--resume", metavar="ID", help="resume the agent conversation of session ID"),
+        _complete.sessions(),
+    )
 
 
 def _positive_seconds(text: str) -> float:
@@ -396,7 +445,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if completing:  # a shell asks for completions (see `completion`)
         import argcomplete
 
-        argcomplete.autocomplete(parser)
+        argcomplete.autocomplete(parser, always_complete_options=False)  # `kill <Tab>`: ids, not flags
     args = parser.parse_args(args_list)
     if args.command in _CLIENT_COMMANDS:
         from ._client import run_client_command
