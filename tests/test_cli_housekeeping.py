@@ -151,3 +151,13 @@ def test_completion_offers_live_sessions_and_states(sandbox: Sandbox, daemon: ob
     assert complete(sandbox, "trio-bridge ls --state running,ki") == ["running,killed"]
     assert "claude" in complete(sandbox, "trio-bridge new --agent ")
     ok(sandbox.cli("kill", live))
+
+
+def test_help_describes_arguments_and_gives_examples(sandbox: Sandbox) -> None:
+    for command, words in (
+        ("keys", [b"C- (Ctrl)", b"a session id, its name", b"trio-bridge keys build C-c"]),
+        ("kill", [b"--signal", b"trio-bridge kill -s USR1 build"]),
+        ("run", [b"echo hi | trio-bridge run -- cat"]),
+    ):
+        shown = ok(sandbox.cli(command, "--help")).encode()
+        assert b"example:" in shown and all(w in shown for w in words), (command, shown)

@@ -71,9 +71,44 @@ class _OnlyCommand:
 
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
         if self._only is None or name == self._only:
+            if name in _EXAMPLES:
+                import textwrap
+
+                # raw text (the examples keep their lines), so the description is wrapped here
+                description = kwargs.get("description") or kwargs.get("help") or ""
+                kwargs["description"] = textwrap.fill(description, width=78)
+                kwargs["epilog"] = "example:\n" + "\n".join(f"  {line}" for line in _EXAMPLES[name])
+                kwargs["formatter_class"] = argparse.RawDescriptionHelpFormatter
             return self._commands.add_parser(name, **kwargs)  # type: ignore[no-any-return]
         return argparse.ArgumentParser(add_help=False)  # not used
 
+
+#: one or two examples per command, shown at the end of its --help
+_EXAMPLES = {
+    "daemon": ["trio-bridge daemon --log-format json"],
+    "config": ["trio-bridge config"],
+    "run": ["trio-bridge run --timeout 60 -- make test", "echo hi | trio-bridge run -- cat"],
+    "ls": ["trio-bridge ls --state running", "trio-bridge kill $(trio-bridge ls -q --state running)"],
+    "new": [
+        "trio-bridge new --name build -- make",
+        "trio-bridge new --agent claude --prompt 'fix the tests'",
+    ],
+    "send": ["trio-bridge send build 'print(6*7)'", "trio-bridge send build - < script.txt"],
+    "prompt": ["trio-bridge prompt ID 'now run the tests'"],
+    "keys": ["trio-bridge keys build C-c", "trio-bridge keys top q", "trio-bridge keys emacs M-x"],
+    "screen": ["trio-bridge screen build"],
+    "tail": ["trio-bridge tail -f build", "trio-bridge tail -n 50 dc4c"],
+    "attach": ["trio-bridge attach build    # Ctrl-] detaches"],
+    "kill": ["trio-bridge kill build", "trio-bridge kill -s USR1 build"],
+    "rm": ["trio-bridge rm build", "trio-bridge rm -f build    # kills it first"],
+    "clean": ["trio-bridge clean --older-than 1d", "trio-bridge clean --state killed,lost"],
+    "wait": ["trio-bridge wait build --timeout 600", "trio-bridge wait ID --until idle,waiting_for_input"],
+    "events": ["trio-bridge events --json"],
+    "status": ["trio-bridge status"],
+    "computers": ["trio-bridge computers"],
+    "completion": ['eval "$(trio-bridge completion bash)"'],
+    "web": ["trio-bridge web --open"],
+}
 
 COMMANDS = (
     "daemon", "config", "run", "ls", "new", "send", "prompt", "keys", "screen", "tail", "attach", "kill",
