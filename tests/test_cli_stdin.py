@@ -7,6 +7,7 @@ import json
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,3 +93,25 @@ def test_run_on_a_terminal_is_interactive(sandbox: Sandbox, tmp_path: Path) -> N
         sandbox.tmux("kill-session", "-t", "=user")
     finally:
         assert stop(proc) == 0
+
+
+def test_embedded_run_on_a_terminal_is_interactive(sandbox: Sandbox, tmp_path: Path) -> None:
+    # no daemon: `run` types what the user types into its own session
+    for keys, status in ((["-l", "typed"], "3"), (["C-]"], "130")):
+        done = tmp_path / f"run-{status}.status"
+        command = (
+            f"{sys.executable} -m trio_bridge run -- sh -c 'read -r x; echo got:$x; exit 3'; "
+            f"echo $? > {done}; sleep 30"
+        )
+        sandbox.tmux("new-session", "-d", "-s", "user", "-x", "100", "-y", "30", command)
+        # the run's own session exists: the command waits for its line
+        wait_until(lambda: len(sandbox.tmux("list-sessions", "-F", "#{session_name}").stdout.split()) == 2)
+        time.sleep(0.5)  # (its keyboard is connected once the command runs)
+        sandbox.tmux("send-keys", "-t", "=user:", *keys)
+        if status == "3":
+            sandbox.tmux("send-keys", "-t", "=user:", "Enter")
+        wait_until(lambda done=done: done.exists() and done.read_text().strip() != "")
+        assert done.read_text().strip() == status
+        if status == "3":
+            assert "got:typed" in sandbox.tmux("capture-pane", "-p", "-t", "=user:").stdout
+        sandbox.tmux("kill-session", "-t", "=user")

@@ -209,17 +209,35 @@ async def _run(
                 from ._stdin import feed_stdin
 
                 nursery.start_soon(feed_stdin, stdin_fifo)
-            result = await run_session(
-                server,
-                cmd,
-                cwd=workdir,
-                env=env,
-                write=stdout.write,
-                run_dir=settings.state_dir / "run",
-                keep=keep,
-                width=max(2, min(width, 1000)),
-                height=max(2, min(height, 1000)),
-            )
+            session_name: list[str] = []
+            named = trio.Event()
+
+            def started(name: str) -> None:
+                session_name.append(name)
+                named.set()
+
+            if interactive:
+
+                async def keyboard() -> None:
+                    await named.wait()
+                    if await _type_keys(server, session_name[0]):
+                        stopped_by.append(signal.SIGINT)  # Ctrl-]: stop, as Ctrl-C would
+                        run_scope.cancel()
+
+                nursery.start_soon(keyboard)
+            with trio.CancelScope() as run_scope:
+                result = await run_session(
+                    server,
+                    cmd,
+                    cwd=workdir,
+                    env=env,
+                    write=stdout.write,
+                    run_dir=settings.state_dir / "run",
+                    keep=keep,
+                    width=max(2, min(width, 1000)),
+                    height=max(2, min(height, 1000)),
+                    started=started,
+                )
             nursery.cancel_scope.cancel()
     except* BrokenPipeError:
         # Our reader went away (e.g. `| head`): like a shell pipeline, exit with SIGPIPE's code.
@@ -242,6 +260,35 @@ async def _run(
         _error("the session ended without an exit status (was it killed from outside?)")
         return EXIT_START_FAILED
     return code
+
+
+async def _type_keys(server: object, name: str) -> bool:
+    """This terminal (raw mode while it runs) typed into tmux session ``name``, byte for byte,
+    until stdin ends (False) or Ctrl-] (True: the caller stops the run; embedded, there is no
+    daemon to leave the session with)."""
+    import termios
+    import tty
+
+    from ..tmux import TmuxServer
+    from ._attach import DETACH
+
+    assert isinstance(server, TmuxServer)
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd, termios.TCSANOW)
+    try:
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return False
+            data = chunk.split(DETACH, 1)[0]
+            if data:
+                await server.run("send-keys", "-t", f"={name}:", "-H", *(f"{b:02x}" for b in data))
+            if DETACH in chunk:
+                return True
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def _daemon_answers(settings: Settings) -> bool:
