@@ -161,3 +161,15 @@ def test_help_describes_arguments_and_gives_examples(sandbox: Sandbox) -> None:
     ):
         shown = " ".join(ok(sandbox.cli(command, "--help")).split()).encode()  # unwrapped
         assert b"example:" in shown and all(w in shown for w in words), (command, shown)
+
+
+def test_config_names_the_default_computer(sandbox: Sandbox) -> None:
+    import socket
+
+    line = next(x for x in ok(sandbox.cli("config")).splitlines() if x.startswith("computer "))
+    assert f"the host name, {socket.gethostname().split('.')[0]}" in line
+
+
+def test_plain_text_has_no_charset_switches(sandbox: Sandbox) -> None:
+    result = sandbox.cli("run", "--embedded", "--", "printf", "a\\016q\\017b\\n", stdin=subprocess.DEVNULL)
+    assert (result.returncode, result.stdout) == (0, b"aqb\n"), result

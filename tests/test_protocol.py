@@ -132,10 +132,15 @@ def test_plain_text_is_independent_of_chunking(cuts: list[int]) -> None:
     assert b"".join(f.feed(c) for c in chunks) + f.flush() == PLAIN
 
 
-@given(st.binary(max_size=500).filter(lambda b: b"\x1b" not in b and b"\r" not in b))
+@given(st.binary(max_size=500).filter(lambda b: not any(c in b for c in b"\x1b\r\x0e\x0f")))
 def test_plain_text_leaves_plain_bytes_alone(data: bytes) -> None:
     f = PlainText()
     assert f.feed(data) + f.flush() == data
+
+
+def test_plain_text_drops_charset_switches() -> None:
+    f = PlainText()
+    assert f.feed(b"\x1b(0\x0eqqq\x0f\x1b(B ok\r\n") + f.flush() == b"qqq ok\n"
 
 
 def test_plain_text_keeps_a_final_lone_cr() -> None:
