@@ -107,6 +107,9 @@ def test_usage_errors(sandbox: Sandbox) -> None:
 def test_names_address_sessions_and_are_unique(sandbox: Sandbox, daemon: object, tmp_path: Path) -> None:
     sid = ok(sandbox.cli("new", "--name", "build", "--cwd", str(tmp_path), "--", "sleep", "300")).strip()
     assert json.loads(ok(sandbox.cli("screen", "--json", "build")))["id"] == sid
+    assert ok(sandbox.cli("ls", "--format", "{id}:{name}:{state}:{exit_code}")) == f"{sid}:build:running:\n"
+    bad = sandbox.cli("ls", "--format", "{id.__class__}{nope}")
+    assert bad.returncode == 1 and b"no field 'nope'" in bad.stderr
     assert "[build]" in ok(sandbox.cli("ls"))
     taken = sandbox.cli("new", "--name", "build", "--cwd", str(tmp_path), "--", "true")
     assert taken.returncode == 1 and b"taken" in taken.stderr

@@ -88,7 +88,11 @@ _EXAMPLES = {
     "daemon": ["trio-bridge daemon --log-format json"],
     "config": ["trio-bridge config"],
     "run": ["trio-bridge run --timeout 60 -- make test", "echo hi | trio-bridge run -- cat"],
-    "ls": ["trio-bridge ls --state running", "trio-bridge kill $(trio-bridge ls -q --state running)"],
+    "ls": [
+        "trio-bridge ls --state running",
+        "trio-bridge kill $(trio-bridge ls -q --state running)",
+        "trio-bridge ls --format '{id} {state} {title}'",
+    ],
     "new": [
         "trio-bridge new --name build -- make",
         "trio-bridge new --agent claude --prompt 'fix the tests'",
@@ -246,6 +250,11 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
         _complete.states,
     )
     ls.add_argument("-q", "--quiet", action="store_true", help="only the ids, one a line (for scripts)")
+    ls.add_argument(
+        "--format", metavar="TEMPLATE",
+        help="one line per session from TEMPLATE: {id} {name} {state} {exit_code} {title} {agent} "
+        "{agent_state} {computer} {cwd} ... (any field of --json), e.g. '{id} {state}'",
+    )  # fmt: skip
 
     new = add("new", "start a session in the daemon and print its id")
     new.add_argument("--cwd", metavar="DIR", help="working directory (default: the current one)")

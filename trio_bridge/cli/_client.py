@@ -182,6 +182,10 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
         for session in sessions:
             print(printable(session["id"]))
         return 0
+    if args.format is not None:
+        for session in sessions:
+            print(_formatted(args.format, session))
+        return 0
     if args.json:
         _print_json(sessions)
         return 0
@@ -210,6 +214,27 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
         title = row[4] if len(row[4]) <= title_width else row[4][: title_width - 1] + "…"
         print("  ".join(cells) + "  " + title)
     return 0
+
+
+def _formatted(template: str, session: Mapping[str, Any]) -> str:
+    """``template`` with each ``{field}`` replaced by the session's field (printable; empty when
+    unset). Only plain field names: not str.format, whose ``{x.attr}``/``{x[i]}`` reach further."""
+    import re
+
+    def field(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in session:
+            raise ApiError(
+                422, "invalid_format", f"--format: no field {name!r} (fields: {', '.join(session)})"
+            )
+        value = session[name]
+        return (
+            ""
+            if value is None
+            else printable(" ".join(map(str, value)) if isinstance(value, list) else str(value))
+        )
+
+    return re.sub(r"\{([a-z_]+)\}", field, template.replace("\\t", "\t"))
 
 
 def _state_text(session: Mapping[str, Any]) -> str:
