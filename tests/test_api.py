@@ -564,7 +564,7 @@ async def test_keys(sandbox: Sandbox, tmp_path: Path) -> None:
             sleeper = await create(client, tmp_path, command=["sleep", "300"])
             sid = sleeper["id"]
             path = f"/v1/sessions/{sid}/keys"
-            for unknown in (["Hyper"], ["a"], ["Enter", "C-c; kill-server"], ["c-c"]):
+            for unknown in (["Hyper"], ["ab"], ["Enter", "C-c; kill-server"], ["c-c"], ["\x03"], ["-t"]):
                 assert_error(await client.post(path, json={"keys": unknown}), 422, "unknown_key")
             bodies: list[object] = [
                 {"keys": []},

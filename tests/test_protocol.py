@@ -72,8 +72,23 @@ def test_check_text_rejects_non_strings() -> None:
 
 def test_keys_vocabulary() -> None:
     assert check_keys(["Enter", "C-c", "Up", "F12"]) == ("Enter", "C-c", "Up", "F12")
-    assert {"Enter", "Escape", "Tab", "C-c", "C-d", "Up", "Down", "Left", "Right"} <= KEY_NAMES
-    for bad in ["enter", "-t", "C-c;", "kill-server", "", "M-x", "Enter Enter"]:
+    assert {"Enter", "Escape", "Tab", "Up", "Down", "Left", "Right", "PgUp", "NPage", "KP5"} <= KEY_NAMES
+    assert check_keys(["q", "M-x", "C-Left", "S-Up", "C-M-a", ";", "M-;"]) == (
+        "q", "M-x", "C-Left", "S-Up", "C-M-a", "\\;", "M-\\;",
+    )  # fmt: skip
+    for bad in [
+        "enter",
+        "-t",
+        "C-c;",
+        "kill-server",
+        "",
+        "c-c",
+        "Enter Enter",
+        "\x03",
+        "a\n",
+        "C-",
+        "C-C-C-C-a",
+    ]:
         with pytest.raises(InvalidKeyError):
             check_keys([bad])
 
@@ -117,10 +132,15 @@ def test_plain_text_is_independent_of_chunking(cuts: list[int]) -> None:
     assert b"".join(f.feed(c) for c in chunks) + f.flush() == PLAIN
 
 
-@given(st.binary(max_size=500).filter(lambda b: b"\x1b" not in b and b"\r" not in b))
+@given(st.binary(max_size=500).filter(lambda b: not any(c in b for c in b"\x1b\r\x0e\x0f")))
 def test_plain_text_leaves_plain_bytes_alone(data: bytes) -> None:
     f = PlainText()
     assert f.feed(data) + f.flush() == data
+
+
+def test_plain_text_drops_charset_switches() -> None:
+    f = PlainText()
+    assert f.feed(b"\x1b(0\x0eqqq\x0f\x1b(B ok\r\n") + f.flush() == b"qqq ok\n"
 
 
 def test_plain_text_keeps_a_final_lone_cr() -> None:

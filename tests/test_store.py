@@ -111,4 +111,4 @@ async def test_a_schema_1_database_gains_the_agent_columns(tmp_path: Path) -> No
         async with open_session_store(path) as store:
             assert await store.get(agent.id) == agent
     with closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3  # (schema 3: the mesh replay memory)
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 4  # (3: the mesh replay memory; 4: names)

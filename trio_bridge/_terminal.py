@@ -48,6 +48,8 @@ class PlainText:
                     data, self._held = data[:start], data[start:]
                     break
                 start = data.find(b"\x1b", start + 1)
+        # SO/SI switch character sets (top, ncurses line drawing): no text in them
+        data = data.translate(None, b"\x0e\x0f")
         if b"\r" in data:
             if data.endswith(b"\r"):
                 # Maybe the first half of a CRLF: decide when the next byte comes.

@@ -171,6 +171,7 @@ class Client:
         prompt: str | None = None,
         args: Sequence[str] = (),
         resume: str | None = None,
+        name: str | None = None,
     ) -> dict[str, Any]:
         """Start a session: ``command``, ``shell``, an ``agent`` (with ``model``, a ``prompt``
         at start, extra ``args``), or the resumed conversation of session ``resume``."""
@@ -178,7 +179,7 @@ class Client:
         optional = {
             "command": list(command) if command is not None else None, "shell": shell, "cwd": cwd,
             "title": title, "width": width, "height": height, "agent": agent, "model": model,
-            "prompt": prompt, "args": list(args) or None, "resume": resume,
+            "prompt": prompt, "args": list(args) or None, "resume": resume, "name": name,
         }  # fmt: skip
         body.update({k: v for k, v in optional.items() if v is not None})
         return dict(self.request("POST", "/sessions", json=body).json())
@@ -188,6 +189,13 @@ class Client:
 
     def kill(self, session_id: str) -> dict[str, Any]:
         return dict(self.request("DELETE", f"/sessions/{_id(session_id)}").json())
+
+    def signal(self, session_id: str, signal: str) -> None:
+        self.request("POST", f"/sessions/{_id(session_id)}/signal", json={"signal": signal})
+
+    def remove(self, session_id: str) -> None:
+        """Remove an ended session (ApiError 409 ``session_running`` for a running one)."""
+        self.request("DELETE", f"/sessions/{_id(session_id)}/record")
 
     def send_text(self, session_id: str, text: str, *, enter: bool = False) -> None:
         self.request("POST", f"/sessions/{_id(session_id)}/input", json={"text": text, "enter": enter})

@@ -112,6 +112,7 @@ async def run_session(
     keep: bool = False,
     width: int = 80,
     height: int = 24,
+    started: Callable[[str], object] | None = None,
 ) -> RunResult:
     """Run ``argv`` as a managed tmux session and stream its output to ``write``.
 
@@ -119,6 +120,7 @@ async def run_session(
     ``keep``); a FIFO in ``run_dir`` that tmux's ``pipe-pane`` writes the
     session's output into (copied to ``write``); the exit-status file that
     the session's start wrapper writes.
+    ``started`` is called with the tmux session's name once the command runs.
     The output comes from ``pipe-pane`` rather than a control-mode client
     because tmux 3.3a loses a fresh pane's output on control clients under
     concurrency (see docs/decisions.md); tmux drains a pane into its pipe.
@@ -157,6 +159,8 @@ async def run_session(
                     copy = _FifoCopy(fifo_fd, write)
                     nursery.start_soon(copy.run)
                     await server.release(spec)
+                    if started is not None:
+                        started(info.name)  # (e.g. `run` on a terminal: where keys go)
                     await exited.wait()
                     ended = True
                     await server.wait_drained(info.name)

@@ -14,7 +14,7 @@ import msgspec
 
 from ..agents import AgentState
 from ..sessions import EventKind, SessionEvent, SessionRecord, SessionState
-from ..tmux import KEY_NAMES
+from ..tmux import KEY_PATTERN
 
 __all__ = [
     "AgentOut", "ComputerList", "ComputerOut", "HookBody",
@@ -50,9 +50,11 @@ def _comma_list(names: list[str], *, empty: bool) -> str:
 
 
 PlainText = Annotated[str, _doc(pattern=_PLAIN)]
+#: a session's name: a letter first (so that ``-x`` is never one), 64 characters at most
+SESSION_NAME_PATTERN = "^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 Argument = Annotated[str, _doc(pattern=_NO_NUL)]
 EnvName = Annotated[str, _doc(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-KeyName = Annotated[str, _doc(enum=sorted(KEY_NAMES))]
+KeyName = Annotated[str, _doc(pattern=KEY_PATTERN)]
 StateName = Annotated[str, _doc(enum=[s.value for s in SessionState])]
 AgentStateName = Annotated[str, _doc(enum=[s.value for s in AgentState])]
 
@@ -76,6 +78,8 @@ class CreateSession(_Body):
     title: Annotated[str, msgspec.Meta(max_length=200, extra_json_schema={"pattern": _PLAIN})] | None = None
     width: Size = 80
     height: Size = 24
+    #: a unique name to address the session by, as by its id (a letter, then letters, digits, ``_.-``)
+    name: Annotated[str, msgspec.Meta(pattern=SESSION_NAME_PATTERN)] | None = None
     #: run an AI coding agent by its profile name (``claude``, ``codex``, ``gemini``, or one of
     #: the configuration's) instead of ``command``/``shell``, with its hooks configured
     agent: (
@@ -132,6 +136,14 @@ class AgentOut(msgspec.Struct, kw_only=True):
     evidence: str | None = None
     #: seconds since the state last changed (as this daemon saw it)
     seconds_in_state: float | None = None
+
+
+class SignalBody(_Body):
+    """A signal for the session's command, by name (``TERM``, ``SIGTERM``, ``HUP``, ``USR1``, ...)."""
+
+    signal: Annotated[
+        str, msgspec.Meta(max_length=16, extra_json_schema={"pattern": "^(SIG)?[A-Z0-9+-]{1,13}$"})
+    ]
 
 
 class KeysBody(_Body):
@@ -194,6 +206,8 @@ class SessionOut(msgspec.Struct, kw_only=True):
     agent_state: AgentStateName | None = None
     native_id: str | None = None
     transcript_path: str | None = None
+    #: the name it was given (``new --name``), if any
+    name: str | None = None
 
 
 def session_out(record: SessionRecord, computer: str = "") -> SessionOut:
@@ -203,6 +217,7 @@ def session_out(record: SessionRecord, computer: str = "") -> SessionOut:
         ended_at=record.ended_at, exit_code=record.exit_code, exit_signal=record.exit_signal,
         origin=record.origin, tmux_name=record.tmux_name, computer=computer, agent=record.agent,
         agent_state=record.agent_state, native_id=record.native_id, transcript_path=record.transcript_path,
+        name=record.name,
     )  # fmt: skip
 
 

@@ -58,6 +58,7 @@ from ..sessions.manager import (
     UnknownAgentError,
     UnknownSessionError,
 )
+from ..sessions.store import NameTakenError
 from ..supervise import Supervisor
 from ..tmux import InvalidKeyError, InvalidTextError, TmuxError, TmuxTimeoutError, TmuxUnavailableError
 from ..tmux.server import TMUX_COMMAND_MAX, CommandTooLongError, is_env_name
@@ -81,6 +82,7 @@ from ._models import (
     ScreenQuery,
     SessionList,
     SessionOut,
+    SignalBody,
     StreamQuery,
     Version,
     WaitQuery,
@@ -159,6 +161,7 @@ _REFUSALS: tuple[tuple[type[Exception], int, str], ...] = (
     (PromptNotConfirmedError, 409, "prompt_not_confirmed"),
     (PromptBoxNotEmptyError, 409, "prompt_box_not_empty"),
     (SessionEndedError, 409, "session_ended"),
+    (NameTakenError, 409, "name_taken"),
     (InvalidTextError, 422, "invalid_text"),
     (InvalidKeyError, 422, "unknown_key"),
     (TmuxTimeoutError, 504, "tmux_timeout"),
@@ -470,6 +473,8 @@ def create_app(context: ApiContext) -> QuartTrio:
             else data.env
         )
         if data.resume is not None:
+            if data.name is not None:
+                raise ApiError(422, "invalid_name", "a resumed conversation's session takes no name")
             record = await manager.resume(
                 data.resume, cwd=cwd, env=env, title=data.title, width=data.width, height=data.height,
                 origin="api", model=data.model, prompt=data.prompt, extra_args=tuple(data.args),
@@ -477,7 +482,7 @@ def create_app(context: ApiContext) -> QuartTrio:
         else:
             record = await manager.create(
                 argv, cwd=cwd, env=env, title=data.title, width=data.width, height=data.height,
-                origin="api", agent=agent,
+                origin="api", agent=agent, name=data.name,
             )  # fmt: skip
         return _json(session_out(record, context.computer_name), 201)
 
@@ -498,6 +503,36 @@ def create_app(context: ApiContext) -> QuartTrio:
         with trio.move_on_after(manager.server.timeouts.tmux):
             record = await manager.wait(session_id)
         return _json(session_out(record, context.computer_name))
+
+    @app.delete(f"/{API_VERSION}/sessions/<session_id>/record")
+    @raw_response(204, None, "removed")
+    async def remove_session(session_id: str) -> tuple[str, int]:
+        """Remove an ended session: its record, output and last screen (``trio-bridge rm``).
+        A running session is refused (409 ``session_running``): kill it first."""
+        record = await manager.get(session_id)
+        if not record.state.ended:
+            raise ApiError(409, "session_running", f"session {session_id} is running: kill it first")
+        await manager.forget(session_id)
+        return "", 204
+
+    @app.post(f"/{API_VERSION}/sessions/<session_id>/signal")
+    @_strict_body(SignalBody)
+    @validate_request(SignalBody)
+    @raw_response(204, None, "sent")
+    async def signal_session(session_id: str, data: SignalBody) -> tuple[str, int]:
+        """Send a signal to the session's command (``trio-bridge kill -s``); the session ends
+        if the command dies of it."""
+        import signal as signals
+
+        name = data.signal if data.signal.startswith("SIG") else f"SIG{data.signal}"
+        try:
+            signum = signals.Signals[name]
+        except KeyError:
+            raise ApiError(
+                422, "invalid_signal", f"no signal {data.signal!r} (e.g. TERM, INT, HUP, KILL, USR1)"
+            ) from None
+        await manager.signal(session_id, signum)
+        return "", 204
 
     @app.post(f"/{API_VERSION}/sessions/<session_id>/input")
     @_strict_body(InputBody)
@@ -1174,9 +1209,21 @@ async def _serve_ws(context: ApiContext, session_id: str, feed: OutputFeed) -> N
             }
         )
     )
+    if "width" in args or "height" in args:
+        # the attaching terminal's size, before its first screen is drawn (as tmux's attach)
+        size = [args.get("width", ""), args.get("height", "")]
+        if not all(n.isdigit() and 2 <= int(n) <= 1000 for n in size):
+            await websocket.send(json.dumps({"type": "error", "message": "width and height: 2 to 1000"}))
+            await websocket.close(1008)
+            return
+        if not record.state.ended:
+            with contextlib.suppress(SessionEndedError):
+                await manager.resize(session_id, int(size[0]), int(size[1]))
     if args.get("screen") in ("1", "true"):
-        text = await manager.screen(session_id)
-        await websocket.send(json.dumps({"type": "screen", "text": text}))
+        screen: dict[str, object] = {"type": "screen", "text": await manager.screen(session_id)}
+        if (cursor := await manager.cursor(session_id)) is not None:
+            screen["cursor"] = list(cursor)  # where the client puts its cursor after drawing
+        await websocket.send(json.dumps(screen))
 
     async def pump_output(done: trio.CancelScope) -> None:
         async with aclosing(feed.follow(start)) as chunks:
@@ -1241,8 +1288,16 @@ async def _ws_command(context: ApiContext, session_id: str, message: str) -> Non
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise ApiError(422, "invalid_message", "keys needs a list of key names")
         await context.manager.send_keys(session_id, keys)
+    elif kind == "resize":
+        width, height = command.get("width"), command.get("height")
+        if not all(type(n) is int and 2 <= n <= 1000 for n in (width, height)):
+            raise ApiError(
+                422, "invalid_message", "resize needs integers 'width' and 'height' from 2 to 1000"
+            )
+        assert isinstance(width, int) and isinstance(height, int)
+        await context.manager.resize(session_id, width, height)
     elif kind == "sync":
         # answered once every message before it was handled (they are handled in order)
         await websocket.send(json.dumps({"type": "synced"}))
     else:
-        raise ApiError(422, "invalid_message", "type must be 'input', 'keys' or 'sync'")
+        raise ApiError(422, "invalid_message", "type must be 'input', 'keys', 'resize' or 'sync'")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
+from . import _complete
 
 __all__ = ["main"]
 
@@ -70,13 +71,52 @@ class _OnlyCommand:
 
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
         if self._only is None or name == self._only:
+            if name in _EXAMPLES:
+                import textwrap
+
+                # raw text (the examples keep their lines), so the description is wrapped here
+                description = kwargs.get("description") or kwargs.get("help") or ""
+                kwargs["description"] = textwrap.fill(description, width=78)
+                kwargs["epilog"] = "example:\n" + "\n".join(f"  {line}" for line in _EXAMPLES[name])
+                kwargs["formatter_class"] = argparse.RawDescriptionHelpFormatter
             return self._commands.add_parser(name, **kwargs)  # type: ignore[no-any-return]
         return argparse.ArgumentParser(add_help=False)  # not used
 
 
+#: one or two examples per command, shown at the end of its --help
+_EXAMPLES = {
+    "daemon": ["trio-bridge daemon --log-format json"],
+    "config": ["trio-bridge config"],
+    "run": ["trio-bridge run --timeout 60 -- make test", "echo hi | trio-bridge run -- cat"],
+    "ls": [
+        "trio-bridge ls --state running",
+        "trio-bridge kill $(trio-bridge ls -q --state running)",
+        "trio-bridge ls --format '{id} {state} {title}'",
+    ],
+    "new": [
+        "trio-bridge new --name build -- make",
+        "trio-bridge new --agent claude --prompt 'fix the tests'",
+    ],
+    "send": ["trio-bridge send build 'print(6*7)'", "trio-bridge send build - < script.txt"],
+    "prompt": ["trio-bridge prompt ID 'now run the tests'"],
+    "keys": ["trio-bridge keys build C-c", "trio-bridge keys top q", "trio-bridge keys emacs M-x"],
+    "screen": ["trio-bridge screen build"],
+    "tail": ["trio-bridge tail -f build", "trio-bridge tail -n 50 dc4c"],
+    "attach": ["trio-bridge attach build    # Ctrl-] detaches"],
+    "kill": ["trio-bridge kill build", "trio-bridge kill -s USR1 build"],
+    "rm": ["trio-bridge rm build", "trio-bridge rm -f build    # kills it first"],
+    "clean": ["trio-bridge clean --older-than 1d", "trio-bridge clean --state killed,lost"],
+    "wait": ["trio-bridge wait build --timeout 600", "trio-bridge wait ID --until idle,waiting_for_input"],
+    "events": ["trio-bridge events --json"],
+    "status": ["trio-bridge status"],
+    "computers": ["trio-bridge computers"],
+    "completion": ['eval "$(trio-bridge completion bash)"'],
+    "web": ["trio-bridge web --open"],
+}
+
 COMMANDS = (
     "daemon", "config", "run", "ls", "new", "send", "prompt", "keys", "screen", "tail", "attach", "kill",
-    "wait", "events", "status", "computers", "completion", "web",
+    "rm", "clean", "wait", "events", "status", "computers", "completion", "web",
 )  # fmt: skip
 
 
@@ -104,7 +144,9 @@ def _command_in(argv: Sequence[str]) -> str | None:
 
 def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
     settings = _settings_parser()
-    parser = argparse.ArgumentParser(
+    from ._usage import Parser
+
+    parser = Parser(
         prog="trio-bridge",
         description="Run and supervise terminal sessions in tmux.",
         parents=[settings],
@@ -154,7 +196,10 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
         help="stop CMD after this many seconds and exit with 124",
     )
     run.add_argument(
-        "--keep", action="store_true", help="keep the tmux session after CMD ends (embedded mode)"
+        "--keep",
+        action="store_true",
+        help="keep the session after CMD ends: through the daemon it stays in ls (screen, tail, rm); "
+        "embedded, its tmux session stays for tmux attach",
     )
     run.add_argument(
         "--embedded",
@@ -183,8 +228,11 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
     json_flag.add_argument("--json", action="store_true", help="JSON output, for scripts")
 
     on_computer = argparse.ArgumentParser(add_help=False)
-    on_computer.add_argument(
-        "--computer", metavar="NAME", help="the session's computer in the mesh (default: this one)"
+    _complete.attach(
+        on_computer.add_argument(
+            "--computer", metavar="NAME", help="the session's computer in the mesh (default: this one)"
+        ),
+        _complete.computers,
     )
 
     def add(name: str, help: str, *, json: bool = True, mesh: bool = True) -> argparse.ArgumentParser:
@@ -192,48 +240,124 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
         return commands.add_parser(name, help=help, parents=parents)  # type: ignore[no-any-return]
 
     ls = add("ls", "list sessions (--computer '*': on every computer of the mesh)")
-    ls.add_argument("--state", metavar="STATES", help="only these states, comma-separated (e.g. running)")
+    _complete.attach(
+        ls.add_argument(
+            "--state",
+            metavar="STATES",
+            type=_states,
+            help="only these states, comma-separated: starting, running, exited, killed, lost",
+        ),
+        _complete.states,
+    )
+    ls.add_argument("-q", "--quiet", action="store_true", help="only the ids, one a line (for scripts)")
+    ls.add_argument(
+        "--format", metavar="TEMPLATE",
+        help="one line per session from TEMPLATE: {id} {name} {state} {exit_code} {title} {agent} "
+        "{agent_state} {computer} {cwd} ... (any field of --json), e.g. '{id} {state}'",
+    )  # fmt: skip
 
     new = add("new", "start a session in the daemon and print its id")
     new.add_argument("--cwd", metavar="DIR", help="working directory (default: the current one)")
     new.add_argument("--env", metavar="K=V", action="append", default=[], help="set a variable (repeatable)")
     new.add_argument("--title", help="a title shown by ls")
+    new.add_argument(
+        "--name", metavar="NAME", type=_session_name,
+        help="a unique name to use instead of the id (a letter, then letters, digits, _ . -)",
+    )  # fmt: skip
     new.add_argument("--shell", metavar="CMDLINE", help="run CMDLINE with /bin/sh -c instead of CMD")
-    new.add_argument("--width", type=int, default=None, help="terminal columns (default 80)")
-    new.add_argument("--height", type=int, default=None, help="terminal rows (default 24)")
+    new.add_argument("--width", type=_size, default=None, help="terminal columns, 2 to 1000 (default 80)")
+    new.add_argument("--height", type=_size, default=None, help="terminal rows, 2 to 1000 (default 24)")
     _agent_flags(new)
     new.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     prompt = add("prompt", "submit a prompt to a session's agent, verified (paste, Enter, check)", json=False)
-    prompt.add_argument("id")
+    _complete.attach(
+        prompt.add_argument("id", metavar="ID", help="a session id, its name, or a unique prefix of its id"),
+        _complete.sessions("live"),
+    )
     prompt.add_argument("text", nargs="+", metavar="TEXT", help="words joined by spaces; '-' reads stdin")
 
     send = add("send", "type text into a session, then Enter", json=False)
-    send.add_argument("id")
+    _complete.attach(
+        send.add_argument("id", metavar="ID", help="a session id, its name, or a unique prefix of its id"),
+        _complete.sessions("live"),
+    )
     send.add_argument("text", nargs="+", metavar="TEXT", help="words joined by spaces; '-' reads stdin")
     send.add_argument("--no-enter", action="store_true", help="do not press Enter after the text")
 
-    keys = add("keys", "press named keys in a session (Enter, C-c, Up, F1, ...)", json=False)
-    keys.add_argument("id")
-    keys.add_argument("keys", nargs="+", metavar="KEY")
+    keys = add(
+        "keys", "press keys in a session, as tmux send-keys (q, Enter, C-c, M-x, PgUp, ...)", json=False
+    )
+    _complete.attach(
+        keys.add_argument("id", metavar="ID", help="a session id, its name, or a unique prefix of its id"),
+        _complete.sessions("live"),
+    )
+    keys.add_argument(
+        "keys", nargs="+", metavar="KEY",
+        help="one character, or a tmux key name (Enter Escape Tab BTab Space BSpace Up Down Left Right "
+        "Home End PgUp PgDn Insert Delete F1-F12 KP0-KP9 ...), with C- (Ctrl), M- (Alt), S- (Shift)",
+    )  # fmt: skip
 
     screen = add("screen", "print a session's rendered screen")
-    screen.add_argument("id")
+    _complete.attach(
+        screen.add_argument("id", metavar="ID", help="a session id, its name, or a unique prefix of its id"),
+        _complete.sessions("all"),
+    )
 
     tail = add("tail", "print a session's output (-f: follow it until it ends)", json=False)
-    tail.add_argument("id")
+    _complete.attach(
+        tail.add_argument("id", metavar="ID", help="a session id, its name, or a unique prefix of its id"),
+        _complete.sessions("all"),
+    )
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
-    tail.add_argument("-n", "--lines", type=int, default=10, help="start this many lines from the end")
+    tail.add_argument(
+        "-n", "--lines", type=_count, default=10, help="start this many lines from the end (0 or more)"
+    )
     tail.add_argument("--from", dest="from_", type=int, metavar="OFFSET", help="start at this byte offset")
 
     attach = add("attach", "interactive view of a session; Ctrl-] detaches", json=False, mesh=False)
-    attach.add_argument("id")
+    _complete.attach(
+        attach.add_argument("id", metavar="ID", help="a session id, its name, or a unique prefix of its id"),
+        _complete.sessions("live"),
+    )
 
-    kill = add("kill", "kill running sessions", json=False)
-    kill.add_argument("ids", nargs="+", metavar="ID")
+    kill = add("kill", "kill running sessions (-s: send them a signal instead)", json=False)
+    _complete.attach(
+        kill.add_argument("ids", nargs="+", metavar="ID", help="session ids, names, or unique id prefixes"),
+        _complete.sessions("live"),
+    )
+    kill.add_argument(
+        "-s", "--signal", metavar="SIGNAL",
+        help="send this signal to the command (TERM, INT, HUP, KILL, USR1, ...); it may go on",
+    )  # fmt: skip
+
+    rm = add("rm", "remove ended sessions (record, output, last screen)", json=False)
+    _complete.attach(
+        rm.add_argument("ids", nargs="+", metavar="ID", help="session ids, names, or unique id prefixes"),
+        _complete.sessions("ended"),
+    )
+    rm.add_argument("-f", "--force", action="store_true", help="kill running ones first")
+
+    clean = add("clean", "remove every ended session (or those older than --older-than)", json=False)
+    clean.add_argument(
+        "--older-than", metavar="DURATION", type=_duration,
+        help="only those ended this long ago (30s, 10m, 2h, 7d)",
+    )  # fmt: skip
+    _complete.attach(
+        clean.add_argument(
+            "--state",
+            metavar="STATES",
+            type=_states,
+            help="only these end states, comma-separated: exited, killed, lost",
+        ),
+        _complete.states,
+    )
 
     wait = add("wait", "wait for a session to end; exit with its exit code (124: --timeout)")
-    wait.add_argument("id")
+    _complete.attach(
+        wait.add_argument("id", metavar="ID", help="a session id, its name, or a unique prefix of its id"),
+        _complete.sessions("all"),
+    )
     wait.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS")
     wait.add_argument(
         "--until",
@@ -249,10 +373,18 @@ def _add_client_commands(commands: Any, settings: argparse.ArgumentParser) -> No
 
 def _agent_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("AI coding agents (what follows -- is extra arguments for the agent)")
-    group.add_argument("--agent", metavar="NAME", help="run this agent profile (claude, codex, gemini, ...)")
+    _complete.attach(
+        group.add_argument(
+            "--agent", metavar="NAME", help="run this agent profile (claude, codex, gemini, ...)"
+        ),
+        _complete.agents,
+    )
     group.add_argument("--model", metavar="MODEL", help="the agent's model")
     group.add_argument("--prompt", metavar="TEXT", help="a prompt submitted at start")
-    group.add_argument("--resume", metavar="ID", help="resume the agent conversation of session ID")
+    _complete.attach(
+        group.add_argument("--resume", metavar="ID", help="resume the agent conversation of session ID"),
+        _complete.sessions(),
+    )
 
 
 def _positive_seconds(text: str) -> float:
@@ -267,13 +399,70 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+_STATES = ("starting", "running", "exited", "killed", "lost")
+
+
+def _states(text: str) -> str:
+    """A comma-separated list of session states (a usage error otherwise, with a suggestion)."""
+    import difflib
+
+    for state in (s.strip() for s in text.split(",") if s.strip()):
+        if state not in _STATES:
+            close = difflib.get_close_matches(state, _STATES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (one of {', '.join(_STATES)})"
+            raise argparse.ArgumentTypeError(f"no state {state!r}{hint}")
+    return text
+
+
+def _session_name(text: str) -> str:
+    import re
+
+    if re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", text) is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a session name: a letter, then up to 63 letters, digits, _ . or -"
+        )
+    return text
+
+
+def _size(text: str) -> int:
+    value = _count(text)
+    if not 2 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"expected 2 to 1000, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text!r}")
+    return value
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 30s, 10m, 2h or 7d, got {text!r}"
+        ) from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a duration such as 30s, 10m, 2h or 7d, got {text!r}")
+    return value
+
+
 def _config_path(args: argparse.Namespace) -> Path | None:
     value = getattr(args, "config", None)
     return Path(value).expanduser() if value else None
 
 
 _CLIENT_COMMANDS = {
-    "ls", "new", "send", "prompt", "keys", "screen", "tail", "kill", "wait", "events", "status", "computers",
+    "ls", "new", "send", "prompt", "keys", "screen", "tail", "kill", "rm", "clean", "wait", "events",
+    "status", "computers",
 }  # fmt: skip
 
 
@@ -300,7 +489,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if completing:  # a shell asks for completions (see `completion`)
         import argcomplete
 
-        argcomplete.autocomplete(parser)
+        argcomplete.autocomplete(parser, always_complete_options=False)  # `kill <Tab>`: ids, not flags
     args = parser.parse_args(args_list)
     if args.command in _CLIENT_COMMANDS:
         from ._client import run_client_command

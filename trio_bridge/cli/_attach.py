@@ -9,7 +9,9 @@ first, then live output follows.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
 import sys
 import termios
 import tty
@@ -36,6 +38,9 @@ def attach(args: argparse.Namespace, flags: Mapping[str, object]) -> int:
     try:
         # an unknown id (or no daemon) is told in one line before the terminal is touched
         with Client(settings.api_socket, settings.url, settings.client_token()) as client:
+            from ._client import resolve_id
+
+            args.id = resolve_id(client, args.id)
             client.get(args.id)
     except DaemonUnavailableError as exc:
         print(f"trio-bridge: {exc}", file=sys.stderr)
@@ -70,6 +75,7 @@ async def attach_session(settings: Settings, session_id: str) -> int:
     async def follow() -> None:
         nonlocal offset, raw
         query: dict[str, object] = {"offset": "end", "screen": 1} if offset is None else {"offset": offset}
+        query.update(_size(stdout))  # the session takes this terminal's size, as under tmux attach
         async with open_session_socket(settings, session_id, **query) as ws:
             reconnect.connected()
             if not raw:
@@ -105,8 +111,7 @@ async def attach_session(settings: Settings, session_id: str) -> int:
                         if control["type"] == "hello" or control["type"] == "resync":
                             offset = int(control["offset"])
                         elif control["type"] == "screen":
-                            text = control["text"].rstrip("\n").replace("\n", "\r\n")
-                            _write(stdout, b"\x1b[H\x1b[2J" + text.encode())
+                            _write(stdout, _draw_screen(control))
                         elif control["type"] == "end":
                             outcome.append(exit_status(control["session"]))
                             nursery.cancel_scope.cancel()
@@ -114,8 +119,14 @@ async def attach_session(settings: Settings, session_id: str) -> int:
                         elif control["type"] == "error":
                             _write(stdout, f"\r\n[trio-bridge: {control.get('message')}]\r\n".encode())
 
+                async def follow_size() -> None:
+                    with trio.open_signal_receiver(signal.SIGWINCH) as resized:
+                        async for _ in resized:
+                            await ws.send_message(json.dumps({"type": "resize", **_size(stdout)}))
+
                 nursery.start_soon(keyboard)
                 nursery.start_soon(screen)
+                nursery.start_soon(follow_size)
 
     try:
         while not outcome:
@@ -150,6 +161,26 @@ async def attach_session(settings: Settings, session_id: str) -> int:
         return result
     print(f"\r\n[{result}; the session goes on: trio-bridge attach {session_id}]", file=sys.stderr)
     return 0
+
+
+def _size(fd: int) -> dict[str, int]:
+    """This terminal's size, within what a session accepts."""
+    try:
+        columns, lines = os.get_terminal_size(fd)
+    except OSError:
+        columns, lines = 80, 24
+    return {"width": max(2, min(columns, 1000)), "height": max(2, min(lines, 1000))}
+
+
+def _draw_screen(control: Mapping[str, object]) -> bytes:
+    """A ``screen`` message as terminal output: clear, the text, then the cursor where the
+    session has it (not after the last line drawn)."""
+    text = str(control["text"]).rstrip("\n").replace("\n", "\r\n")
+    drawn = b"\x1b[H\x1b[2J" + text.encode()
+    cursor = control.get("cursor")
+    if isinstance(cursor, list) and len(cursor) == 2 and all(type(n) is int and n >= 0 for n in cursor):
+        drawn += f"\x1b[{cursor[1] + 1};{cursor[0] + 1}H".encode()
+    return drawn
 
 
 def _leaf(exc: BaseException) -> BaseException:

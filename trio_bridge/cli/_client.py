@@ -93,6 +93,10 @@ def run_client_command(args: argparse.Namespace, flags: Mapping[str, object]) ->
             settings.api_socket, settings.url, settings.client_token(), getattr(args, "computer", None),
             reconnect_timeout=settings.reconnect_timeout,
         ) as client:  # fmt: skip
+            if getattr(args, "id", None) is not None:
+                args.id = resolve_id(client, args.id)
+            if getattr(args, "ids", None):
+                args.ids = [resolve_id(client, i) for i in args.ids]
             return command(client, args)
     except DaemonUnavailableError as exc:
         _error(str(exc))
@@ -109,6 +113,29 @@ def run_client_command(args: argparse.Namespace, flags: Mapping[str, object]) ->
         # `trio-bridge tail ... | head`: the reader went away; exit as a shell pipeline would.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def resolve_id(client: Client, ref: str) -> str:
+    """The session ``ref`` names: an id, a name (``new --name``), or a unique prefix of an id
+    (as docker's), in that order. Raises
+    ApiError: no such session, or a prefix that several ids share (they are listed)."""
+    if getattr(client, "computer", None) == "*":
+        return ref
+    sessions = client.sessions()
+    ids = [str(s["id"]) for s in sessions]
+    if ref in ids:
+        return ref
+    named = [str(s["id"]) for s in sessions if s.get("name") == ref]
+    if named:
+        return named[0]  # names are unique
+    matches = [i for i in ids if i.startswith(ref)] if ref else []
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ApiError(
+            409, "ambiguous_id", f"{ref!r} is the start of several sessions: {', '.join(sorted(matches))}"
+        )
+    return ref  # the daemon's "no session" answer, as for any unknown id
 
 
 # -- formatting --------------------------------------------------------------------------------
@@ -150,7 +177,15 @@ def exit_status(session: Mapping[str, Any]) -> int:
 
 
 def cmd_ls(client: Client, args: argparse.Namespace) -> int:
-    sessions = client.sessions([s for s in (args.state or "").split(",") if s])
+    sessions = client.sessions([s.strip() for s in (args.state or "").split(",") if s.strip()])
+    if args.quiet:
+        for session in sessions:
+            print(printable(session["id"]))
+        return 0
+    if args.format is not None:
+        for session in sessions:
+            print(_formatted(args.format, session))
+        return 0
     if args.json:
         _print_json(sessions)
         return 0
@@ -161,7 +196,7 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     now = time.time()
     rows = [
         (printable(s["id"]), printable(_state_text(s)), _exit_text(s), _age(now - s["created_at"]),
-         printable(s["title"]))
+         printable(f"[{s['name']}] {s['title']}" if s.get("name") else s["title"]))
         for s in sessions
     ]  # fmt: skip
     header = ("ID", "STATE", "EXIT", "AGE", "TITLE")
@@ -179,6 +214,27 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
         title = row[4] if len(row[4]) <= title_width else row[4][: title_width - 1] + "…"
         print("  ".join(cells) + "  " + title)
     return 0
+
+
+def _formatted(template: str, session: Mapping[str, Any]) -> str:
+    """``template`` with each ``{field}`` replaced by the session's field (printable; empty when
+    unset). Only plain field names: not str.format, whose ``{x.attr}``/``{x[i]}`` reach further."""
+    import re
+
+    def field(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in session:
+            raise ApiError(
+                422, "invalid_format", f"--format: no field {name!r} (fields: {', '.join(session)})"
+            )
+        value = session[name]
+        return (
+            ""
+            if value is None
+            else printable(" ".join(map(str, value)) if isinstance(value, list) else str(value))
+        )
+
+    return re.sub(r"\{([a-z_]+)\}", field, template.replace("\\t", "\t"))
 
 
 def _state_text(session: Mapping[str, Any]) -> str:
@@ -245,6 +301,7 @@ def cmd_new(client: Client, args: argparse.Namespace) -> int:
         title=args.title,
         width=args.width,
         height=args.height,
+        name=args.name,
         **agent_args,
     )
     if args.json:
@@ -410,6 +467,9 @@ def cmd_kill(client: Client, args: argparse.Namespace) -> int:
     status = 0
     for session_id in args.ids:
         try:
+            if args.signal is not None:
+                client.signal(session_id, args.signal.upper())
+                continue
             session = client.kill(session_id)
         except ApiError as exc:
             _error(exc.message)
@@ -547,6 +607,42 @@ def cmd_computers(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rm(client: Client, args: argparse.Namespace) -> int:
+    status = 0
+    for session_id in args.ids:
+        try:
+            if args.force and client.get(session_id)["state"] in ("starting", "running"):
+                client.kill(session_id)
+            client.remove(session_id)
+        except ApiError as exc:
+            _error(exc.message + (" (rm -f kills it)" if exc.code == "session_running" else ""))
+            status = EXIT_REFUSED
+            continue
+        print(session_id)
+    return status
+
+
+def cmd_clean(client: Client, args: argparse.Namespace) -> int:
+    ended = ("exited", "killed", "lost")
+    states = [s.strip() for s in (args.state or ",".join(ended)).split(",") if s.strip()]
+    if not set(states) <= set(ended):
+        raise ApiError(422, "invalid_state", "clean removes ended sessions only: exited, killed, lost")
+    now = time.time()
+    status = 0
+    for session in client.sessions(states):
+        ended_at = session.get("ended_at") or session["created_at"]
+        if args.older_than is not None and now - ended_at < args.older_than:
+            continue
+        try:
+            client.remove(session["id"])
+        except ApiError as exc:
+            _error(exc.message)
+            status = EXIT_REFUSED
+            continue
+        print(printable(session["id"]))
+    return status
+
+
 _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "ls": cmd_ls,
     "new": cmd_new,
@@ -555,6 +651,8 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "screen": cmd_screen,
     "tail": cmd_tail,
     "kill": cmd_kill,
+    "rm": cmd_rm,
+    "clean": cmd_clean,
     "wait": cmd_wait,
     "events": cmd_events,
     "prompt": cmd_prompt,

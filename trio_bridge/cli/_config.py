@@ -11,6 +11,11 @@ from ..config import SETTINGS, ConfigError, Setting, resolve_settings, setting_v
 
 
 def _shown(setting: Setting, value: object) -> str:
+    if value is None and setting.name == "computer":
+        import socket
+
+        # what the daemon then calls this computer (as ApiContext.default_computer_name)
+        return f"(unset: the host name, {socket.gethostname().split('.')[0] or 'localhost'})"
     if value is None:
         return "(unset)"
     if isinstance(value, tuple):  # telegram_users: as it is written in a variable

@@ -24,6 +24,9 @@ from ._preflight import (
 __all__ = ["EXIT_NOT_EXECUTABLE", "EXIT_NOT_FOUND", "EXIT_START_FAILED", "EXIT_TIMEOUT", "StartFailed"]
 
 EXIT_TIMEOUT = 124  # as timeout(1)
+EXIT_USAGE = 2
+#: settings of the tmux server a session runs on: the daemon's own when `run` goes through it
+_DAEMON_SIDE = ("tmux_socket", "tmux_binary")
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -110,9 +113,24 @@ def run_command(
 
         env = pane_environment(env_extra)
         check_command(cmd[0], workdir, env.get("PATH"))
-        if not (keep or embedded) and _daemon_answers(settings):
-            body = {"command": cmd, "cwd": str(workdir), "env": env, **_terminal_size()}
-            return trio.run(_run_via_daemon, settings, body, timeout)
+        stdin_tty = os.isatty(sys.stdin.fileno())
+        interactive = stdin_tty and os.isatty(sys.stdout.fileno())
+        # --keep through the daemon: its sessions stay listed after they end (ls, screen, tail) until rm
+        if not embedded and _daemon_answers(settings):
+            given = [name for name in _DAEMON_SIDE if flags and flags.get(name) is not None]
+            if given:
+                flag = "--" + given[0].replace("_", "-")
+                _error(f"{flag} cannot apply to a run through the daemon (it uses its own tmux): "
+                       "give it to the daemon, or add --embedded")  # fmt: skip
+                return EXIT_USAGE
+            body: dict[str, object] = {"command": cmd, "cwd": str(workdir), "env": env, **_terminal_size()}
+            if stdin_tty or not _daemon_is_local(settings):
+                return trio.run(_run_via_daemon, settings, body, timeout, interactive)
+            from ._stdin import stdin_fifo, title_of, wrap_command
+
+            with stdin_fifo() as fifo:
+                body.update(command=wrap_command(cmd, fifo), title=title_of(cmd))
+                return trio.run(_run_via_daemon, settings, body, timeout, False, fifo)
         if shutil.which(settings.tmux_binary) is None:
             raise StartFailed(
                 f"tmux is not installed ({settings.tmux_binary!r} not found); "
@@ -121,7 +139,12 @@ def run_command(
     except (StartFailed, ConfigError) as exc:
         _error(str(exc))
         return exc.code if isinstance(exc, StartFailed) else EXIT_START_FAILED
-    return trio.run(_run, settings, cmd, workdir, env, timeout, keep)
+    if stdin_tty:
+        return trio.run(_run, settings, cmd, workdir, env, timeout, keep, None, interactive)
+    from ._stdin import stdin_fifo, wrap_command
+
+    with stdin_fifo() as fifo:
+        return trio.run(_run, settings, wrap_command(cmd, fifo), workdir, env, timeout, keep, fifo)
 
 
 @asynccontextmanager
@@ -160,6 +183,8 @@ async def _run(
     env: dict[str, str],
     time_limit: float | None,
     keep: bool,
+    stdin_fifo: Path | None = None,
+    interactive: bool = False,
 ) -> int:
     from ..process import SubprocessError
     from ..runner import run_session
@@ -179,18 +204,41 @@ async def _run(
     result = None
     failure: list[int] = []
     try:
-        async with _stop_on_signals(time_limit) as stopped_by:
-            result = await run_session(
-                server,
-                cmd,
-                cwd=workdir,
-                env=env,
-                write=stdout.write,
-                run_dir=settings.state_dir / "run",
-                keep=keep,
-                width=max(2, min(width, 1000)),
-                height=max(2, min(height, 1000)),
-            )
+        async with _stop_on_signals(time_limit) as stopped_by, trio.open_nursery() as nursery:
+            if stdin_fifo is not None:
+                from ._stdin import feed_stdin
+
+                nursery.start_soon(feed_stdin, stdin_fifo)
+            session_name: list[str] = []
+            named = trio.Event()
+
+            def started(name: str) -> None:
+                session_name.append(name)
+                named.set()
+
+            if interactive:
+
+                async def keyboard() -> None:
+                    await named.wait()
+                    if await _type_keys(server, session_name[0]):
+                        stopped_by.append(signal.SIGINT)  # Ctrl-]: stop, as Ctrl-C would
+                        run_scope.cancel()
+
+                nursery.start_soon(keyboard)
+            with trio.CancelScope() as run_scope:
+                result = await run_session(
+                    server,
+                    cmd,
+                    cwd=workdir,
+                    env=env,
+                    write=stdout.write,
+                    run_dir=settings.state_dir / "run",
+                    keep=keep,
+                    width=max(2, min(width, 1000)),
+                    height=max(2, min(height, 1000)),
+                    started=started,
+                )
+            nursery.cancel_scope.cancel()
     except* BrokenPipeError:
         # Our reader went away (e.g. `| head`): like a shell pipeline, exit with SIGPIPE's code.
         failure.append(128 + signal.SIGPIPE)
@@ -212,6 +260,35 @@ async def _run(
         _error("the session ended without an exit status (was it killed from outside?)")
         return EXIT_START_FAILED
     return code
+
+
+async def _type_keys(server: object, name: str) -> bool:
+    """This terminal (raw mode while it runs) typed into tmux session ``name``, byte for byte,
+    until stdin ends (False) or Ctrl-] (True: the caller stops the run; embedded, there is no
+    daemon to leave the session with)."""
+    import termios
+    import tty
+
+    from ..tmux import TmuxServer
+    from ._attach import DETACH
+
+    assert isinstance(server, TmuxServer)
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd, termios.TCSANOW)
+    try:
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return False
+            data = chunk.split(DETACH, 1)[0]
+            if data:
+                await server.run("send-keys", "-t", f"={name}:", "-H", *(f"{b:02x}" for b in data))
+            if DETACH in chunk:
+                return True
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def _daemon_answers(settings: Settings) -> bool:
@@ -238,6 +315,15 @@ def _daemon_answers(settings: Settings) -> bool:
     finally:
         probe.close()
     return True
+
+
+def _daemon_is_local(settings: Settings) -> bool:
+    """Whether the daemon runs on this computer (its sessions can open a FIFO of ours)."""
+    if not settings.url:
+        return True
+    from urllib.parse import urlsplit
+
+    return urlsplit(settings.url).hostname in ("127.0.0.1", "::1", "localhost")
 
 
 def _terminal_size() -> dict[str, int]:
@@ -298,7 +384,11 @@ def run_agent(
 
 
 async def _run_via_daemon(
-    settings: Settings, body: Mapping[str, object], time_limit: float | None, interactive: bool = False
+    settings: Settings,
+    body: Mapping[str, object],
+    time_limit: float | None,
+    interactive: bool = False,
+    stdin_fifo: Path | None = None,
 ) -> int:
     """`run` as a daemon session: create it, stream its output over its WebSocket (resuming by
     offset if the connection drops), and on Ctrl-C/--timeout kill it. Same exit codes.
@@ -320,7 +410,8 @@ async def _run_via_daemon(
         if interactive:
             from ._attach import attach_session
 
-            _error(f"agent session {session_id}; Ctrl-] detaches (it goes on), attach again with: "
+            kind = "agent session" if body.get("agent") or body.get("resume") else "session"
+            _error(f"{kind} {session_id}; Ctrl-] detaches (it goes on), attach again with: "
                    f"trio-bridge attach {session_id}")  # fmt: skip
             return await attach_session(settings, session_id)
         stdout = _Stdout()
@@ -329,33 +420,43 @@ async def _run_via_daemon(
         offset = 0
         reconnect = Reconnect(settings.reconnect_timeout, f"following session {session_id}")
         lost: list[DaemonLostError] = []
-        try:
-            async with _stop_on_signals(time_limit) as stopped_by:
-                while final is None:
+
+        async def _follow_output() -> None:
+            nonlocal final, offset
+            while final is None:
+                try:
+                    async with open_session_socket(settings, session_id, offset=offset) as ws:
+                        reconnect.connected()
+                        while True:
+                            message = await ws.get_message()
+                            if isinstance(message, bytes):
+                                await stdout.write(message)
+                                offset += len(message)
+                                continue
+                            control = control_message(message)
+                            if control["type"] == "resync":
+                                offset = int(control["offset"])
+                            elif control["type"] == "end":
+                                final = control["session"]
+                                return
+                except Exception as exc:
+                    if not connection_lost(exc):
+                        raise
+                    # The daemon restarts or the connection dropped: resume at offset.
                     try:
-                        async with open_session_socket(settings, session_id, offset=offset) as ws:
-                            reconnect.connected()
-                            while True:
-                                message = await ws.get_message()
-                                if isinstance(message, bytes):
-                                    await stdout.write(message)
-                                    offset += len(message)
-                                    continue
-                                control = control_message(message)
-                                if control["type"] == "resync":
-                                    offset = int(control["offset"])
-                                elif control["type"] == "end":
-                                    final = control["session"]
-                                    break
-                    except Exception as exc:
-                        if not connection_lost(exc):
-                            raise
-                        # The daemon restarts or the connection dropped: resume at offset.
-                        try:
-                            await trio.sleep(reconnect.lost(_reason(exc)))
-                        except DaemonLostError as gone:
-                            lost.append(gone)
-                            break
+                        await trio.sleep(reconnect.lost(_reason(exc)))
+                    except DaemonLostError as gone:
+                        lost.append(gone)
+                        break
+
+        try:
+            async with _stop_on_signals(time_limit) as stopped_by, trio.open_nursery() as feeder:
+                if stdin_fifo is not None:
+                    from ._stdin import feed_stdin
+
+                    feeder.start_soon(feed_stdin, stdin_fifo)
+                await _follow_output()
+                feeder.cancel_scope.cancel()
         except* StdoutClosedError:
             stopped_by.append(signal.SIGPIPE)
         if lost:

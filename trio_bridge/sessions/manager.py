@@ -10,6 +10,7 @@ Sessions outlive the manager: cancelling it stops the watchers, never the sessio
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import logging
 import os
@@ -43,6 +44,7 @@ from ..tmux import (
     new_session_id,
     open_control_client,
 )
+from ..tmux.server import _unix_session_members as unix_session_members
 from ..tmux.server import read_exit_status
 from .store import SessionRecord, SessionState, SessionStore
 
@@ -368,6 +370,31 @@ class SessionManager:
         if not await trio.Path(path).exists():
             raise UnknownSessionError(session_id)
         return await trio.Path(path).read_text()
+
+    async def cursor(self, session_id: str) -> tuple[int, int] | None:
+        """The live session's cursor (column, row, from 0); None once it has ended."""
+        if (live := await self._live_pane(session_id, "display-message")) is not None:
+            hub, pane_id = live
+            try:
+                (line,) = await hub.command("display-message", "-p", "-t", pane_id, "#{cursor_x} #{cursor_y}")
+                x, y = line.split()
+                return int(x), int(y)
+            except (TmuxCommandError, ControlClientClosedError, ValueError):
+                pass  # it ended just now
+        return None
+
+    async def resize(self, session_id: str, width: int, height: int) -> None:
+        """Resize a running session's window (an attached client's terminal size changed).
+        Raises UnknownSessionError, SessionEndedError."""
+        await self._live(session_id)
+        live = await self._live_pane(session_id, "resize-window")
+        if live is None:
+            raise SessionEndedError(await self.get(session_id))
+        hub, pane_id = live
+        try:
+            await hub.command("resize-window", "-t", pane_id, "-x", str(width), "-y", str(height))
+        except (TmuxCommandError, ControlClientClosedError):
+            raise SessionEndedError(await self.get(session_id)) from None
 
     def live_readers(self) -> int:
         """Readers following some session's output now."""
@@ -788,8 +815,10 @@ class SessionManager:
         height: int = 24,
         origin: str = "local",
         agent: AgentStart | None = None,
+        name: str | None = None,
     ) -> SessionRecord:
-        """Start a new session and return its record (state ``running``).
+        """Start a new session and return its record (state ``running``); ``name``: one it is
+        addressed by too (NameTakenError if another session has it).
 
         With ``agent``, ``argv`` is ignored: the session runs the profile's agent, with its
         hooks configured in the session's own directory (see :func:`trio_bridge.agents.launch`),
@@ -841,7 +870,7 @@ class SessionManager:
             agent_state=(
                 None if agent is None else str(AgentState.WORKING if first_turn else AgentState.STARTING)
             ),
-            native_id=agent.native_id if agent is not None else None,
+            native_id=agent.native_id if agent is not None else None, name=name,
         )  # fmt: skip
         try:
             await self.store.add(record)
@@ -1167,6 +1196,25 @@ class SessionManager:
                 if since_drop >= feed.log.segment_size:
                     since_drop = 0
                     await trio.to_thread.run_sync(feed.log.drop_to, self.log_max_bytes)
+
+    async def forget(self, session_id: str) -> None:
+        """Remove an ended session now: its record, then its files. Raises UnknownSessionError."""
+        record = await self.get(session_id)
+        assert record.state.ended, "only an ended session is forgotten"
+        await self.store.delete(session_id)
+        await self.remove(session_id)
+
+    async def signal(self, session_id: str, signum: int) -> None:
+        """Send ``signum`` to the running session's command: every process of its pane's Unix
+        session but the start wrapper (which must live on to record the exit status).
+        Raises UnknownSessionError, SessionEndedError."""
+        record = await self._live(session_id)
+        async with self._ending(session_id):
+            (pane_pid,) = await self.server.display(record.tmux_name, "#{pane_pid}")
+        wrapper = int(pane_pid)
+        for pid in set(unix_session_members(wrapper)) - {wrapper}:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
 
     async def remove(self, session_id: str) -> None:
         """Forget an ended session: its record and its files (used by retention)."""

@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-__all__ = ["SessionRecord", "SessionState", "SessionStore", "open_session_store"]
+__all__ = ["NameTakenError", "SessionRecord", "SessionState", "SessionStore", "open_session_store"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     id          TEXT PRIMARY KEY,
@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS mesh_seen (
 );
 CREATE INDEX IF NOT EXISTS mesh_seen_expires ON mesh_seen(expires_at);
 """
+#: schema 3 -> 4: a session's optional name (``new --name build``), unique among the records
+_NAME_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS sessions_name ON sessions(name)"
 #: ids kept in ``mesh_seen`` at most (the oldest go first)
 MESH_SEEN_MAX = 100_000
 #: schema 1 -> 2: agent sessions (the profile, the agent's state, its own conversation id and
@@ -89,11 +91,13 @@ class SessionRecord:
     #: the agent's own conversation id and transcript file, once its hooks reported them
     native_id: str | None = None
     transcript_path: str | None = None
+    #: a name the session is addressed by as by its id (unique among the records)
+    name: str | None = None
 
 
 _FIELDS = (
     "id", "title", "command", "cwd", "env_keys", "created_at", "ended_at", "state",
-    "exit_code", "exit_signal", "origin", "tmux_name", *_AGENT_COLUMNS,
+    "exit_code", "exit_signal", "origin", "tmux_name", *_AGENT_COLUMNS, "name",
 )  # fmt: skip
 _COLUMNS = ", ".join(_FIELDS)
 
@@ -103,7 +107,7 @@ def _row(record: SessionRecord) -> tuple[Any, ...]:
         record.id, record.title, json.dumps(list(record.command)), record.cwd,
         json.dumps(list(record.env_keys)), record.created_at, record.ended_at, record.state.value,
         record.exit_code, record.exit_signal, record.origin, record.tmux_name, record.agent,
-        record.agent_state, record.native_id, record.transcript_path,
+        record.agent_state, record.native_id, record.transcript_path, record.name,
     )  # fmt: skip
 
 
@@ -114,8 +118,16 @@ def _record(row: sqlite3.Row) -> SessionRecord:
         state=SessionState(row["state"]), origin=row["origin"], tmux_name=row["tmux_name"],
         ended_at=row["ended_at"], exit_code=row["exit_code"], exit_signal=row["exit_signal"],
         agent=row["agent"], agent_state=row["agent_state"], native_id=row["native_id"],
-        transcript_path=row["transcript_path"],
+        transcript_path=row["transcript_path"], name=row["name"],
     )  # fmt: skip
+
+
+class NameTakenError(sqlite3.IntegrityError):
+    """Another session has this name (names are unique among the records, ended ones too)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"the name {name!r} is taken by another session (trio-bridge rm frees it)")
 
 
 class SessionStore:
@@ -141,7 +153,10 @@ class SessionStore:
             return await trio.to_thread.run_sync(fn, self._db)
 
     async def add(self, record: SessionRecord) -> None:
-        """Insert a new record. Raises sqlite3.IntegrityError if the id or tmux name exists."""
+        """Insert a new record. Raises sqlite3.IntegrityError if the id, tmux name or name
+        exists (:class:`NameTakenError`, one, for the name)."""
+        if record.name is not None and any(r.name == record.name for r in self._records.values()):
+            raise NameTakenError(record.name)
 
         def insert(db: sqlite3.Connection) -> None:
             with db:
@@ -269,9 +284,10 @@ def _connect(path: Path) -> sqlite3.Connection:
     with db:
         db.executescript(_SCHEMA)
         columns = {row["name"] for row in db.execute("PRAGMA table_info(sessions)")}
-        for column in _AGENT_COLUMNS:
+        for column in (*_AGENT_COLUMNS, "name"):
             if column not in columns:
                 db.execute(f"ALTER TABLE sessions ADD COLUMN {column} TEXT")
+        db.execute(_NAME_INDEX)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return db
 

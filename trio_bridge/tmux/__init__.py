@@ -1,6 +1,6 @@
 """The tmux session engine: trio-bridge's own tmux server and its control-mode client."""
 
-from ._keys import KEY_NAMES, InvalidKeyError
+from ._keys import KEY_NAMES, KEY_PATTERN, InvalidKeyError
 from ._protocol import InvalidTextError
 from .control import (
     ControlClient,
@@ -22,6 +22,7 @@ from .server import (
 
 __all__ = [
     "KEY_NAMES",
+    "KEY_PATTERN",
     "ControlClient",
     "ControlClientClosedError",
     "InvalidKeyError",
