@@ -528,7 +528,11 @@ def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
         if name == _AGENTS:
             continue
         if name not in _BY_NAME:
-            raise ConfigError(f"config file {path}: unknown setting {name!r}")
+            import difflib
+
+            close = difflib.get_close_matches(name, list(_BY_NAME), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"config file {path}: unknown setting {name!r}{hint}")
     return values
 
 

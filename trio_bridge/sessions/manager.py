@@ -44,8 +44,7 @@ from ..tmux import (
     new_session_id,
     open_control_client,
 )
-from ..tmux.server import _unix_session_members as unix_session_members
-from ..tmux.server import read_exit_status
+from ..tmux.server import read_exit_status, unix_session_members
 from .store import SessionRecord, SessionState, SessionStore
 
 __all__ = [

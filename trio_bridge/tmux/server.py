@@ -575,7 +575,7 @@ def _which(binary: str) -> str | None:
     return shutil.which(binary)
 
 
-def _unix_session_members(sid: int) -> Iterable[int]:
+def unix_session_members(sid: int) -> Iterable[int]:
     """PIDs whose Unix session id is ``sid`` (Linux /proc; empty elsewhere)."""
     try:
         entries = os.listdir("/proc")
@@ -602,7 +602,7 @@ def signal_unix_session(sid: int, sig: int) -> int:
     Returns how many were signalled; signal 0 just counts the live ones.
     """
     count = 0
-    pids = set(_unix_session_members(sid))
+    pids = set(unix_session_members(sid))
     if sig and not pids:
         try:
             os.killpg(sid, sig)  # no /proc (not Linux): the pane's own group
