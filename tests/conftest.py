@@ -131,3 +131,16 @@ def sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Sandbox
 @pytest.fixture
 def server(sandbox: Sandbox) -> TmuxServer:
     return sandbox.server()
+
+
+@pytest.fixture
+def daemon(sandbox: Sandbox) -> Iterator[subprocess.Popen[bytes]]:
+    """A daemon running as a process in this sandbox (as a user starts it), stopped by SIGTERM
+    at the end: it must exit 0."""
+    from .test_daemon import start_daemon, stop
+
+    proc = start_daemon(sandbox)
+    try:
+        yield proc
+    finally:
+        assert stop(proc) == 0

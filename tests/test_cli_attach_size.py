@@ -5,25 +5,11 @@ own tmux server (resize-window to resize the user's terminal)."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from .conftest import Sandbox
 from .test_cli_client import ok, wait_until
-from .test_daemon import start_daemon, stop
-
-
-@pytest.fixture
-def daemon(sandbox: Sandbox) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_daemon(sandbox)
-    try:
-        yield proc
-    finally:
-        assert stop(proc) == 0
 
 
 def test_attach_resizes_the_session_and_places_the_cursor(

@@ -8,24 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from .conftest import Sandbox
-from .test_daemon import start_daemon, stop
+from .test_daemon import stop
 
 TOKEN = "t0ken-for-the-cli-tests"
-
-
-@pytest.fixture
-def daemon(sandbox: Sandbox) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_daemon(sandbox)
-    try:
-        yield proc
-    finally:
-        assert stop(proc) == 0
 
 
 def ok(result: subprocess.CompletedProcess[bytes]) -> str:

@@ -7,23 +7,10 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from .conftest import Sandbox
 from .test_cli_client import ok, wait_until
-from .test_daemon import start_daemon, stop
-
-
-@pytest.fixture
-def daemon(sandbox: Sandbox) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_daemon(sandbox)
-    try:
-        yield proc
-    finally:
-        assert stop(proc) == 0
 
 
 def records(sandbox: Sandbox) -> list[dict[str, object]]:

@@ -3,24 +3,10 @@ modifiers), validated, never a tmux command: through the CLI, a real daemon and 
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from .conftest import Sandbox
 from .test_cli_client import ok, wait_until
-from .test_daemon import start_daemon, stop
-
-
-@pytest.fixture
-def daemon(sandbox: Sandbox) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_daemon(sandbox)
-    try:
-        yield proc
-    finally:
-        assert stop(proc) == 0
 
 
 def test_keys_sends_tmux_s_vocabulary(sandbox: Sandbox, daemon: object, tmp_path: Path) -> None:
