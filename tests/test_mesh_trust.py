@@ -22,7 +22,7 @@ import pytest
 import trio
 
 from trio_bridge.mesh._seal import Rejected, Signer
-from trio_bridge.sessions.store import MESH_SEEN_MAX, open_session_store
+from trio_bridge.sessions.store import MESH_SEEN_MAX, SCHEMA_VERSION, open_session_store
 
 from . import test_mesh
 from .conftest import Sandbox
@@ -490,7 +490,7 @@ def test_the_replay_memory_is_kept_on_disk_bounded_and_migrated(tmp_path: Path) 
 
     trio.run(main)
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION  # (3 brought the memory)
     assert sorted(row[0] for row in db.execute("SELECT id FROM mesh_seen")) == ["a", "b"]
     db.close()
     assert MESH_SEEN_MAX >= 10_000  # bounded, but far beyond 16 requests at a time for the skew
