@@ -93,7 +93,7 @@ async def follow_output(client: Any, session_id: str, followed: list[str]) -> No
             async for event in events:
                 if event.event == "output":
                     followed.append(json.loads(event.data)["data"])
-                    if "got after" in "".join(followed):
+                    if "got after\r\n" in "".join(followed):  # the whole line: its end may come apart
                         return
 
 

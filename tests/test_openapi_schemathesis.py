@@ -186,7 +186,7 @@ def test_schemathesis_finds_nothing(daemon_url: str, tmp_path: Path) -> None:
         # ensure_resource_availability: DELETE .../record (rm) removes an ended session for good,
         # a deletion on a sub-path that check does not link to the session it then finds gone
         "--checks", "all", "--exclude-checks", "use_after_free,ensure_resource_availability",
-        "--max-time", "60", "--max-examples", "30", "--workers", "1",
+        "--max-time", "35", "--max-examples", "30", "--workers", "1",
         "--request-timeout", "20", "--header", f"Authorization: Bearer {TOKEN}",
         "--exclude-path", "/v1/events", "--generation-deterministic", "--no-color",
         "--report", "junit", "--report-dir", str(tmp_path / "report"),
@@ -199,4 +199,4 @@ def test_schemathesis_finds_nothing(daemon_url: str, tmp_path: Path) -> None:
     tested = re.search(r"Tested: (\d+)", output)
     assert tested is not None and int(tested[1]) >= 17, output[-5000:]
     cases = re.search(r"(\d+) generated, (\d+) passed", output)
-    assert cases is not None and cases[1] == cases[2] and int(cases[1]) > 500, output[-5000:]
+    assert cases is not None and cases[1] == cases[2] and int(cases[1]) > 300, output[-5000:]
