@@ -30,6 +30,7 @@ import ipaddress
 import os
 import re
 import secrets
+import stat
 import time
 from pathlib import Path
 from typing import Literal, Protocol
@@ -239,15 +240,17 @@ def ensure_token_file(path: Path) -> str:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-        return token
+        return _read_token_file(path)  # made by an earlier start: the owner's CLI knows it
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def _read_token_file(path: Path) -> str:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd) as f:
         info = os.fstat(f.fileno())
-        if info.st_uid != os.geteuid() or info.st_mode & 0o077 or not (info.st_mode & 0o170000 == 0o100000):
+        if info.st_uid != os.geteuid() or info.st_mode & 0o077 or not stat.S_ISREG(info.st_mode):
             raise ValueError(f"{path} is not a private file of this user; remove it")
         text = f.read(4096).strip()
     if len(text) < 16:

@@ -14,7 +14,6 @@ entry that fails verification or does not parse is dropped, counted
 from __future__ import annotations
 
 import base64
-import collections
 import json
 import logging
 import re
@@ -290,53 +289,27 @@ async def events_remote(context: ApiContext, computer: str) -> Response:
     """``GET /v1/events?computer=NAME`` (``*``: every computer): lifecycle events from the
     computers' event streams (``tb:events:<computer>``), from now on."""
     from ..mesh import RedisUnavailableError
-    from ..mesh._seal import Rejected
-    from ..mesh.computers import events_key, open_event
+    from ..mesh.computers import EventStreams
     from .app import ApiError, _sse, _sse_response
 
     known = {c.name for c in await context.mesh.computers()}
     if computer != "*" and computer not in known:
         raise ApiError(404, "unknown_computer", f"no computer {computer!r} in the mesh")
     names = sorted(known) if computer == "*" else [computer]
-    redis = context.mesh.redis
-    # From now on: each stream's current last id (not "$", which would skip what arrives
-    # between two reads).
-    tails = await redis.pipeline([("XREVRANGE", events_key(name), "+", "-", "COUNT", 1) for name in names])
-    last = {
-        events_key(name): (tail[0][0] if tail else "0-0") for name, tail in zip(names, tails, strict=True)
-    }
-    owner = {events_key(name): name for name in names}
-    mesh = context.mesh
+    streams = EventStreams(context.mesh)
+    await streams.follow(names)
 
     async def produce(send: trio.MemorySendChannel[bytes]) -> None:
-        recent: set[tuple[str, str]] = set()
-        order: collections.deque[tuple[str, str]] = collections.deque()
         backoff = 0.1
         while True:
             try:
-                streams = list(last)
-                reply = await redis.blocking_call(
-                    "XREAD", "COUNT", 64, "BLOCK", 1000, "STREAMS", *streams, *(last[k] for k in streams)
-                )
+                events = await streams.read(block=1.0)
                 backoff = 0.1
             except RedisUnavailableError:
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
-            for key, entries in reply or []:
-                for entry_id, fields in entries:
-                    last[key] = entry_id
-                    try:
-                        kind, session = open_event(mesh.signer, owner[key], fields)
-                        if (seen := (key, fields.get("sig") or entry_id)) in recent:
-                            raise Rejected("replay", "seen before by this reader")
-                    except Rejected as exc:
-                        mesh.drops.drop("event", exc.reason, f"{key} entry {entry_id}: {exc}")
-                        continue
-                    recent.add(seen)
-                    order.append(seen)
-                    if len(order) > 4096:  # a genuine event replayed within the skew: dropped
-                        recent.discard(order.popleft())
-                    await send.send(_sse(kind, json.dumps({"kind": kind, "session": session})))
+            for _, kind, session in events:
+                await send.send(_sse(kind, json.dumps({"kind": kind, "session": session})))
 
     return _sse_response(context, produce)

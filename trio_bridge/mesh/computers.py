@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import json
 import logging
 import math
@@ -33,7 +34,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
@@ -46,7 +47,7 @@ from ..sessions import SessionManager, SessionState
 from ._redis import Redis, RedisUnavailableError, open_redis, scan_keys
 from ._seal import MAX_SKEW, Drops, Rejected, Signer
 
-__all__ = ["API_CAPABILITIES", "Computer", "DuplicateComputerError", "Mesh", "open_mesh"]
+__all__ = ["API_CAPABILITIES", "Computer", "DuplicateComputerError", "EventStreams", "Mesh", "open_mesh"]
 
 log = logging.getLogger(__name__)
 
@@ -497,3 +498,73 @@ def open_event(signer: Signer, computer: str, fields: Mapping[str, str]) -> tupl
         raise Rejected("malformed", "not a session record of this computer")
     signer.check(fields, kind, computer, events_key(computer), session["id"], record)
     return kind, session
+
+
+#: event signatures a reader remembers, to drop a genuine event replayed within the skew
+_RECENT_EVENTS = 4096
+
+
+@attrs.define
+class EventStreams:
+    """Other computers' lifecycle event streams (``tb:events:<computer>``), read from a fixed
+    "now": each entry verified with :func:`open_event`, one seen before by this reader (a
+    replay within the skew) dropped, and what fails counted in the mesh's drops. One per
+    reader (an SSE response, the Telegram bot); its owner decides how to wait when Redis is
+    away (:meth:`read` raises)."""
+
+    mesh: Mesh
+    _last: dict[str, str] = attrs.field(factory=dict)  # stream -> the last entry id read
+    _owner: dict[str, str] = attrs.field(factory=dict)  # stream -> its computer
+    _recent: set[tuple[str, str]] = attrs.field(factory=set)
+    _order: collections.deque[tuple[str, str]] = attrs.field(factory=collections.deque)
+
+    @property
+    def following(self) -> bool:
+        return bool(self._last)
+
+    async def follow(self, names: Iterable[str]) -> None:
+        """Also read these computers' streams, from their current last entry (not ``$``, which
+        would skip what arrives between two reads).
+
+        Raises:
+            RedisUnavailableError
+        """
+        new = [name for name in names if events_key(name) not in self._last]
+        if not new:
+            return
+        tails = await self.mesh.redis.pipeline(
+            [("XREVRANGE", events_key(name), "+", "-", "COUNT", 1) for name in new]
+        )
+        for name, tail in zip(new, tails, strict=True):
+            self._last[events_key(name)] = tail[0][0] if tail else "0-0"
+            self._owner[events_key(name)] = name
+
+    async def read(self, block: float) -> list[tuple[str, str, dict[str, Any]]]:
+        """The next genuine events, as (computer, kind, session record); waits up to ``block``
+        seconds for some.
+
+        Raises:
+            RedisUnavailableError
+        """
+        streams = list(self._last)
+        reply = await self.mesh.redis.blocking_call(
+            "XREAD", "COUNT", 64, "BLOCK", max(1, int(block * 1000)), "STREAMS", *streams,
+            *(self._last[key] for key in streams),
+        )  # fmt: skip
+        events = []
+        for key, entries in reply or []:
+            for entry_id, fields in entries:
+                self._last[key] = entry_id
+                try:
+                    kind, session = open_event(self.mesh.signer, self._owner[key], fields)
+                    if (seen := (key, fields.get("sig") or entry_id)) in self._recent:
+                        raise Rejected("replay", "seen before by this reader")
+                except Rejected as exc:
+                    self.mesh.drops.drop("event", exc.reason, f"{key} entry {entry_id}: {exc}")
+                    continue
+                self._recent.add(seen)
+                self._order.append(seen)
+                if len(self._order) > _RECENT_EVENTS:
+                    self._recent.discard(self._order.popleft())
+                events.append((self._owner[key], kind, session))
+        return events

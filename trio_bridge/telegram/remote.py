@@ -238,12 +238,10 @@ class RemoteSessions:
         followed from when they are first seen; entries that fail verification are dropped and
         counted by the mesh."""
         from ..mesh import RedisUnavailableError
-        from ..mesh._seal import Rejected
-        from ..mesh.computers import events_key, open_event
+        from ..mesh.computers import EventStreams
 
-        mesh, redis = self.mesh, self.mesh.redis
-        last: dict[str, str] = {}  # stream -> the last id read
-        owner: dict[str, str] = {}
+        mesh = self.mesh
+        streams = EventStreams(mesh)
         looked_at = -poll
         backoff = 0.1
         started = False
@@ -251,26 +249,14 @@ class RemoteSessions:
             try:
                 if trio.current_time() - looked_at >= poll:
                     looked_at = trio.current_time()
-                    names = [c.name for c in await mesh.computers() if c.name != mesh.name]
-                    new = [n for n in names if events_key(n) not in last]
-                    if new:
-                        tails = await redis.pipeline(
-                            [("XREVRANGE", events_key(n), "+", "-", "COUNT", 1) for n in new]
-                        )
-                        for name, tail in zip(new, tails, strict=True):
-                            last[events_key(name)] = tail[0][0] if tail else "0-0"
-                            owner[events_key(name)] = name
+                    await streams.follow(c.name for c in await mesh.computers() if c.name != mesh.name)
                 if not started:
                     started = True
                     task_status.started()
-                if not last:
+                if not streams.following:
                     await trio.sleep(poll)
                     continue
-                streams = list(last)
-                reply = await redis.blocking_call(
-                    "XREAD", "COUNT", 64, "BLOCK", int(poll * 1000), "STREAMS", *streams,
-                    *(last[k] for k in streams),
-                )  # fmt: skip
+                events = await streams.read(block=poll)
                 backoff = 0.1
             except RedisUnavailableError as exc:
                 if not started:  # (not ready to follow: the listing is all there is for now)
@@ -280,20 +266,14 @@ class RemoteSessions:
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
-            for key, entries in reply or []:
-                for entry_id, fields in entries:
-                    last[key] = entry_id
-                    try:
-                        kind, session = open_event(mesh.signer, owner[key], fields)
-                        record = record_from(session)
-                    except Rejected as exc:
-                        mesh.drops.drop("event", exc.reason, f"{key} entry {entry_id}: {exc}")
-                        continue
-                    except ValueError as exc:
-                        mesh.drops.drop("event", "malformed", f"{key} entry {entry_id}: {exc}")
-                        continue
-                    self.owners[record.id] = owner[key]
-                    await on_event(kind, record)
+            for computer, kind, session in events:
+                try:
+                    record = record_from(session)
+                except ValueError as exc:
+                    mesh.drops.drop("event", "malformed", f"{computer} event: {exc}")
+                    continue
+                self.owners[record.id] = computer
+                await on_event(kind, record)
 
 
 def _message(data: bytes) -> str:
