@@ -74,13 +74,16 @@ async def kill_running(client: httpx.AsyncClient) -> None:
         await client.delete(f"/v1/sessions/{record['id']}")
 
 
-def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, str]:
-    """The API's error shape, exactly: ``{"error": {"code", "message"}}``, JSON, no traceback."""
+def assert_error(
+    response: httpx.Response, status: int, code: str | None = None, *, fields: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The API's error shape, exactly: ``{"error": {"code", "message"}}``, JSON, no traceback;
+    ``fields``: the further members this error documents (e.g. a 410's ``first_offset``)."""
     assert response.status_code == status, (response.status_code, response.text)
     assert response.headers["content-type"].startswith("application/json"), response.headers
     body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
-    assert all(isinstance(v, str) and v for v in body["error"].values()), body
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", *fields}, body
+    assert all(isinstance(body["error"][k], str) and body["error"][k] for k in ("code", "message")), body
     assert "Traceback" not in response.text and 'File "' not in response.text
     if code is not None:
         assert body["error"]["code"] == code, body
@@ -711,8 +714,10 @@ async def test_retention_dropped_output(sandbox: Sandbox, tmp_path: Path) -> Non
             sid = session["id"]
             assert (await wait_ended(client, sid))["exit_code"] == 0
             first_kept = 2 << 20  # whole 1 MiB segments are dropped, the newest one is kept
-            error = assert_error(await client.get(f"/v1/sessions/{sid}/output"), 410, "offset_dropped")
+            dropped = await client.get(f"/v1/sessions/{sid}/output")
+            error = assert_error(dropped, 410, "offset_dropped", fields=frozenset({"first_offset"}))
             assert str(first_kept) in error["message"]
+            assert error["first_offset"] == first_kept
             kept = await client.get(f"/v1/sessions/{sid}/output", params={"offset": first_kept, **ALL})
             assert kept.content == b"x" * (size - first_kept) + b"\r\n"
             assert kept.headers["X-Output-End"] == str(size + 2)
