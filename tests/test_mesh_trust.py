@@ -25,6 +25,7 @@ from trio_bridge.mesh._seal import Rejected, Signer
 from trio_bridge.sessions.store import MESH_SEEN_MAX, SCHEMA_VERSION, open_session_store
 
 from . import test_mesh
+from ._api import sse_events_sync
 from .conftest import Sandbox
 from .test_mesh import Computer, redis_do, start_pair, wait_until
 
@@ -167,17 +168,8 @@ def test_a_stale_request_is_refused(
 
 def sse_events(response: httpx.Response) -> Iterator[tuple[str, str, str]]:
     """(event, id, data) of an SSE response, as they arrive."""
-    event, event_id, data = "", "", ""
-    for line in response.iter_lines():
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("id: "):
-            event_id = line[4:]
-        elif line.startswith("data: "):
-            data = line[6:]
-        elif line == "" and event:
-            yield event, event_id, data
-            event, event_id, data = "", "", ""
+    for event in sse_events_sync(response.iter_lines()):
+        yield event.event, event.id or "", event.data
 
 
 def follow_remote_output(

@@ -29,20 +29,21 @@ from hypothesis import strategies as st
 from trio_bridge.agents.payload import safe_path
 from trio_bridge.cli._text import printable
 
-from ._api import Daemon, running_daemon
-from .conftest import Sandbox
-from .test_agent_sessions import agent_sandbox  # noqa: F401  (a fixture)
-from .test_api import (
+from ._api import (
     API_RESTARTS,
-    api,
+    Daemon,
     assert_error,
     create,
     metric,
+    running_daemon,
     session_ids,
     wait_ended,
     websocket_client_leak,
     ws_handshake,
 )  # fmt: skip
+from ._api import daemon_and_client as api
+from .conftest import Sandbox
+from .test_agent_sessions import agent_sandbox  # noqa: F401  (a fixture)
 from .test_daemon import start_daemon, stop
 
 SESSIONS_RESTARTS = 'trio_bridge_supervisor_restarts_total{service="sessions"}'

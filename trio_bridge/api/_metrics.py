@@ -15,7 +15,7 @@ from ..sessions import SessionState
 from ..tmux import control
 
 if TYPE_CHECKING:
-    from .app import ApiContext
+    from ._context import ApiContext
 
 
 class _Snapshot:

@@ -293,9 +293,11 @@ class Version(msgspec.Struct):
     api: str
 
 
-class ErrorBody(msgspec.Struct):
+class ErrorBody(msgspec.Struct, omit_defaults=True):
     code: str
     message: str
+    #: ``offset_dropped`` (410) only: the first offset the log still holds (ask from there)
+    first_offset: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 class Error(msgspec.Struct):

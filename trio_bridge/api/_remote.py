@@ -17,16 +17,20 @@ import base64
 import json
 import logging
 import re
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import msgspec
 import trio
 from quart import Response, request
 
+from ..output import Chunk, Resync
+from ._context import ApiContext, ApiError
+from ._sse import OutputSource, sse_event, sse_response, stream_output
+
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
-
-    from .app import ApiContext
 
 __all__ = ["events_remote", "forward", "list_everywhere", "remote_handler", "stream_remote"]
 
@@ -79,8 +83,6 @@ def _body(reply: dict[str, Any]) -> bytes:
 
 
 def _response(reply: dict[str, Any]) -> Response:
-    from .app import ApiError
-
     try:
         body = _body(reply)
         headers = {str(k): str(v) for k, v in (reply.get("headers") or {}).items()}
@@ -99,7 +101,6 @@ async def _send(
 ) -> dict[str, Any]:
     from ..mesh import RedisUnavailableError
     from ..mesh.rpc import ComputerUnavailableError, UnknownComputerError
-    from .app import ApiError
 
     try:
         return await context.mesh.request(computer, body, session=session, limit=limit)  # type: ignore[no-any-return]
@@ -169,62 +170,74 @@ async def list_everywhere(context: ApiContext, local: list[Any]) -> Response:
     )
 
 
-_DROPPED = re.compile(r"the log starts at (\d+)")
-
-
 async def stream_remote(context: ApiContext, computer: str, session_id: str, start: int) -> Response:
-    """``GET /v1/sessions/{id}/stream?computer=NAME``: the same events as a local stream, from
-    the session's relay stream in Redis (``tb:out:<computer>:<session>``), which the owning
-    computer writes while readers renew it. Bytes are placed by offset: whatever a reader
-    misses (an entry trimmed, Redis restarted) is fetched from the owner's output range, so the
-    stream has no gap and no duplicate."""
-    from ..mesh import RedisUnavailableError
-    from ..mesh._seal import Rejected
-    from ..mesh.computers import RELAY_IDLE, open_relay_entry, relay_key
-    from .app import ApiError, SseOutput, _sse, _sse_response
-
+    """``GET /v1/sessions/{id}/stream?computer=NAME``: the same events as a local stream (the
+    same code serves them: :func:`~trio_bridge.api._sse.stream_output`), from the session's
+    relay on the owning computer; ``end`` carries the owner's final record."""
     probe = await _send(context, computer, _get(f"/v1/sessions/{session_id}"), session_id, LIMIT)
     if int(probe["status"]) != 200:
         return _response(probe)
-    redis = context.mesh.redis
-    key = relay_key(computer, session_id)
+    # The one place that picks where another computer's output comes from.
+    source: OutputSource = _RelayFeed(context, computer, session_id)
 
-    async def output_range(offset: int) -> tuple[bytes, int, int | None]:
-        """(bytes, next offset, first kept offset if ``offset`` was dropped)."""
+    async def end() -> str:
+        final = await _send(context, computer, _get(f"/v1/sessions/{session_id}"), session_id, LIMIT)
+        return _body(final).decode("utf-8", "replace")
+
+    return stream_output(context, source, start, end)
+
+
+@attrs.frozen
+class _RelayFeed:
+    """Another computer's session output, followed like a local feed: from the session's relay
+    stream in Redis (``tb:out:<computer>:<session>``), which the owning computer writes while
+    readers renew it. Bytes are placed by offset: whatever a reader misses (an entry trimmed,
+    Redis restarted) is fetched from the owner's output range, so the stream has no gap and no
+    duplicate. ``follow`` ends when the owner writes the session's end into the relay."""
+
+    context: ApiContext
+    computer: str
+    session_id: str
+
+    async def _output_range(self, offset: int) -> tuple[bytes, int | None]:
+        """(bytes from ``offset``, or the first kept offset if ``offset`` was dropped)."""
         reply = await _send(
-            context,
-            computer,
-            _get(f"/v1/sessions/{session_id}/output", offset=offset, limit=1 << 20),
-            session_id,
+            self.context,
+            self.computer,
+            _get(f"/v1/sessions/{self.session_id}/output", offset=offset, limit=1 << 20),
+            self.session_id,
             LIMIT,
         )
         body = _body(reply)
         if int(reply["status"]) == 410:
-            found = _DROPPED.search(body.decode("utf-8", "replace"))
-            return b"", offset, int(found[1]) if found else offset
+            return b"", _first_offset(body, offset)
         if int(reply["status"]) != 200:
             raise ApiError(int(reply["status"]), "remote_failure", body.decode("utf-8", "replace"))
-        return body, int(reply["headers"].get("X-Output-Next", offset + len(body))), None
+        return body, None
 
-    async def produce(send: trio.MemorySendChannel[bytes]) -> None:
-        encoder = SseOutput(start)
+    async def _fill(self, expected: int, target: int) -> AsyncGenerator[Chunk | Resync, None]:
+        """The owner's bytes from ``expected`` up to ``target`` (or as far as it has)."""
+        while expected < target:
+            data, first = await self._output_range(expected)
+            if first is not None:
+                yield Resync(expected, first)
+                expected = first
+                continue
+            if not data:
+                return
+            data = data[: target - expected]
+            yield Chunk(expected, data)
+            expected += len(data)
+
+    async def follow(self, start: int) -> AsyncGenerator[Chunk | Resync, None]:
+        from ..mesh import RedisUnavailableError
+        from ..mesh._seal import Rejected
+        from ..mesh.computers import RELAY_IDLE, open_relay_entry, relay_key
+
+        context, computer, session_id = self.context, self.computer, self.session_id
+        redis = context.mesh.redis
+        key = relay_key(computer, session_id)
         expected = start
-
-        async def fill(target: int) -> None:
-            nonlocal expected
-            while expected < target:
-                data, _, first = await output_range(expected)
-                if first is not None:
-                    await send.send(encoder.resync(expected, first))
-                    expected = first
-                    continue
-                if not data:
-                    return
-                data = data[: target - expected]
-                if event := encoder.feed(expected, data):
-                    await send.send(event)
-                expected += len(data)
-
         last_id = "0"
         renew_at = 0.0
         backoff = 0.1
@@ -247,24 +260,19 @@ async def stream_remote(context: ApiContext, computer: str, session_id: str, sta
                         except Rejected as exc:
                             context.mesh.drops.drop("output", exc.reason, f"{key} entry {entry_id}: {exc}")
                             continue
-                        if isinstance(entry, int):
-                            await fill(entry)
-                            if event := encoder.flush():
-                                await send.send(event)
-                            final = await _send(
-                                context, computer, _get(f"/v1/sessions/{session_id}"), session_id, LIMIT
-                            )
-                            record = _body(final).decode("utf-8", "replace")
-                            await send.send(_sse("end", record))
+                        if isinstance(entry, int):  # the session's end, at this offset
+                            async for item in self._fill(expected, entry):
+                                yield item
                             return
                         offset, data = entry
-                        if offset > expected:
-                            await fill(offset)  # missed entries (trimmed, or lost with Redis)
+                        if offset > expected:  # missed entries (trimmed, or lost with Redis)
+                            async for item in self._fill(expected, offset):
+                                yield item
+                                expected = _after(item)
                         if offset + len(data) <= expected:
                             continue
                         data = data[max(0, expected - offset) :]
-                        if event := encoder.feed(expected, data):
-                            await send.send(event)
+                        yield Chunk(expected, data)
                         expected += len(data)
                 backoff = 0.1
             except (RedisUnavailableError, ApiError) as exc:
@@ -274,7 +282,20 @@ async def stream_remote(context: ApiContext, computer: str, session_id: str, sta
                 backoff = min(backoff * 2, 2.0)
                 renew_at = 0.0
 
-    return _sse_response(context, produce)
+
+def _after(item: Chunk | Resync) -> int:
+    """The offset a reader expects next after ``item``."""
+    return item.offset if isinstance(item, Resync) else item.offset + len(item.data)
+
+
+def _first_offset(body: bytes, requested: int) -> int:
+    """The first kept offset a 410 ``offset_dropped`` body names (``requested`` if it names
+    none: a remote of an older version, or a forged reply)."""
+    try:
+        first = msgspec.json.decode(body)["error"]["first_offset"]
+    except (msgspec.DecodeError, KeyError, TypeError):
+        return requested
+    return first if type(first) is int and first >= 0 else requested
 
 
 def _get(path: str, **query: object) -> dict[str, Any]:
@@ -290,7 +311,6 @@ async def events_remote(context: ApiContext, computer: str) -> Response:
     computers' event streams (``tb:events:<computer>``), from now on."""
     from ..mesh import RedisUnavailableError
     from ..mesh.computers import EventStreams
-    from .app import ApiError, _sse, _sse_response
 
     known = {c.name for c in await context.mesh.computers()}
     if computer != "*" and computer not in known:
@@ -310,6 +330,6 @@ async def events_remote(context: ApiContext, computer: str) -> Response:
                 backoff = min(backoff * 2, 2.0)
                 continue
             for _, kind, session in events:
-                await send.send(_sse(kind, json.dumps({"kind": kind, "session": session})))
+                await send.send(sse_event(kind, json.dumps({"kind": kind, "session": session})))
 
-    return _sse_response(context, produce)
+    return sse_response(context, produce)

@@ -124,8 +124,8 @@ def login_base(tcp_url: str) -> str:
 
 def register_web(app: QuartTrio, context: Any) -> None:
     """Add the dashboard's routes to the API's application (``context`` is its ApiContext)."""
+    from ..api._context import ApiError
     from ..api._openapi import raw_response
-    from ..api.app import ApiError
 
     codes = LoginCodes()
     files = _static_files()
