@@ -11,7 +11,7 @@ import trio
 
 from trio_bridge.agents import AgentProfile
 from trio_bridge.output import Chunk, OutputFeed, Resync
-from trio_bridge.sessions import EventKind, SessionManager, SessionState, open_session_store
+from trio_bridge.sessions import EventKind, SessionManager, SessionState, SessionTuning, open_session_store
 from trio_bridge.sessions.manager import AgentStart
 from trio_bridge.tmux import TmuxServer
 
@@ -19,9 +19,12 @@ from .conftest import Sandbox
 
 
 @asynccontextmanager
-async def running_manager(server: TmuxServer, state: Path, **kw: int) -> AsyncIterator[SessionManager]:
+async def running_manager(
+    server: TmuxServer, state: Path, tuning: SessionTuning | None = None
+) -> AsyncIterator[SessionManager]:
     async with open_session_store(state / "sessions.db") as store, trio.open_nursery() as nursery:
-        manager = await nursery.start(SessionManager(server, store, state, **kw).run)
+        manager = SessionManager(server, store, state, tuning=tuning or SessionTuning())
+        await nursery.start(manager.run)
         yield manager
         nursery.cancel_scope.cancel()
 
@@ -141,7 +144,7 @@ async def test_a_slow_reader_resyncs_while_a_fast_one_keeps_up(sandbox: Sandbox,
         f"import time\nfor i in range(60):\n    print(f'{{i:04d}} {line}', flush=True)\n    time.sleep(0.01)"
     )
     async with running_manager(
-        sandbox.server(), sandbox.state_dir, segment_size=4096, log_max_bytes=16384
+        sandbox.server(), sandbox.state_dir, SessionTuning(segment_size=4096, log_max_bytes=16384)
     ) as manager:
         record = await manager.create([sys.executable, "-c", script], cwd=tmp_path)
         # to the end of the last line (stopping at its start would leave the rest unread)
