@@ -35,7 +35,7 @@ from .events import EventKind
 from .store import SessionRecord
 from .tuning import SessionTuning
 
-__all__ = ["AgentHost", "AgentStart", "AgentTracking"]
+__all__ = ["AgentHost", "AgentStart", "AgentTracking", "agent_title"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,11 @@ class AgentStart:
     #: the agent's own id of a conversation to resume
     native_id: str | None = None
     extra_args: tuple[str, ...] = ()
+
+
+def agent_title(agent: AgentStart) -> str:
+    """A new agent session's title (when none is given): its profile, and its prompt's start."""
+    return agent.profile.name + (f": {_one_line(agent.prompt)}" if agent.prompt else "")
 
 
 class AgentHost(Protocol):
@@ -135,6 +140,15 @@ class AgentTracking:
                 tracker.on_exit()
             live.agent = tracker
         return tracker
+
+    def started(self, record: SessionRecord, agent: AgentStart, *, first_turn: bool) -> None:
+        """A new agent session (its record stored, tmux's session not made yet): its tracker."""
+        tracker = self.tracker(record)
+        tracker.evidence = "started with a prompt" if first_turn else "started"
+        tracker.first_turn_unseen = first_turn
+        if agent.prompt is not None:
+            tracker.prompt_at_start = agent.profile.start_hook
+            tracker.prompts.add(agent.prompt)
 
     async def hook(self, session_id: str, event: str, payload: dict[str, Any]) -> AgentTracker:
         """An agent's hook fired in this session: update its state; record and publish a change.
@@ -460,3 +474,8 @@ async def _file_size(path: str) -> int:
 def _normalized(text: str | None) -> str | None:
     """A prompt as an agent may report it back: line ends and outer blanks may differ."""
     return None if text is None else text.replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def _one_line(text: str, limit: int = 60) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"

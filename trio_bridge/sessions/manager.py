@@ -14,10 +14,7 @@ Sessions outlive the manager: cancelling it stops the watchers, never the sessio
 from __future__ import annotations
 
 import logging
-import os
-import re
 import shutil
-import signal
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -28,23 +25,23 @@ from typing import Any
 import attrs
 import trio
 
-from ..agents import DEFAULT_PROFILES, AgentProfile, AgentState, AgentTracker, launch
+from ..agents import DEFAULT_PROFILES, AgentProfile, AgentState, AgentTracker
 from ..output import OutputFeed, SegmentLog
-from ..output.log import split_command
 from ..process import ExitWatch, SubprocessTimeoutError, signal_session_but_leader
 from ..tmux import (
     ControlClient,
-    ControlClientClosedError,
     SessionNotFoundError,
     SessionSpec,
-    TmuxCommandError,
     TmuxServer,
     TmuxTimeoutError,
     new_session_id,
     open_control_client,
 )
 from ..tmux.server import read_exit_status
+from ._files import ended_record, pipe_writer, without_dead_banner
+from ._hub import HUB, Hub, pane_cursor, pane_screen, resize_pane, send_pane_bytes, send_pane_keys
 from ._live import LiveSession, first
+from ._start import prepare_start
 from .agents import AgentStart, AgentTracking
 from .errors import (
     HubHungError,
@@ -68,11 +65,6 @@ __all__ = [
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
-
-_SIGNALS = {128 + n for n in range(1, 65)}
-_PIPE_PID = "pipe.pid"
-#: the tmux session all sessions' windows are linked into (not a trio-bridge session itself)
-HUB = "tb-hub"
 
 
 class SessionManager:
@@ -99,8 +91,7 @@ class SessionManager:
         self._sessions: dict[str, LiveSession] = {}
         self._agents = AgentTracking(self)
         self._nursery: trio.Nursery | None = None
-        self._hub: ControlClient | None = None
-        self._hub_ready = trio.Event()  # set while the hub's client serves (replaced after)
+        self._hub = Hub(server)
         self._hung = False  # the last run ended because tmux stopped answering
         self._served = False  # the manager has started once (it serves or is restarted)
         self._record_lock = trio.Lock()  # read-modify-write of records (agent vs. end)
@@ -164,14 +155,14 @@ class SessionManager:
             open_control_client(self.server, HUB) as hub,
             trio.open_nursery() as nursery,
         ):
-            self._hub = hub
+            self._hub.started(hub)
             self._nursery = nursery
             try:
                 await self._adopt_all()
                 nursery.start_soon(self._agents.run)
                 self._hung = False
                 self._served = True
-                self._hub_ready.set()
+                self._hub.serving()
                 task_status.started(self)
                 await first(hub.closed.wait, hub.hung.wait)
                 # Without its control client no session's output wakes readers: fail
@@ -182,13 +173,11 @@ class SessionManager:
                 raise HubLostError(f"the hub's control client ended ({hub.exit_reason})")
             finally:
                 self._nursery = None
-                self._hub = None
-                if self._hub_ready.is_set():  # (an unset one has waiters: the next run sets it)
-                    self._hub_ready = trio.Event()
+                self._hub.stopped()
                 self._events.close_subscribers()
                 if not self._hung:
                     with trio.CancelScope(shield=True), trio.move_on_after(self.server.timeouts.tmux):
-                        await self._retire_idle_hub()
+                        await self._hub.retire_if_idle()
 
     async def _wait_until_tmux_answers(self) -> None:
         """Ask tmux (bounded each time) until it answers; the caller's scope bounds the whole."""
@@ -201,14 +190,6 @@ class SessionManager:
             else:
                 return
 
-    async def _wait_for_hub(self, command: str) -> None:
-        """Wait (within the tmux timeout) until the manager serves: its hub followed, its
-        sessions adopted. Raises :class:`TmuxTimeoutError` naming ``command`` if it does not."""
-        with trio.move_on_after(self.server.timeouts.tmux):
-            await self._hub_ready.wait()
-        if not self._hub_ready.is_set():
-            raise TmuxTimeoutError(command, self.server.timeouts.tmux)
-
     async def _live_pane(self, session_id: str, command: str) -> tuple[ControlClient, str] | None:
         """The hub's client and the session's pane, for ``command``; None if the session has no
         pane followed by the hub (it ended, or has not started yet). While the hub is being
@@ -217,21 +198,13 @@ class SessionManager:
         Raises:
             UnknownSessionError; TmuxTimeoutError: no hub again within the tmux timeout.
         """
-        if not self._hub_ready.is_set() and not (await self.get(session_id)).state.ended:
-            await self._wait_for_hub(command)
-        live, hub = self._sessions.get(session_id), self._hub
+        if not self._hub.ready and not (await self.get(session_id)).state.ended:
+            await self._hub.wait_ready(command)
+        live, hub = self._sessions.get(session_id), self._hub.client
         pane_id = None if live is None else live.pane_id
         if pane_id is None or hub is None:
             return None
         return hub, pane_id
-
-    async def _retire_idle_hub(self) -> None:
-        """With no session left, remove the hub, so that the tmux server can exit too."""
-        try:
-            if not await self.server.list_sessions():
-                await self.server.kill_session(HUB, missing_ok=True)
-        except Exception:
-            log.warning("could not remove the idle hub session", exc_info=True)
 
     def _session_dir(self, session_id: str) -> Path:
         return self.sessions_dir / session_id
@@ -251,13 +224,9 @@ class SessionManager:
 
     async def screen(self, session_id: str) -> str:
         """The rendered screen: live through the hub's control client, or the last one kept."""
-        if (live := await self._live_pane(session_id, "capture-pane")) is not None:
-            hub, pane_id = live
-            try:
-                lines = await hub.command("capture-pane", "-p", "-t", pane_id)
-                return "".join(line.decode("utf-8", "replace") + "\n" for line in lines)
-            except (TmuxCommandError, ControlClientClosedError):
-                pass  # it ended just now: its last screen has been kept
+        live = await self._live_pane(session_id, "capture-pane")
+        if live is not None and (screen := await pane_screen(*live)) is not None:
+            return screen  # (None: it ended just now, and its last screen has been kept)
         path = self._session_dir(session_id) / "screen.txt"
         if not await trio.Path(path).exists():
             raise UnknownSessionError(session_id)
@@ -266,13 +235,7 @@ class SessionManager:
     async def cursor(self, session_id: str) -> tuple[int, int] | None:
         """The live session's cursor (column, row, from 0); None once it has ended."""
         if (live := await self._live_pane(session_id, "display-message")) is not None:
-            hub, pane_id = live
-            try:
-                (line,) = await hub.command("display-message", "-p", "-t", pane_id, "#{cursor_x} #{cursor_y}")
-                x, y = line.split()
-                return int(x), int(y)
-            except (TmuxCommandError, ControlClientClosedError, ValueError):
-                pass  # it ended just now
+            return await pane_cursor(*live)
         return None
 
     async def resize(self, session_id: str, width: int, height: int) -> None:
@@ -282,19 +245,16 @@ class SessionManager:
         live = await self._live_pane(session_id, "resize-window")
         if live is None:
             raise SessionEndedError(await self.get(session_id))
-        hub, pane_id = live
-        try:
-            await hub.command("resize-window", "-t", pane_id, "-x", str(width), "-y", str(height))
-        except (TmuxCommandError, ControlClientClosedError):
-            raise SessionEndedError(await self.get(session_id)) from None
+        if not await resize_pane(*live, width, height):
+            raise SessionEndedError(await self.get(session_id))
 
     async def send_pane_keys(self, session_id: str, keys: Sequence[str]) -> bool:
         """Press tmux keys (as given, unchecked: ours, not a caller's) in the session's pane
         through the hub's client; False if no pane of it is followed (agent tracking's)."""
-        live, hub = self._sessions.get(session_id), self._hub
+        live, hub = self._sessions.get(session_id), self._hub.client
         if live is None or live.pane_id is None or hub is None:
             return False
-        await hub.command("send-keys", "-t", live.pane_id, *keys)
+        await send_pane_keys(hub, live.pane_id, keys)
         return True
 
     def live_readers(self) -> int:
@@ -408,10 +368,7 @@ class SessionManager:
         live = await self._live_pane(session_id, "send-keys")
         if live is None:
             raise SessionEndedError(await self.get(session_id))
-        hub, pane_id = live
-        for start in range(0, len(data), 512):
-            hex_bytes = [f"{b:02x}" for b in data[start : start + 512]]
-            await hub.command("send-keys", "-t", pane_id, "-H", *hex_bytes)
+        await send_pane_bytes(*live, data)
 
     async def wait(self, session_id: str) -> SessionRecord:
         """Wait until the session has ended; return its final record."""
@@ -451,58 +408,21 @@ class SessionManager:
         """
         if not self._served:
             raise RuntimeError("the session manager is not running")
-        if not self._hub_ready.is_set():  # being restarted (tmux hung, or the hub lost)
-            await self._wait_for_hub("new-session")
+        if not self._hub.ready:  # being restarted (tmux hung, or the hub lost)
+            await self._hub.wait_ready("new-session")
         nursery = self._nursery
         assert nursery is not None
-        session_id = new_session_id()
-        directory = self._session_dir(session_id)
-        await trio.Path(directory / "log").mkdir(parents=True)
-        unset_env: tuple[str, ...] = ()
-        if agent is not None:
-            try:
-                launched = await trio.to_thread.run_sync(
-                    lambda: launch(
-                        agent.profile, directory / "agent", model=agent.model, prompt=agent.prompt,
-                        native_id=agent.native_id, extra_args=agent.extra_args,
-                        environment={**os.environ, **(env or {})},
-                    )
-                )  # fmt: skip
-            except BaseException:
-                # no record names this directory: retention would never remove it
-                with trio.CancelScope(shield=True, deadline=trio.current_time() + self.server.timeouts.tmux):
-                    await trio.to_thread.run_sync(shutil.rmtree, directory, True)
-                raise
-            argv, unset_env = launched.argv, launched.unset_env
-            # the profile's hook wiring (e.g. GEMINI_CLI_HOME) wins over the caller's
-            env = {**(env or {}), **launched.env}
-            if title is None:
-                title = agent.profile.name + (f": {_one_line(agent.prompt)}" if agent.prompt else "")
-        # started with a prompt and no start hook to say so (Codex): its first turn runs now
-        first_turn = agent is not None and agent.prompt is not None and not agent.profile.start_hook
-        spec = SessionSpec(
-            argv, cwd, directory / "exit", env or {}, width=width, height=height, session_id=session_id,
-            pipe_command=_pipe_command(directory, self.segment_size), unset_env=unset_env,
+        prepared = await prepare_start(
+            self._session_dir(new_session_id()), argv, cwd=cwd, env=env, title=title, width=width,
+            height=height, origin=origin, agent=agent, name=name, segment_size=self.segment_size,
+            cleanup_within=self.server.timeouts.tmux,
         )  # fmt: skip
-        record = SessionRecord(
-            id=session_id, title=title or " ".join(argv), command=tuple(argv), cwd=str(cwd),
-            env_keys=tuple(sorted(env or {})), created_at=time.time(), state=SessionState.STARTING,
-            origin=origin, tmux_name=spec.name,
-            agent=agent.profile.name if agent is not None else None,
-            agent_state=(
-                None if agent is None else str(AgentState.WORKING if first_turn else AgentState.STARTING)
-            ),
-            native_id=agent.native_id if agent is not None else None, name=name,
-        )  # fmt: skip
+        spec, record, directory = prepared.spec, prepared.record, prepared.directory
+        session_id = record.id
         try:
             await self.store.add(record)
             if agent is not None:
-                tracker = self._agents.tracker(record)
-                tracker.evidence = "started with a prompt" if first_turn else "started"
-                tracker.first_turn_unseen = first_turn
-                if agent.prompt is not None:
-                    tracker.prompt_at_start = agent.profile.start_hook
-                    tracker.prompts.add(agent.prompt)
+                self._agents.started(record, agent, first_turn=prepared.first_turn)
             info = await self.server.new_session(spec)
         except BaseException:
             # A refused create changes nothing: no record, no directory, no event.
@@ -606,7 +526,7 @@ class SessionManager:
         else:
             path = trio.Path(self._session_dir(session_id) / "screen.txt")
             try:
-                await path.write_text(_without_dead_banner(screen))
+                await path.write_text(without_dead_banner(screen))
             except OSError as exc:
                 # (e.g. a full disk) the session stops all the same: it may be what fills it
                 log.warning("session %s: its last screen could not be kept: %s", session_id, exc)
@@ -630,7 +550,7 @@ class SessionManager:
         live.watched = True
         feed = self._watch_feed(record.id)
         try:
-            hub = self._hub
+            hub = self._hub.client
             assert hub is not None
             with ExitWatch(pane_pid) as exited:
                 await self.server.link_window(record.tmux_name, HUB)
@@ -667,12 +587,12 @@ class SessionManager:
         await self.server.wait_drained(record.tmux_name)
         try:
             screen = await self.server.capture(record.tmux_name, history=200)
-            await trio.Path(directory / "screen.txt").write_text(_without_dead_banner(screen))
+            await trio.Path(directory / "screen.txt").write_text(without_dead_banner(screen))
         except SessionNotFoundError:
             pass  # killed: the screen went with it
         await self.server.kill_window(record.tmux_name)
         # Closing the pane closed the pipe: split writes its last bytes and exits.
-        writer = _pipe_writer(directory)
+        writer = pipe_writer(directory)
         if writer is not None:
             with ExitWatch(writer) as done, trio.move_on_after(self.server.timeouts.tmux):
                 await done.wait()
@@ -698,23 +618,10 @@ class SessionManager:
             await self._record_end_locked(record, directory)
 
     async def _record_end_locked(self, record: SessionRecord, directory: Path) -> None:
-        status = read_exit_status(directory / "exit")
         live = self.live_session(record.id)
         killed, live.killing = live.killing, False
-        exit_code, exit_signal = status, None
-        if status in _SIGNALS:
-            exit_code, exit_signal = None, status - 128  # the shell's 128+N
-        state = SessionState.KILLED if killed else SessionState.EXITED
-        if status is None and not killed:
-            state = SessionState.KILLED  # the wrapper itself was killed from outside
-        elif status is None:
-            # Killed by us: closing its window hung up its processes (tmux sends SIGHUP), the
-            # start wrapper with them, so no status was written: the signal is ours to tell.
-            exit_signal = int(signal.SIGHUP)
-        ended = attrs.evolve(
-            record, state=state, exit_code=exit_code, exit_signal=exit_signal, ended_at=time.time(),
-            agent_state=str(AgentState.EXITED) if record.agent_state is not None else None,
-        )  # fmt: skip
+        ended = ended_record(record, read_exit_status(directory / "exit"), killed=killed)
+        state = ended.state
         try:
             await self.store.update(ended)
         except sqlite3.OperationalError as exc:
@@ -803,40 +710,3 @@ class SessionManager:
         """Forget an ended session: its record and its files (used by retention)."""
         self._drop(session_id)
         await trio.to_thread.run_sync(shutil.rmtree, self._session_dir(session_id), True)
-
-
-def _one_line(text: str, limit: int = 60) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-_DEAD_BANNER = re.compile(r"\nPane is dead[^\n]*\n?$")
-
-
-def _without_dead_banner(screen: str) -> str:
-    """The screen without tmux's "Pane is dead (status N, <time>)" line (remain-on-exit's)."""
-    return _DEAD_BANNER.sub("\n", screen)
-
-
-def _pipe_command(directory: Path, segment_size: int) -> str:
-    import shlex
-
-    pidfile = shlex.quote(str(directory / _PIPE_PID))
-    # The shell records its PID and becomes split (exec): one process per session, whose
-    # exit says the log is complete.
-    # umask: the log is private whoever started the tmux server (an embedded `run` from a
-    # shell with umask 022, say).
-    return f"umask 077; echo $$ > {pidfile}; {split_command(directory / 'log', segment_size)}"
-
-
-def _pipe_writer(directory: Path) -> int | None:
-    """The PID of the session's log writer (split), if it is still that process."""
-    try:
-        pid = int((directory / _PIPE_PID).read_text())
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-    except (OSError, ValueError):
-        return None
-    if cmdline.startswith(b"split\0") and str(directory).encode() in cmdline:
-        return pid
-    return None  # exited, and maybe the PID was reused: nothing to wait for
