@@ -29,6 +29,7 @@ from .errors import (
     PromptNotConfirmedError,
     PromptQueuedError,
     SessionEndedError,
+    UnknownAgentError,
     UnknownSessionError,
 )
 from .events import EventKind
@@ -140,6 +141,29 @@ class AgentTracking:
                 tracker.on_exit()
             live.agent = tracker
         return tracker
+
+    def resuming(
+        self, record: SessionRecord, *, model: str | None, prompt: str | None, extra_args: tuple[str, ...]
+    ) -> AgentStart:
+        """How to start an agent resuming the conversation of ``record``'s agent.
+
+        Raises:
+            NotAnAgentError: not an agent session, or its agent never reported its
+            conversation id; UnknownAgentError: its profile is gone.
+        """
+        if record.agent is None:
+            raise NotAnAgentError(f"session {record.id} does not run an agent")
+        if record.native_id is None:
+            raise NotAnAgentError(
+                f"session {record.id}: its agent never reported its conversation id (no hook came)"
+            )
+        profiles = self._host.agent_profiles
+        profile = profiles.get(record.agent)
+        if profile is None:
+            raise UnknownAgentError(record.agent, sorted(profiles))
+        return AgentStart(
+            profile, model=model, prompt=prompt, native_id=record.native_id, extra_args=extra_args
+        )
 
     def started(self, record: SessionRecord, agent: AgentStart, *, first_turn: bool) -> None:
         """A new agent session (its record stored, tmux's session not made yet): its tracker."""

@@ -483,18 +483,7 @@ class SessionManager:
             reported its conversation id; UnknownAgentError: its profile is gone.
         """
         record = await self.get(session_id)
-        if record.agent is None:
-            raise NotAnAgentError(f"session {session_id} does not run an agent")
-        if record.native_id is None:
-            raise NotAnAgentError(
-                f"session {session_id}: its agent never reported its conversation id (no hook came)"
-            )
-        profile = self.agent_profiles.get(record.agent)
-        if profile is None:
-            raise UnknownAgentError(record.agent, sorted(self.agent_profiles))
-        start = AgentStart(
-            profile, model=model, prompt=prompt, native_id=record.native_id, extra_args=extra_args
-        )
+        start = self._agents.resuming(record, model=model, prompt=prompt, extra_args=extra_args)
         return await self.create(
             [], cwd=cwd or Path(record.cwd), env=env, title=title, width=width, height=height,
             origin=origin, agent=start,
