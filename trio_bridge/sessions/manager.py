@@ -607,8 +607,9 @@ class SessionManager:
             await self._record_end_locked(record, directory)
 
     async def _record_end_locked(self, record: SessionRecord, directory: Path) -> None:
-        live = self.live_session(record.id)
-        killed, live.killing = live.killing, False
+        killed = False
+        if (live := self._sessions.get(record.id)) is not None:
+            killed, live.killing = live.killing, False
         ended = ended_record(record, read_exit_status(directory / "exit"), killed=killed)
         state = ended.state
         try:

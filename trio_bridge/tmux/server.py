@@ -35,8 +35,10 @@ from ..process import (
 from . import _protocol
 from ._keys import check_keys
 
-# (re-exported: callers found them here before spec.py)
-from .spec import SessionSpec, _env_file_text, _write_private, gate_channel, is_env_name, new_session_id
+# (SessionSpec, is_env_name, new_session_id re-exported: callers found them here before spec.py)
+from .spec import SessionSpec, gate_channel, is_env_name, new_session_id
+from .spec import env_file_text as _env_file_text
+from .spec import write_private as _write_private
 
 __all__ = [
     "TMUX_COMMAND_MAX",

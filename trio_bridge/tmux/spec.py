@@ -17,7 +17,7 @@ import attrs
 
 from ..config import secret_env_names
 
-__all__ = ["SessionSpec", "gate_channel", "is_env_name", "new_session_id"]
+__all__ = ["SessionSpec", "env_file_text", "gate_channel", "is_env_name", "new_session_id", "write_private"]
 
 # \Z, not $: "$" also matches before a final newline, and a name "touch\n" would have run
 # `touch` from the session's environment file
@@ -36,7 +36,7 @@ def _to_tuple(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _env_file_text(env: Mapping[str, str]) -> str:
+def env_file_text(env: Mapping[str, str]) -> str:
     return "".join(
         f"{name}={shlex.quote(value)}\n"
         for name, value in sorted(env.items())
@@ -44,7 +44,7 @@ def _env_file_text(env: Mapping[str, str]) -> str:
     )
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     # Never through a link planted where the file goes.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
