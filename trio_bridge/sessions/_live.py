@@ -35,7 +35,7 @@ class LiveSession:
     """Everything the manager holds in memory for one session (its record, on disk, is the
     store's).
 
-    Lifetime: made (by :meth:`SessionManager._session`, the one place) the first time the
+    Lifetime: made (by :meth:`SessionManager.live_session`, the one place) the first time the
     process needs it: the session is created or re-adopted, its feed is read, its end waited
     on, an agent hook arrives; removed (by :meth:`SessionManager._drop`, the one place) when
     the session is forgotten (retention, ``rm``) or failed to start. So it outlives the
