@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 import trio
@@ -217,7 +218,7 @@ async def test_a_long_multiline_prompt_arrives_whole(agent_sandbox: Sandbox, tmp
 async def test_a_dropped_enter_is_detected_and_retried_once(agent_sandbox: Sandbox, tmp_path: Path) -> None:
     with trio.fail_after(40):
         async with agent_api(agent_sandbox, tmp_path) as (daemon, client):
-            daemon.manager.prompt_confirm_timeout = 2.0
+            daemon.manager.tuning = attrs.evolve(daemon.manager.tuning, prompt_confirm_timeout=2.0)
             session = await start_agent(client, tmp_path, "fake-lossy")
             sid = session["id"]
             await wait_until(client, sid, "idle")
@@ -233,7 +234,7 @@ async def test_a_dropped_enter_is_detected_and_retried_once(agent_sandbox: Sandb
 async def test_an_enter_never_taken_is_a_clear_error(agent_sandbox: Sandbox, tmp_path: Path) -> None:
     with trio.fail_after(40):
         async with agent_api(agent_sandbox, tmp_path) as (daemon, client):
-            daemon.manager.prompt_confirm_timeout = 1.0
+            daemon.manager.tuning = attrs.evolve(daemon.manager.tuning, prompt_confirm_timeout=1.0)
             session = await start_agent(client, tmp_path, "fake-deaf")
             sid = session["id"]
             await wait_until(client, sid, "idle")
@@ -307,7 +308,7 @@ async def test_a_permission_question_waits_for_input_and_answering_resumes(
 async def test_silence_while_working_is_stuck(agent_sandbox: Sandbox, tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with agent_api(agent_sandbox, tmp_path) as (daemon, client):
-            daemon.manager.agent_stuck_after = 1.5
+            daemon.manager.tuning = attrs.evolve(daemon.manager.tuning, agent_stuck_after=1.5)
             session = await start_agent(client, tmp_path, "fake-claude")
             sid = session["id"]
             await wait_until(client, sid, "idle")
@@ -452,7 +453,7 @@ async def test_review_regressions(agent_sandbox: Sandbox, tmp_path: Path) -> Non
     """Found by a review: each of these was wrong once."""
     with trio.fail_after(60):
         async with agent_api(agent_sandbox, tmp_path) as (daemon, client):
-            daemon.manager.prompt_confirm_timeout = 1.0
+            daemon.manager.tuning = attrs.evolve(daemon.manager.tuning, prompt_confirm_timeout=1.0)
             outer = await start_agent(client, tmp_path, "fake-claude")
             await wait_until(client, outer["id"], "idle")
             # a session's identity comes from the daemon, not from the caller's environment

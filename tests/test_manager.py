@@ -7,11 +7,19 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 
+import pytest
 import trio
 
 from trio_bridge.agents import AgentProfile
 from trio_bridge.output import Chunk, OutputFeed, Resync
-from trio_bridge.sessions import EventKind, SessionManager, SessionState, open_session_store
+from trio_bridge.sessions import (
+    EventKind,
+    SessionManager,
+    SessionState,
+    SessionTuning,
+    UnknownSessionError,
+    open_session_store,
+)
 from trio_bridge.sessions.manager import AgentStart
 from trio_bridge.tmux import TmuxServer
 
@@ -19,9 +27,12 @@ from .conftest import Sandbox
 
 
 @asynccontextmanager
-async def running_manager(server: TmuxServer, state: Path, **kw: int) -> AsyncIterator[SessionManager]:
+async def running_manager(
+    server: TmuxServer, state: Path, tuning: SessionTuning | None = None
+) -> AsyncIterator[SessionManager]:
     async with open_session_store(state / "sessions.db") as store, trio.open_nursery() as nursery:
-        manager = await nursery.start(SessionManager(server, store, state, **kw).run)
+        manager = SessionManager(server, store, state, tuning=tuning or SessionTuning())
+        await nursery.start(manager.run)
         yield manager
         nursery.cancel_scope.cancel()
 
@@ -141,7 +152,7 @@ async def test_a_slow_reader_resyncs_while_a_fast_one_keeps_up(sandbox: Sandbox,
         f"import time\nfor i in range(60):\n    print(f'{{i:04d}} {line}', flush=True)\n    time.sleep(0.01)"
     )
     async with running_manager(
-        sandbox.server(), sandbox.state_dir, segment_size=4096, log_max_bytes=16384
+        sandbox.server(), sandbox.state_dir, SessionTuning(segment_size=4096, log_max_bytes=16384)
     ) as manager:
         record = await manager.create([sys.executable, "-c", script], cwd=tmp_path)
         # to the end of the last line (stopping at its start would leave the rest unread)
@@ -158,3 +169,34 @@ async def test_a_slow_reader_resyncs_while_a_fast_one_keeps_up(sandbox: Sandbox,
     assert first_kept > 0 and first_kept % 4096 == 0
     tail = b"".join(i.data for i in items[1:] if isinstance(i, Chunk))
     assert tail == fast[first_kept:]
+
+
+async def test_what_is_held_per_session_outlives_the_watcher_until_forgotten(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    server = sandbox.server()
+    async with running_manager(server, sandbox.state_dir) as manager:
+        with trio.fail_after(20):
+            record = await manager.create(["sh", "-c", "echo held; read x"], cwd=tmp_path)
+            live = manager.live_sessions()[record.id]
+            assert live.watched and live.pane_id is not None
+            waited: list[SessionState] = []
+
+            async def wait_for_end() -> None:
+                waited.append((await manager.wait(record.id)).state)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wait_for_end)
+                await read_until(manager.feed(record.id), 0, b"held")
+                await manager.kill(record.id)
+            assert waited == [SessionState.KILLED]
+            # the watcher is done; the record stays: the same feed, closed, still readable
+            assert manager.live_sessions()[record.id] is live
+            assert not live.watched and live.pane_id is None and not live.killing
+            assert manager.feed(record.id) is live.feed and live.feed.closed
+            data, _ = await read_until(manager.feed(record.id), 0, b"held")
+            assert data.startswith(b"held")
+            await manager.forget(record.id)
+            assert record.id not in manager.live_sessions()
+            with pytest.raises(UnknownSessionError):
+                manager.feed(record.id)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import uuid
 
@@ -16,6 +18,8 @@ from trio_bridge.process import (
     SubprocessTimeoutError,
     open_process_group,
     run_process,
+    signal_session_but_leader,
+    unix_session_members,
 )
 
 from .conftest import is_alive, live_pids_matching
@@ -134,3 +138,25 @@ async def test_exit_watch_of_a_gone_process_returns_at_once() -> None:
     await proc.wait()
     with ExitWatch(proc.pid) as watch, trio.fail_after(1):
         await watch.wait()
+
+
+async def test_signalling_a_unix_session_spares_its_leader() -> None:
+    # setsid: the shell leads a new Unix session (exec'd in place: our child); two sleeps in it;
+    # once they are gone it waits on its stdin (a pipe nobody writes)
+    proc = await trio.lowlevel.open_process(
+        ["setsid", "sh", "-c", "sleep 300 & sleep 301 & wait; read x"], stdin=subprocess.PIPE
+    )
+    try:
+        with trio.fail_after(10):
+            while len(set(unix_session_members(proc.pid))) < 3:  # sh and its two sleeps
+                await trio.sleep(0.02)
+            assert os.getsid(proc.pid) == proc.pid
+            signal_session_but_leader(proc.pid, signal.SIGTERM)
+            while set(unix_session_members(proc.pid)) != {proc.pid}:
+                await trio.sleep(0.02)
+        assert is_alive(proc.pid)  # the leader lives on (as a pane's start wrapper must)
+    finally:
+        proc.kill()
+        await proc.wait()
+        assert proc.stdin is not None
+        await proc.stdin.aclose()

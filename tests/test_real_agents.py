@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 import trio
@@ -419,7 +420,7 @@ async def test_gemini_takes_a_prompt_given_while_busy_and_says_queued_when_it_ha
             assert asked("queued second") == 1
 
             # not taken within the wait: "queued" (it runs later, once)
-            daemon.manager.prompt_queue_wait = 0.5
+            daemon.manager.tuning = attrs.evolve(daemon.manager.tuning, prompt_queue_wait=0.5)
             late = models.late_requests
             await prompt(client, sid, "LATE gemini another long turn")
             while models.late_requests == late:

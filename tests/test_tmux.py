@@ -14,6 +14,7 @@ import trio
 from trio_bridge.process import ExitWatch, SubprocessTimeoutError
 from trio_bridge.tmux import (
     ControlClientClosedError,
+    DuplicateSessionError,
     InvalidKeyError,
     InvalidTextError,
     SessionInfo,
@@ -21,6 +22,7 @@ from trio_bridge.tmux import (
     SessionSpec,
     TmuxCommandError,
     TmuxServer,
+    gate_channel,
     open_control_client,
 )
 from trio_bridge.tmux.server import read_exit_status
@@ -306,3 +308,38 @@ async def test_queries_about_a_missing_session_say_so(server: TmuxServer, tmp_pa
             await query("tb-missing")
     with pytest.raises(SessionNotFoundError):
         await server.display("tb-missing", "#{window_id}")
+
+
+async def test_the_hub_links_windows_and_a_killed_window_leaves_both_sessions(
+    server: TmuxServer, tmp_path: Path
+) -> None:
+    with trio.fail_after(20):
+        await server.ensure_hub("tb-hub")
+        await server.ensure_hub("tb-hub")  # there already: no error
+        assert await server.has_session("tb-hub")
+        with pytest.raises(DuplicateSessionError):
+            await server._new_idle_session("tb-hub")
+        _, info = await start(server, tmp_path, ["sleep", "300"])
+        await server.link_window(info.name, "tb-hub")
+        await server.link_window(info.name, "tb-hub")  # linked once, not twice
+        (linked,) = await server.display(info.name, "#{window_linked_sessions}")
+        assert linked == "2"
+        assert not await server.pane_dead(info.name)
+        with ExitWatch(info.pane_pid) as watch:
+            await server.kill_window(info.name)
+            await watch.wait()  # hung up, though the hub still had the window
+        assert not await server.has_session(info.name)
+        assert await server.pane_dead(info.name)  # a missing session's pane is dead
+        await server.kill_window(info.name)  # already gone: no error
+        with pytest.raises(SessionNotFoundError):
+            await server.link_window(info.name, "tb-hub")
+
+
+async def test_the_start_gate_is_released_by_session_id(server: TmuxServer, tmp_path: Path) -> None:
+    spec = SessionSpec(["sh", "-c", "exit 7"], tmp_path, tmp_path / "exit")
+    assert spec.gate_channel == gate_channel(spec.session_id)
+    info = await server.new_session(spec)
+    with ExitWatch(info.pane_pid) as watch, trio.fail_after(10):
+        await server.release_gate(spec.session_id)
+        await watch.wait()
+    assert read_exit_status(spec.status_path) == 7

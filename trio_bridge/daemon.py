@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 from ._private import UnsafeDirectoryError, make_private_dir, privatize_tree
 from .config import Settings, secret_env_names
-from .sessions import SessionManager, open_session_store
+from .sessions import SessionManager, SessionTuning, open_session_store
 from .supervise import CrashLoopError, RestartPolicy, Supervisor
 from .tmux import TmuxServer
 
@@ -154,7 +154,11 @@ async def serve_daemon(
             contextlib.AsyncExitStack() as stack,
         ):
             manager = SessionManager(
-                server, store, state, log_max_bytes=settings.output_max_bytes, agent_profiles=settings.agents
+                server,
+                store,
+                state,
+                tuning=SessionTuning(log_max_bytes=settings.output_max_bytes),
+                agent_profiles=settings.agents,
             )
             supervisors = tuple(Supervisor(name, policy) for name in ("sessions", "retention", "api"))
             sessions, retention, api = supervisors

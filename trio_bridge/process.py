@@ -10,15 +10,20 @@ Both start the child in its own session/process group, so that on timeout or
 cancellation the *whole group* is sent SIGTERM, then SIGKILL after a short
 grace, and the child is always reaped.  A timeout is reported as
 :class:`SubprocessTimeoutError` and is never turned into an "absent" result.
+
+It also signals processes it did not start: :class:`ExitWatch` waits for one to exit, and
+:func:`signal_unix_session` / :func:`signal_session_but_leader` signal a Unix session's
+members (a pane's processes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import attrs
@@ -35,6 +40,9 @@ __all__ = [
     "SubprocessTimeoutError",
     "open_process_group",
     "run_process",
+    "signal_session_but_leader",
+    "signal_unix_session",
+    "unix_session_members",
 ]
 
 _READ_SIZE = 65536
@@ -317,3 +325,54 @@ class ExitWatch:
                 self._gone = True
                 return
             await trio.sleep(self._POLL_INTERVAL)
+
+
+def unix_session_members(sid: int) -> Iterable[int]:
+    """PIDs whose Unix session id is ``sid`` (Linux /proc; empty elsewhere)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # exited meanwhile
+        # Fields after the parenthesised command name: state ppid pgrp session ...
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        # Zombies are already dead; they only wait for their parent to reap them.
+        if int(fields[3]) == sid and fields[0] != b"Z":
+            yield int(entry)
+
+
+def signal_unix_session(sid: int, sig: int) -> int:
+    """Signal every live process in Unix session ``sid`` (a pane's processes).
+
+    Returns how many were signalled; signal 0 just counts the live ones.
+    """
+    count = 0
+    pids = set(unix_session_members(sid))
+    if sig and not pids:
+        try:
+            os.killpg(sid, sig)  # no /proc (not Linux): the pane's own group
+        except (ProcessLookupError, PermissionError):
+            pass  # the group is already gone
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+            count += 1
+        except (ProcessLookupError, PermissionError):
+            continue  # exited meanwhile
+    return count
+
+
+def signal_session_but_leader(leader: int, sig: int) -> None:
+    """Signal every live process of the Unix session ``leader`` leads, but ``leader`` itself
+    (a pane's command and its children, not the start wrapper, which must live on to record
+    the exit status). Processes that exit meanwhile (or are not ours) are skipped."""
+    for pid in set(unix_session_members(leader)) - {leader}:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)

@@ -1,7 +1,9 @@
-"""Session records and their store (the daemon's memory of every session it started)."""
+"""Sessions: the manager that starts, watches and re-adopts them, agent tracking, events,
+and the store of their records (the daemon's memory of every session it started)."""
 
 from .manager import EventKind, SessionEndedError, SessionEvent, SessionManager, UnknownSessionError
 from .store import SessionRecord, SessionState, SessionStore, open_session_store
+from .tuning import SessionTuning
 
 __all__ = [
     "EventKind",
@@ -11,6 +13,7 @@ __all__ = [
     "SessionRecord",
     "SessionState",
     "SessionStore",
+    "SessionTuning",
     "UnknownSessionError",
     "open_session_store",
 ]

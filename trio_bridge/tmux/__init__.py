@@ -1,4 +1,5 @@
-"""The tmux session engine: trio-bridge's own tmux server and its control-mode client."""
+"""The tmux session engine: trio-bridge's own tmux server (every tmux command, typed errors),
+what a session runs (spec.py), and the control-mode client."""
 
 from ._keys import KEY_NAMES, KEY_PATTERN, InvalidKeyError
 from ._protocol import InvalidTextError
@@ -10,6 +11,7 @@ from .control import (
     open_control_client,
 )
 from .server import (
+    DuplicateSessionError,
     PaneStatus,
     SessionInfo,
     SessionNotFoundError,
@@ -17,14 +19,15 @@ from .server import (
     TmuxError,
     TmuxServer,
     TmuxUnavailableError,
-    new_session_id,
 )
+from .spec import gate_channel, new_session_id
 
 __all__ = [
     "KEY_NAMES",
     "KEY_PATTERN",
     "ControlClient",
     "ControlClientClosedError",
+    "DuplicateSessionError",
     "InvalidKeyError",
     "InvalidTextError",
     "PaneStatus",
@@ -36,6 +39,7 @@ __all__ = [
     "TmuxServer",
     "TmuxTimeoutError",
     "TmuxUnavailableError",
+    "gate_channel",
     "new_session_id",
     "open_control_client",
 ]

@@ -14,23 +14,36 @@ script, quoted with :func:`shlex.quote`.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
 import trio
 
 from ..config import DEFAULT_TIMEOUTS, Timeouts, secret_env_names
-from ..process import ProcessResult, SubprocessFailedError, run_process
+
+# (re-exported: callers found them here before they moved to process.py)
+from ..process import (
+    ProcessResult,
+    SubprocessFailedError,
+    run_process,
+    signal_unix_session,
+    unix_session_members,
+)
 from . import _protocol
 from ._keys import check_keys
+
+# (SessionSpec, is_env_name, new_session_id re-exported: callers found them here before spec.py)
+from .spec import SessionSpec, gate_channel, is_env_name, new_session_id
+from .spec import env_file_text as _env_file_text
+from .spec import write_private as _write_private
 
 __all__ = [
     "TMUX_COMMAND_MAX",
     "CommandTooLongError",
+    "DuplicateSessionError",
     "PaneStatus",
     "SessionInfo",
     "SessionNotFoundError",
@@ -38,7 +51,11 @@ __all__ = [
     "TmuxError",
     "TmuxServer",
     "TmuxUnavailableError",
+    "gate_channel",
+    "is_env_name",
     "new_session_id",
+    "signal_unix_session",
+    "unix_session_members",
 ]
 
 #: the user option that marks a tmux session as created by trio-bridge
@@ -49,13 +66,7 @@ _END_POLLS = 50
 #: exit status of the start wrapper when it cannot hand over to the command
 START_FAILED_STATUS = 125
 
-# \Z, not $: "$" also matches before a final newline, and a name "touch\n" would have run
-# `touch` from the session's environment file
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _DRAIN_CHECK_INTERVAL = 0.002
-# Variables the pane must get from tmux (or trio-bridge) itself, never from the caller: a
-# TRIO_BRIDGE_SESSION_ID inherited from an outer session would send a nested agent's hooks there.
-_TMUX_OWNED_ENV = frozenset({"TMUX", "TMUX_PANE", "TERM", "COLUMNS", "LINES", "TRIO_BRIDGE_SESSION_ID"})
 
 _NO_SERVER = ("no server running", "error connecting to", "server exited unexpectedly")
 _NO_SESSION = ("can't find session", "no such session", "can't find pane", "can't find window")
@@ -98,109 +109,20 @@ class TmuxUnavailableError(TmuxError):
     """The tmux executable cannot be run."""
 
 
+class DuplicateSessionError(TmuxError):
+    """A session with this name exists already."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"a tmux session named {name!r} exists already")
+
+
 class SessionNotFoundError(TmuxError):
     """The named session does not exist on trio-bridge's tmux server."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"no tmux session named {name!r}")
-
-
-def new_session_id() -> str:
-    """A fresh session id: 12 hex digits, safe in names, paths and URLs."""
-    return uuid.uuid4().hex[:12]
-
-
-def _to_tuple(value: Iterable[str]) -> tuple[str, ...]:
-    return tuple(value)
-
-
-def _env_file_text(env: Mapping[str, str]) -> str:
-    return "".join(
-        f"{name}={shlex.quote(value)}\n"
-        for name, value in sorted(env.items())
-        if name not in _TMUX_OWNED_ENV and name not in secret_env_names()
-    )
-
-
-def _write_private(path: Path, text: str) -> None:
-    # Never through a link planted where the file goes.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-
-
-def is_env_name(name: str) -> bool:
-    """Whether ``name`` can be an environment variable of a session (a POSIX shell name)."""
-    return bool(_ENV_NAME.match(name))
-
-
-def _check_env(env: Mapping[str, str]) -> dict[str, str]:
-    for name, value in env.items():
-        if not _ENV_NAME.match(name):
-            raise ValueError(f"invalid environment variable name {name!r}")
-        if "\0" in value:
-            raise ValueError(f"environment variable {name} contains a NUL byte")
-    return dict(env)
-
-
-@attrs.frozen
-class SessionSpec:
-    """What to start in a new session.
-
-    ``env`` is applied on top of the tmux server's environment (the pane keeps
-    tmux's own ``TERM``/``TMUX``). The command starts only when the caller
-    releases the gate (:meth:`TmuxServer.release`), so readers can attach first
-    and miss no byte. When it ends, its exit status is written to
-    ``status_path`` (see :func:`read_exit_status`).
-    """
-
-    argv: tuple[str, ...] = attrs.field(converter=_to_tuple)
-    cwd: Path = attrs.field(converter=Path)
-    #: where the session's start wrapper writes the command's exit status
-    status_path: Path = attrs.field(converter=Path)
-    env: Mapping[str, str] = attrs.field(factory=dict, converter=_check_env)
-    width: int = attrs.field(default=80)
-    height: int = attrs.field(default=24)
-    #: the shell command tmux pipes the pane's output to (``pipe-pane``)
-    pipe_command: str = "exec cat >/dev/null"
-    session_id: str = attrs.field(factory=new_session_id)
-    #: variables of the tmux server's environment the command does not inherit (``env`` is
-    #: applied after: what it sets stays)
-    unset_env: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple)
-
-    @argv.validator
-    def _check_argv(self, _attribute: object, value: tuple[str, ...]) -> None:
-        if not value:
-            raise ValueError("the command must not be empty")
-        for arg in value:
-            if "\0" in arg:
-                raise ValueError("command arguments cannot contain a NUL byte")
-
-    @unset_env.validator
-    def _check_unset(self, _attribute: object, value: tuple[str, ...]) -> None:
-        for name in value:
-            if not _ENV_NAME.match(name) or name in _TMUX_OWNED_ENV:
-                raise ValueError(f"invalid environment variable name to unset {name!r}")
-
-    @width.validator
-    @height.validator
-    def _check_size(self, attribute: attrs.Attribute[int], value: int) -> None:
-        if not 2 <= value <= 1000:
-            raise ValueError(f"session {attribute.name} must be between 2 and 1000, not {value}")
-
-    @property
-    def name(self) -> str:
-        return f"tb-{self.session_id}"
-
-    @property
-    def env_path(self) -> Path:
-        """The private (0600) file the start wrapper reads ``env`` from, then deletes."""
-        return self.status_path.with_name(f"{self.session_id}.env")
-
-    @property
-    def gate_channel(self) -> str:
-        return f"tb-go-{self.session_id}"
 
 
 @attrs.frozen
@@ -413,7 +335,60 @@ class TmuxServer:
 
     async def release(self, spec: SessionSpec) -> None:
         """Open the start gate: the session's command starts now."""
-        await self.run("wait-for", "-S", spec.gate_channel)
+        await self.release_gate(spec.session_id)
+
+    async def release_gate(self, session_id: str) -> None:
+        """Open the start gate of the session with this id (see :attr:`SessionSpec.gate_channel`)."""
+        await self.run("wait-for", "-S", gate_channel(session_id))
+
+    async def ensure_hub(self, name: str) -> None:
+        """Make sure the hub session ``name`` exists: an idle session into which sessions'
+        windows are linked (:meth:`link_window`), so that one control client sees all their
+        output. Its own window just sleeps; it carries no id option (not a session of ours)."""
+        self.write_config()
+        if await self.has_session(name):
+            return
+        try:
+            await self._new_idle_session(name)
+        except DuplicateSessionError:
+            pass  # made meanwhile by someone else: as good
+
+    async def _new_idle_session(self, name: str) -> None:
+        """Raises DuplicateSessionError, TmuxError."""
+        try:
+            await self.run("new-session", "-d", "-s", name, "--", "sleep", "infinity")
+        except SubprocessFailedError as exc:
+            if b"duplicate session" in exc.stderr:
+                raise DuplicateSessionError(name) from exc
+            raise TmuxError(str(exc)) from exc
+
+    async def link_window(self, name: str, into: str) -> None:
+        """Link session ``name``'s window into session ``into`` (once: a linked one stays).
+
+        Raises:
+            SessionNotFoundError: either session is gone.
+        """
+        window_id, linked = await self.display(name, "#{window_id}", "#{window_linked_sessions}")
+        if int(linked) < 2:
+            await self._run_on_session(name, "link-window", "-d", "-s", window_id, "-t", f"={into}:")
+
+    async def kill_window(self, name: str) -> None:
+        """Kill session ``name``'s window: from every session it is linked into (which
+        kill-session would leave running), hanging up its processes; the emptied session goes
+        too. A window already gone is not an error."""
+        try:
+            (window_id,) = await self.display(name, "#{window_id}")
+            await self._run_on_session(name, "kill-window", "-t", window_id)
+        except SessionNotFoundError:
+            return  # already gone
+
+    async def pane_dead(self, name: str) -> bool:
+        """Whether tmux has marked the session's pane dead (read its pty to the end); a
+        missing session's is."""
+        try:
+            return (await self.pane_status(name)).dead
+        except SessionNotFoundError:
+            return True
 
     async def list_sessions(self) -> list[SessionInfo]:
         """Every session on our server that trio-bridge created (others are ignored).
@@ -588,45 +563,3 @@ def _which(binary: str) -> str | None:
     import shutil
 
     return shutil.which(binary)
-
-
-def unix_session_members(sid: int) -> Iterable[int]:
-    """PIDs whose Unix session id is ``sid`` (Linux /proc; empty elsewhere)."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue  # exited meanwhile
-        # Fields after the parenthesised command name: state ppid pgrp session ...
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        # Zombies are already dead; they only wait for their parent to reap them.
-        if int(fields[3]) == sid and fields[0] != b"Z":
-            yield int(entry)
-
-
-def signal_unix_session(sid: int, sig: int) -> int:
-    """Signal every live process in Unix session ``sid`` (a pane's processes).
-
-    Returns how many were signalled; signal 0 just counts the live ones.
-    """
-    count = 0
-    pids = set(unix_session_members(sid))
-    if sig and not pids:
-        try:
-            os.killpg(sid, sig)  # no /proc (not Linux): the pane's own group
-        except (ProcessLookupError, PermissionError):
-            pass  # the group is already gone
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-            count += 1
-        except (ProcessLookupError, PermissionError):
-            continue  # exited meanwhile
-    return count
