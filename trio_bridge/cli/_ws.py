@@ -12,6 +12,7 @@ import trio
 from trio_websocket import WebSocketConnection, open_websocket_url, wrap_client_stream
 
 from ..config import Settings
+from ._text import StdoutClosedError
 
 #: seconds to connect and complete the WebSocket handshake (a connection accepted by a daemon
 #: that is shutting down may never be answered: trio-websocket would wait forever)
@@ -61,10 +62,6 @@ async def open_session_socket(
                 await ws.aclose()
         finally:
             nursery.cancel_scope.cancel()
-
-
-class StdoutClosedError(BrokenPipeError):
-    """Our own stdout was closed (``| head``): not the daemon's connection."""
 
 
 def connection_lost(exc: BaseException) -> bool:
