@@ -21,6 +21,7 @@ import trio
 
 from ._exit import EXIT_DAEMON_LOST, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE, Exit, exit_status
 from ._resume import DaemonLostError, Reconnect
+from ._text import error
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -50,7 +51,7 @@ async def attach_session(settings: Settings, session_id: str) -> int:
     last byte received, for up to ``reconnect_timeout`` seconds."""
     from trio_websocket import ConnectionRejected
 
-    from ._ws import connection_lost, control_message, open_session_socket
+    from ._ws import connection_lost, control_message, first_leaf, open_session_socket
 
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     saved = termios.tcgetattr(stdin)
@@ -121,19 +122,15 @@ async def attach_session(settings: Settings, session_id: str) -> int:
             try:
                 await follow()
             except Exception as exc:
-                cause = _leaf(exc)
+                cause = first_leaf(exc)
                 if isinstance(cause, ConnectionRejected) and cause.status_code == 404:
-                    print(f"trio-bridge: no session {session_id!r}", file=sys.stderr)
+                    error(f"no session {session_id!r}")
                     return EXIT_REFUSED
                 if not connection_lost(exc):
                     raise
                 if offset is None and not reconnect.ever_connected and isinstance(cause, OSError):
                     # never connected: no daemon to come back
-                    print(
-                        f"trio-bridge: the daemon is not running ({cause.strerror}); "
-                        "start it with: trio-bridge daemon",
-                        file=sys.stderr,
-                    )
+                    error(f"the daemon is not running ({cause.strerror}); start it with: trio-bridge daemon")
                     return EXIT_UNAVAILABLE
                 try:
                     await trio.sleep(reconnect.lost())
@@ -169,13 +166,6 @@ def _draw_screen(control: Mapping[str, object]) -> bytes:
     if isinstance(cursor, list) and len(cursor) == 2 and all(type(n) is int and n >= 0 for n in cursor):
         drawn += f"\x1b[{cursor[1] + 1};{cursor[0] + 1}H".encode()
     return drawn
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    """The exception itself, or the first of a group's (the WebSocket's nursery wraps them)."""
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
 
 
 def _write(fd: int, data: bytes) -> None:

@@ -420,8 +420,9 @@ def _reason(exc: BaseException) -> str:
     """One line on why a connection failed (the first leaf of a group)."""
     from trio_websocket import ConnectionClosed
 
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
+    from ._ws import first_leaf
+
+    exc = first_leaf(exc)
     if isinstance(exc, ConnectionClosed) and exc.reason is not None:
         return exc.reason.reason or exc.reason.name
     return str(exc) or type(exc).__name__

@@ -121,3 +121,10 @@ def control_message(message: str) -> dict[str, Any]:
     """A text message from the daemon, as a dict (``{"type": ...}``)."""
     value = json.loads(message)
     return value if isinstance(value, dict) else {"type": "invalid"}
+
+
+def first_leaf(exc: BaseException) -> BaseException:
+    """The exception itself, or the first of a group's (the WebSocket's nursery wraps them)."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
