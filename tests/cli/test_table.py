@@ -84,3 +84,12 @@ def test_env_pairs() -> None:
     for bad in ("A", "=x", "1A=x", "A B=x"):
         with pytest.raises(StartFailed, match="--env expects NAME=VALUE"):
             env_pairs([bad])
+
+
+def test_the_client_does_not_load_httpx_s_command_line_tool() -> None:
+    code = (
+        "import sys; import trio_bridge.client, httpx; httpx.Client().close()\n"
+        "print(sorted(m for m in ('click', 'rich', 'pygments') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
+    assert result.stdout.decode().splitlines()[-1] == "[]", result.stderr.decode()

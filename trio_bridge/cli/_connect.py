@@ -4,12 +4,11 @@ exit codes and one line at this one boundary."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from ..client import ApiError, Client, DaemonUnavailableError
+from ..client import ApiError, Client, DaemonUnavailableError, import_without
 from ._exit import EXIT_DAEMON_LOST, EXIT_INTERRUPTED, EXIT_REFUSED, EXIT_UNAVAILABLE, Exit
 from ._resume import DaemonLostError
 
@@ -84,13 +83,4 @@ def _import_httpcore_without_async_libraries() -> None:
     commands are synchronous, speak HTTP/1.1, and never use httpcore's async side in this
     process. Skipped when any of them is already loaded.
     """
-    blocked = ("trio", "anyio", "h2")
-    if any(name in sys.modules for name in ("httpcore", *blocked)):
-        return
-    for name in blocked:
-        sys.modules[name] = None  # type: ignore[assignment]  # so `import name` raises ImportError
-    try:
-        import httpcore  # noqa: F401
-    finally:
-        for name in blocked:
-            del sys.modules[name]
+    import_without("httpcore", ("trio", "anyio", "h2"))
