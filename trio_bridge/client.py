@@ -10,11 +10,34 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-import httpx
+
+def import_without(name: str, blocked: tuple[str, ...]) -> None:
+    """Import module ``name`` while the modules ``blocked`` cannot be imported: optional
+    dependencies it loads when they are installed and a client never uses. Nothing is blocked
+    when any of them is loaded already (then they cost nothing more).
+
+    Used for httpx (its command-line tool: click, rich, pygments, ~45 ms of every client
+    command's start-up) and, by the CLI, for httpcore (see ``cli/_connect.py``).
+    """
+    if name in sys.modules or any(module in sys.modules for module in blocked):
+        __import__(name)
+        return
+    for module in blocked:
+        sys.modules[module] = None  # type: ignore[assignment]  # so `import module` raises ImportError
+    try:
+        __import__(name)
+    finally:
+        for module in blocked:
+            del sys.modules[module]
+
+
+import_without("httpx", ("click", "rich", "pygments"))
+import httpx  # noqa: E402  # (loaded by the line above)
 
 __all__ = [
     "ApiError",
@@ -24,6 +47,7 @@ __all__ = [
     "SseEvent",
     "async_client",
     "client_target",
+    "import_without",
     "iter_sse",
 ]
 
@@ -124,7 +148,7 @@ class Client:
             timeout=httpx.Timeout(30.0, connect=5.0),
         )
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -8,7 +8,6 @@ first, then live output follows.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -16,42 +15,34 @@ import sys
 import termios
 import tty
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import trio
 
-from ..config import ConfigError, Settings
+from ._exit import EXIT_DAEMON_LOST, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE, Exit, exit_status
+from ._resume import DaemonLostError, Reconnect
+from ._text import error
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ._context import Invocation
+
+__all__ = ["DETACH", "attach", "attach_session"]
 
 DETACH = b"\x1d"  # Ctrl-]
 
 
-def attach(args: argparse.Namespace, flags: Mapping[str, object]) -> int:
-    from ._client import EXIT_USAGE, load_client_settings
+def attach(invocation: Invocation) -> int:
+    """Attach this terminal to the session until it ends (its exit status) or Ctrl-] (0)."""
+    from ._connect import resolve_id
 
-    try:
-        settings = load_client_settings(flags, getattr(args, "config", None))
-    except ConfigError as exc:
-        print(f"trio-bridge: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    from ..client import ApiError, Client, DaemonUnavailableError
-    from ._client import EXIT_REFUSED, EXIT_UNAVAILABLE
-
-    try:
-        # an unknown id (or no daemon) is told in one line before the terminal is touched
-        with Client(settings.api_socket, settings.url, settings.client_token()) as client:
-            from ._client import resolve_id
-
-            args.id = resolve_id(client, args.id)
-            client.get(args.id)
-    except DaemonUnavailableError as exc:
-        print(f"trio-bridge: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    except ApiError as exc:
-        print(f"trio-bridge: {exc.message}", file=sys.stderr)
-        return EXIT_REFUSED
+    # an unknown id (or no daemon) is told in one line before the terminal is touched
+    with invocation.open_client() as client:
+        session_id = resolve_id(client, invocation.args.id)
+        client.get(session_id)
     if not (os.isatty(sys.stdin.fileno()) and os.isatty(sys.stdout.fileno())):
-        print("trio-bridge: attach needs a terminal (use tail -f and send in scripts)", file=sys.stderr)
-        return EXIT_USAGE
-    return trio.run(attach_session, settings, args.id)
+        raise Exit(EXIT_USAGE, "attach needs a terminal (use tail -f and send in scripts)")
+    return trio.run(attach_session, invocation.settings, session_id)
 
 
 async def attach_session(settings: Settings, session_id: str) -> int:
@@ -60,9 +51,7 @@ async def attach_session(settings: Settings, session_id: str) -> int:
     last byte received, for up to ``reconnect_timeout`` seconds."""
     from trio_websocket import ConnectionRejected
 
-    from ._client import EXIT_REFUSED, EXIT_UNAVAILABLE, exit_status
-    from ._resume import EXIT_DAEMON_LOST, DaemonLostError, Reconnect
-    from ._ws import connection_lost, control_message, open_session_socket
+    from ._ws import connection_lost, control_message, first_leaf, open_session_socket
 
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     saved = termios.tcgetattr(stdin)
@@ -133,19 +122,15 @@ async def attach_session(settings: Settings, session_id: str) -> int:
             try:
                 await follow()
             except Exception as exc:
-                cause = _leaf(exc)
+                cause = first_leaf(exc)
                 if isinstance(cause, ConnectionRejected) and cause.status_code == 404:
-                    print(f"trio-bridge: no session {session_id!r}", file=sys.stderr)
+                    error(f"no session {session_id!r}")
                     return EXIT_REFUSED
                 if not connection_lost(exc):
                     raise
                 if offset is None and not reconnect.ever_connected and isinstance(cause, OSError):
                     # never connected: no daemon to come back
-                    print(
-                        f"trio-bridge: the daemon is not running ({cause.strerror}); "
-                        "start it with: trio-bridge daemon",
-                        file=sys.stderr,
-                    )
+                    error(f"the daemon is not running ({cause.strerror}); start it with: trio-bridge daemon")
                     return EXIT_UNAVAILABLE
                 try:
                     await trio.sleep(reconnect.lost())
@@ -181,13 +166,6 @@ def _draw_screen(control: Mapping[str, object]) -> bytes:
     if isinstance(cursor, list) and len(cursor) == 2 and all(type(n) is int and n >= 0 for n in cursor):
         drawn += f"\x1b[{cursor[1] + 1};{cursor[0] + 1}H".encode()
     return drawn
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    """The exception itself, or the first of a group's (the WebSocket's nursery wraps them)."""
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
 
 
 def _write(fd: int, data: bytes) -> None:

@@ -1,28 +1,43 @@
-"""Dynamic shell completion (argcomplete completers): live session ids and names, session
-states, agent profiles, the mesh's computers. Each asks the daemon once, bounded by the client's
-connect timeout; without a daemon (or on any error) it offers nothing rather than files."""
+"""Shell completion: the ``completion`` command (argcomplete's script) and the dynamic completers
+the command table gives its arguments: live session ids and names, session states, agent
+profiles, the mesh's computers. Each asks the daemon once, bounded by the client's connect
+timeout; without a daemon (or on any error) it offers nothing rather than files.
+
+Loaded by every command (the table refers to the completers): the standard library only, at
+import."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
-STATES = ("starting", "running", "exited", "killed", "lost")
+from ._argtypes import STATES
+
+if TYPE_CHECKING:
+    from ._connect import CommandClient
+    from ._context import Invocation
+
+__all__ = ["Completer", "agents", "completion", "computers", "sessions", "states"]
+
 _LIVE = {"starting", "running"}
 
 Completer = Callable[..., Iterable[str]]
 
 
-def _client(parsed_args: argparse.Namespace) -> Any:
-    from ..client import Client
-    from . import settings_flags
-    from ._client import load_client_settings
+def completion(invocation: Invocation) -> int:
+    """``trio-bridge completion SHELL``: print the script that makes SHELL ask us."""
+    from argcomplete.shell_integration import shellcode
 
-    settings = load_client_settings(settings_flags(parsed_args), getattr(parsed_args, "config", None))
-    return Client(
-        settings.api_socket, settings.url, settings.client_token(), getattr(parsed_args, "computer", None)
-    )
+    print(shellcode(["trio-bridge"], shell=invocation.args.shell))
+    return 0
+
+
+def _client(parsed_args: argparse.Namespace, computer: str | None) -> CommandClient:
+    from ._connect import CommandClient
+    from ._context import resolve
+
+    return CommandClient(resolve(parsed_args).settings, computer)
 
 
 def sessions(which: str = "all") -> Completer:
@@ -30,7 +45,7 @@ def sessions(which: str = "all") -> Completer:
 
     def complete(prefix: str, parsed_args: argparse.Namespace, **_: object) -> list[str]:
         try:
-            with _client(parsed_args) as client:
+            with _client(parsed_args, getattr(parsed_args, "computer", None)) as client:
                 found = client.sessions()
         except Exception:
             return []
@@ -52,11 +67,10 @@ def states(prefix: str, **_: object) -> list[str]:
 
 
 def agents(prefix: str, parsed_args: argparse.Namespace, **_: object) -> list[str]:
-    from . import settings_flags
-    from ._client import load_client_settings
+    from ._context import resolve
 
     try:
-        names = load_client_settings(settings_flags(parsed_args), getattr(parsed_args, "config", None)).agents
+        names = resolve(parsed_args).settings.agents
     except Exception:
         return []
     return [n for n in sorted(names) if n.startswith(prefix)]
@@ -64,13 +78,8 @@ def agents(prefix: str, parsed_args: argparse.Namespace, **_: object) -> list[st
 
 def computers(prefix: str, parsed_args: argparse.Namespace, **_: object) -> list[str]:
     try:
-        with _client(argparse.Namespace(**{**vars(parsed_args), "computer": None})) as client:
+        with _client(parsed_args, None) as client:
             found = [str(c["name"]) for c in client.computers()["computers"]]
     except Exception:
         return []
     return [n for n in [*found, "*"] if n.startswith(prefix)]
-
-
-def attach(action: argparse.Action, completer: Completer) -> None:
-    """Give ``action`` its completer (argcomplete reads the attribute)."""
-    action.completer = completer  # type: ignore[attr-defined]

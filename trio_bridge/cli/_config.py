@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Mapping
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..config import SETTINGS, ConfigError, Setting, resolve_settings, setting_value
+from ..config import SETTINGS, Setting, setting_value
+
+if TYPE_CHECKING:
+    from ._context import Invocation
+
+__all__ = ["show_config"]
 
 
 def _shown(setting: Setting, value: object) -> str:
@@ -23,14 +26,9 @@ def _shown(setting: Setting, value: object) -> str:
     return "(set, hidden)" if setting.secret else str(value)
 
 
-def show_config(flags: Mapping[str, object], config_file: str | None, *, as_json: bool) -> int:
-    try:
-        resolved = resolve_settings(
-            flags=flags, config_file=Path(config_file).expanduser() if config_file else None
-        )
-    except ConfigError as exc:
-        print(f"trio-bridge: {exc}", file=sys.stderr)
-        return 2
+def show_config(invocation: Invocation) -> int:
+    """Print the settings (``--json``: one JSON object) and the agent profiles."""
+    resolved = invocation.resolved
     rows = [
         (s.name, _shown(s, setting_value(resolved.settings, s.name)), resolved.sources[s.name])
         for s in SETTINGS
@@ -40,7 +38,7 @@ def show_config(flags: Mapping[str, object], config_file: str | None, *, as_json
         name: {"binary": p.binary, "args": list(p.args), "hooks": p.hooks, "confirm": p.confirm}
         for name, p in profiles
     }
-    if as_json:
+    if invocation.args.json:
         document = {
             "config_file": str(resolved.config_file),
             "settings": {name: {"value": value, "source": source} for name, value, source in rows},

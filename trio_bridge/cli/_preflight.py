@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["EXIT_NOT_EXECUTABLE", "EXIT_NOT_FOUND", "EXIT_START_FAILED", "StartFailed", "check_command"]
+from ._exit import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_START_FAILED
 
-EXIT_START_FAILED = 125  # trio-bridge itself could not run CMD
-EXIT_NOT_EXECUTABLE = 126  # as the shell
-EXIT_NOT_FOUND = 127  # as the shell
+__all__ = ["StartFailed", "check_command", "env_pairs"]
 
 
 class StartFailed(Exception):
@@ -36,3 +35,20 @@ def check_command(argv0: str, cwd: Path, path: str | None) -> None:
             raise StartFailed(f"not executable: {argv0}", EXIT_NOT_EXECUTABLE)
     elif shutil.which(argv0, path=path) is None:
         raise StartFailed(f"command not found: {argv0}", EXIT_NOT_FOUND)
+
+
+def env_pairs(pairs: Sequence[str]) -> dict[str, str]:
+    """``--env NAME=VALUE`` arguments (``run``, ``new``) as a mapping.
+
+    Raises:
+        StartFailed: an argument without ``=`` or with a name that is not a variable name.
+    """
+    from ..tmux.server import is_env_name
+
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not is_env_name(name):
+            raise StartFailed(f"--env expects NAME=VALUE with a valid variable name, got {pair!r}")
+        env[name] = value
+    return env

@@ -12,11 +12,9 @@ from __future__ import annotations
 import sys
 import time
 
-__all__ = ["EXIT_DAEMON_LOST", "DaemonLostError", "Reconnect"]
+from ._exit import EXIT_DAEMON_LOST
 
-#: the daemon went away and did not come back within ``reconnect_timeout`` (sysexits'
-#: EX_TEMPFAIL: the session itself goes on; following it again later works)
-EXIT_DAEMON_LOST = 75
+__all__ = ["EXIT_DAEMON_LOST", "DaemonLostError", "Reconnect"]
 
 _FIRST_DELAY = 0.05
 _MAX_DELAY = 1.0

@@ -6,122 +6,65 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
-from ..config import ConfigError, Settings, resolve_settings
-from ._preflight import (
-    EXIT_NOT_EXECUTABLE,
-    EXIT_NOT_FOUND,
-    EXIT_START_FAILED,
-    StartFailed,
-    check_command,
-)
+from ._context import after_dashes
+from ._exit import EXIT_DAEMON_LOST, EXIT_START_FAILED, EXIT_TIMEOUT, EXIT_USAGE, exit_status
+from ._preflight import StartFailed, check_command, env_pairs
+from ._text import Out, error
 
-__all__ = ["EXIT_NOT_EXECUTABLE", "EXIT_NOT_FOUND", "EXIT_START_FAILED", "EXIT_TIMEOUT", "StartFailed"]
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ._context import Invocation
 
-EXIT_TIMEOUT = 124  # as timeout(1)
-EXIT_USAGE = 2
+__all__ = ["run"]
+
 #: settings of the tmux server a session runs on: the daemon's own when `run` goes through it
 _DAEMON_SIDE = ("tmux_socket", "tmux_binary")
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def _error(message: str) -> None:
-    print(f"trio-bridge: {message}", file=sys.stderr, flush=True)
+def run(invocation: Invocation) -> int:
+    """``trio-bridge run``: CMD (or with ``--agent``/``--resume`` an agent) as a session; returns
+    the process exit code (see the command's --help)."""
+    args = invocation.args
+    cmd = after_dashes(args.cmd)
+    if args.agent is not None or args.resume is not None:
+        return _run_agent(invocation, cmd)
+    if args.model is not None or args.prompt is not None:
+        invocation.usage_error("run: --model and --prompt need --agent")
+    if not cmd:
+        invocation.usage_error("run: a command is required, e.g. trio-bridge run -- ls -l")
+    return _run_command(invocation, cmd)
 
 
-def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
-    from ..tmux.server import is_env_name
-
-    env = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not is_env_name(name):
-            raise StartFailed(f"--env expects NAME=VALUE with a valid variable name, got {pair!r}")
-        env[name] = value
-    return env
-
-
-class _Stdout:
-    """Our stdout: raw bytes on a terminal, plain text (no escapes, LF line ends) otherwise.
-
-    Writes happen in a worker thread, so a slow or blocked reader of our stdout
-    never blocks the event loop (and so never blocks Ctrl-C handling).
-    """
-
-    def __init__(self) -> None:
-        self._fd = sys.stdout.fileno()
-        self._plain = None
-        if not os.isatty(self._fd):
-            from .._terminal import PlainText
-
-            self._plain = PlainText()
-
-    def _write_all(self, data: bytes) -> None:
-        from ._ws import StdoutClosedError
-
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[os.write(self._fd, view) :]
-        except BrokenPipeError as exc:
-            raise StdoutClosedError(*exc.args) from None
-
-    async def write(self, data: bytes) -> None:
-        if self._plain is not None:
-            data = self._plain.feed(data)
-        if data:
-            # Abandoned on cancel: Ctrl-C must work even while our reader is stuck.
-            await trio.to_thread.run_sync(self._write_all, data, abandon_on_cancel=True)
-
-    def flush(self) -> None:
-        """Write what the plain-text filter still holds (a final lone CR)."""
-        if self._plain is not None and (rest := self._plain.flush()):
-            self._write_all(rest)
-
-
-def run_command(
-    cmd: list[str],
-    *,
-    cwd: str | None,
-    env_pairs: Sequence[str],
-    timeout: float | None,
-    keep: bool,
-    embedded: bool = False,
-    flags: Mapping[str, object] | None = None,
-    config_file: str | None = None,
-) -> int:
-    """Run ``trio-bridge run``; returns the process exit code.
-
-    Through the daemon when one answers (the session then shows in ``ls`` and can be
-    attached while it runs), else embedded: on trio-bridge's tmux server, in this process.
-    """
+def _run_command(invocation: Invocation, cmd: list[str]) -> int:
+    """``trio-bridge run -- CMD``: through the daemon when one answers (the session then shows in
+    ``ls`` and can be attached while it runs), else embedded: on trio-bridge's tmux server, in
+    this process."""
+    args, settings, flags = invocation.args, invocation.settings, invocation.flags
+    timeout, keep = args.timeout, args.keep
     try:
-        settings = resolve_settings(
-            flags=flags, config_file=Path(config_file).expanduser() if config_file else None
-        ).settings
-        env_extra = _parse_env(env_pairs)
-        workdir = Path(cwd).expanduser().resolve() if cwd else Path.cwd()
-        if not workdir.is_dir():
-            raise StartFailed(f"working directory does not exist: {cwd}")
+        workdir = _workdir(args.cwd)
         from ..runner import pane_environment
 
-        env = pane_environment(env_extra)
+        env = pane_environment(env_pairs(args.env))
         check_command(cmd[0], workdir, env.get("PATH"))
         stdin_tty = os.isatty(sys.stdin.fileno())
         interactive = stdin_tty and os.isatty(sys.stdout.fileno())
         # --keep through the daemon: its sessions stay listed after they end (ls, screen, tail) until rm
-        if not embedded and _daemon_answers(settings):
-            given = [name for name in _DAEMON_SIDE if flags and flags.get(name) is not None]
+        if not args.embedded and _daemon_answers(settings):
+            given = [name for name in _DAEMON_SIDE if flags.get(name) is not None]
             if given:
                 flag = "--" + given[0].replace("_", "-")
-                _error(f"{flag} cannot apply to a run through the daemon (it uses its own tmux): "
-                       "give it to the daemon, or add --embedded")  # fmt: skip
+                error(f"{flag} cannot apply to a run through the daemon (it uses its own tmux): "
+                      "give it to the daemon, or add --embedded")  # fmt: skip
                 return EXIT_USAGE
             body: dict[str, object] = {"command": cmd, "cwd": str(workdir), "env": env, **_terminal_size()}
             if stdin_tty or not _daemon_is_local(settings):
@@ -136,9 +79,9 @@ def run_command(
                 f"tmux is not installed ({settings.tmux_binary!r} not found); "
                 "install it, e.g. apt-get install tmux"
             )
-    except (StartFailed, ConfigError) as exc:
-        _error(str(exc))
-        return exc.code if isinstance(exc, StartFailed) else EXIT_START_FAILED
+    except StartFailed as exc:
+        error(str(exc))
+        return exc.code
     if stdin_tty:
         return trio.run(_run, settings, cmd, workdir, env, timeout, keep, None, interactive)
     from ._stdin import stdin_fifo, wrap_command
@@ -196,11 +139,8 @@ async def _run(
         config_path=settings.state_dir / "tmux.conf",
         timeouts=settings.timeouts,
     )
-    width, height = 80, 24
-    if os.isatty(sys.stdout.fileno()):
-        width, height = shutil.get_terminal_size((80, 24))
     stopped_by: list[int] = []
-    stdout = _Stdout()
+    stdout = Out()
     result = None
     failure: list[int] = []
     try:
@@ -231,12 +171,11 @@ async def _run(
                     cmd,
                     cwd=workdir,
                     env=env,
-                    write=stdout.write,
+                    write=stdout.write_async,
                     run_dir=settings.state_dir / "run",
                     keep=keep,
-                    width=max(2, min(width, 1000)),
-                    height=max(2, min(height, 1000)),
                     started=started,
+                    **_terminal_size(),
                 )
             nursery.cancel_scope.cancel()
     except* BrokenPipeError:
@@ -244,20 +183,20 @@ async def _run(
         failure.append(128 + signal.SIGPIPE)
     except* (TmuxError, SubprocessError, OSError, ValueError) as group:
         for exc in _leaves(group):
-            _error(str(exc))
+            error(str(exc))
         failure.append(EXIT_START_FAILED)
     if failure:
         return failure[0]
-    stdout.flush()
+    stdout.close()
     if stopped_by:
         return 128 + stopped_by[0]
     if result is None:  # the run scope's deadline (--timeout) cancelled it
         return EXIT_TIMEOUT
     if keep:
-        _error(f"session kept: tmux -L {settings.tmux_socket} attach -t {result.session_name}")
+        error(f"session kept: tmux -L {settings.tmux_socket} attach -t {result.session_name}")
     code = result.exit_code
     if code is None:
-        _error("the session ended without an exit status (was it killed from outside?)")
+        error("the session ended without an exit status (was it killed from outside?)")
         return EXIT_START_FAILED
     return code
 
@@ -326,42 +265,41 @@ def _daemon_is_local(settings: Settings) -> bool:
     return urlsplit(settings.url).hostname in ("127.0.0.1", "::1", "localhost")
 
 
+def _workdir(cwd: str | None) -> Path:
+    """``--cwd`` (default: ours), resolved.
+
+    Raises:
+        StartFailed: it is not a directory.
+    """
+    workdir = Path(cwd).expanduser().resolve() if cwd else Path.cwd()
+    if not workdir.is_dir():
+        raise StartFailed(f"working directory does not exist: {cwd}")
+    return workdir
+
+
 def _terminal_size() -> dict[str, int]:
+    """Our terminal's size (80x24 when stdout is not one), within what a session accepts."""
     width, height = 80, 24
     if os.isatty(sys.stdout.fileno()):
         width, height = shutil.get_terminal_size((80, 24))
     return {"width": max(2, min(width, 1000)), "height": max(2, min(height, 1000))}
 
 
-def run_agent(
-    agent: str | None,
-    *,
-    model: str | None,
-    prompt: str | None,
-    resume: str | None,
-    extra_args: Sequence[str],
-    cwd: str | None,
-    env_pairs: Sequence[str],
-    flags: Mapping[str, object] | None = None,
-    config_file: str | None = None,
-) -> int:
+def _run_agent(invocation: Invocation, extra_args: list[str]) -> int:
     """``trio-bridge run --agent NAME``: an agent session in the daemon (its hooks report its
     state there), attached to this terminal (Ctrl-] detaches, the agent goes on); without a
     terminal, its output streamed as ``run`` does. Exit codes as ``run``."""
+    args, settings = invocation.args, invocation.settings
+    agent, resume, cwd = args.agent, args.resume, args.cwd
     try:
-        settings = resolve_settings(
-            flags=flags, config_file=Path(config_file).expanduser() if config_file else None
-        ).settings
         if agent is not None and agent not in settings.agents:
             raise StartFailed(f"no agent profile {agent!r} (known: {', '.join(sorted(settings.agents))})")
         if agent is not None and resume is not None:
             raise StartFailed("--resume takes the agent of the resumed session: omit --agent")
-        workdir = Path(cwd).expanduser().resolve() if cwd else Path.cwd()
-        if not workdir.is_dir():
-            raise StartFailed(f"working directory does not exist: {cwd}")
+        workdir = _workdir(cwd)
         from ..runner import pane_environment
 
-        env = pane_environment(_parse_env(env_pairs))
+        env = pane_environment(env_pairs(args.env))
         if agent is not None:
             check_command(settings.agents[agent].binary, workdir, env.get("PATH"))
         if not _daemon_answers(settings):
@@ -369,13 +307,13 @@ def run_agent(
                 "run --agent needs the daemon (the agent's hooks report to it): start it with: "
                 "trio-bridge daemon"
             )
-    except (StartFailed, ConfigError) as exc:
-        _error(str(exc))
-        return exc.code if isinstance(exc, StartFailed) else EXIT_START_FAILED
+    except StartFailed as exc:
+        error(str(exc))
+        return exc.code
     body: dict[str, object] = {"env": env, **_terminal_size()}
     if cwd is not None or resume is None:
         body["cwd"] = str(workdir)
-    optional = {"agent": agent, "model": model, "prompt": prompt, "resume": resume}
+    optional = {"agent": agent, "model": args.model, "prompt": args.prompt, "resume": resume}
     body.update({k: v for k, v in optional.items() if v is not None})
     if extra_args:
         body["args"] = list(extra_args)
@@ -394,27 +332,28 @@ async def _run_via_daemon(
     offset if the connection drops), and on Ctrl-C/--timeout kill it. Same exit codes.
     ``interactive``: attach this terminal to it instead (Ctrl-] detaches; it goes on)."""
     from ..client import async_client
-    from ._resume import EXIT_DAEMON_LOST, DaemonLostError, Reconnect
-    from ._ws import StdoutClosedError, connection_lost, control_message, open_session_socket
+    from ._resume import DaemonLostError, Reconnect
+    from ._text import StdoutClosedError
+    from ._ws import connection_lost, control_message, open_session_socket
 
     async with async_client(settings.api_socket, settings.url, settings.client_token()) as http:
         try:
             response = await http.post("/v1/sessions", json=body)
         except OSError as exc:
-            _error(f"the daemon went away: {exc}")
+            error(f"the daemon went away: {exc}")
             return EXIT_START_FAILED
         if response.status_code != 201:
-            _error(_api_message(response))
+            error(_api_message(response))
             return EXIT_START_FAILED
         session_id = response.json()["id"]
         if interactive:
             from ._attach import attach_session
 
             kind = "agent session" if body.get("agent") or body.get("resume") else "session"
-            _error(f"{kind} {session_id}; Ctrl-] detaches (it goes on), attach again with: "
+            error(f"{kind} {session_id}; Ctrl-] detaches (it goes on), attach again with: "
                    f"trio-bridge attach {session_id}")  # fmt: skip
             return await attach_session(settings, session_id)
-        stdout = _Stdout()
+        stdout = Out()
         stopped_by: list[int] = []
         final: dict[str, object] | None = None
         offset = 0
@@ -430,7 +369,7 @@ async def _run_via_daemon(
                         while True:
                             message = await ws.get_message()
                             if isinstance(message, bytes):
-                                await stdout.write(message)
+                                await stdout.write_async(message)
                                 offset += len(message)
                                 continue
                             control = control_message(message)
@@ -460,7 +399,7 @@ async def _run_via_daemon(
         except* StdoutClosedError:
             stopped_by.append(signal.SIGPIPE)
         if lost:
-            _error(f"{lost[0]} (the session goes on: trio-bridge attach {session_id})")
+            error(f"{lost[0]} (the session goes on: trio-bridge attach {session_id})")
             return EXIT_DAEMON_LOST
         if final is None:
             # Ctrl-C, a signal, --timeout or a closed stdout: the session goes too.
@@ -468,13 +407,11 @@ async def _run_via_daemon(
                 try:
                     await http.delete(f"/v1/sessions/{session_id}")
                 except OSError:
-                    _error(f"could not kill session {session_id}: the daemon is unreachable")
+                    error(f"could not kill session {session_id}: the daemon is unreachable")
             return 128 + stopped_by[0] if stopped_by else EXIT_TIMEOUT
-        stdout.flush()
-    from ._client import exit_status
-
+        stdout.close()
     if final.get("exit_code") is None and not final.get("exit_signal"):
-        _error(f"the session ended without an exit status ({final.get('state')})")
+        error(f"the session ended without an exit status ({final.get('state')})")
         return EXIT_START_FAILED
     return exit_status(final)
 
@@ -483,8 +420,9 @@ def _reason(exc: BaseException) -> str:
     """One line on why a connection failed (the first leaf of a group)."""
     from trio_websocket import ConnectionClosed
 
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
+    from ._ws import first_leaf
+
+    exc = first_leaf(exc)
     if isinstance(exc, ConnectionClosed) and exc.reason is not None:
         return exc.reason.reason or exc.reason.name
     return str(exc) or type(exc).__name__

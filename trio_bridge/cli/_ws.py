@@ -12,6 +12,7 @@ import trio
 from trio_websocket import WebSocketConnection, open_websocket_url, wrap_client_stream
 
 from ..config import Settings
+from ._text import StdoutClosedError
 
 #: seconds to connect and complete the WebSocket handshake (a connection accepted by a daemon
 #: that is shutting down may never be answered: trio-websocket would wait forever)
@@ -61,10 +62,6 @@ async def open_session_socket(
                 await ws.aclose()
         finally:
             nursery.cancel_scope.cancel()
-
-
-class StdoutClosedError(BrokenPipeError):
-    """Our own stdout was closed (``| head``): not the daemon's connection."""
 
 
 def connection_lost(exc: BaseException) -> bool:
@@ -124,3 +121,10 @@ def control_message(message: str) -> dict[str, Any]:
     """A text message from the daemon, as a dict (``{"type": ...}``)."""
     value = json.loads(message)
     return value if isinstance(value, dict) else {"type": "invalid"}
+
+
+def first_leaf(exc: BaseException) -> BaseException:
+    """The exception itself, or the first of a group's (the WebSocket's nursery wraps them)."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

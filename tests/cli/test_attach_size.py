@@ -8,8 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from .conftest import Sandbox
-from .test_cli_client import ok, wait_until
+from ..conftest import Sandbox
+from ._helpers import ok, wait_until
 
 
 def test_attach_resizes_the_session_and_places_the_cursor(

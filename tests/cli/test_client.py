@@ -7,27 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import Sandbox
-from .test_daemon import stop
+from ..conftest import Sandbox
+from ..test_daemon import stop
+from ._helpers import ok, wait_until
 
 TOKEN = "t0ken-for-the-cli-tests"
-
-
-def ok(result: subprocess.CompletedProcess[bytes]) -> str:
-    assert result.returncode == 0, (result.returncode, result.stderr.decode())
-    return result.stdout.decode()
-
-
-def wait_until(predicate: object, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_without_a_daemon_commands_say_how_to_start_one(sandbox: Sandbox) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Sandbox, live_pids_matching
+from ..conftest import Sandbox, live_pids_matching
 
 PY = sys.executable
 

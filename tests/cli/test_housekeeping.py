@@ -9,8 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from .conftest import Sandbox
-from .test_cli_client import ok, wait_until
+from ..conftest import Sandbox
+from ._helpers import complete, ok, wait_until
 
 
 def records(sandbox: Sandbox) -> list[dict[str, object]]:
@@ -115,19 +115,6 @@ def test_settings_that_cannot_apply_are_refused(sandbox: Sandbox, daemon: object
     assert result.returncode == 2 and result.stderr.count(b"\n") == 1
     assert b"--tmux-socket cannot apply" in result.stderr and b"--embedded" in result.stderr
     assert records(sandbox) == []
-
-
-def complete(sandbox: Sandbox, line: str) -> list[str]:
-    """What the shell would offer for ``line`` (argcomplete's protocol, as the completion script
-    drives it)."""
-    out = Path(sandbox.root) / "completions"
-    env = {
-        **sandbox.env, "_ARGCOMPLETE": "1", "_ARGCOMPLETE_SUPPRESS_SPACE": "1", "COMP_LINE": line,
-        "COMP_POINT": str(len(line)), "_ARGCOMPLETE_STDOUT_FILENAME": str(out), "_ARGCOMPLETE_IFS": "\n",
-    }  # fmt: skip
-    result = sandbox.cli(env=env)
-    assert result.returncode == 0, result.stderr
-    return sorted(w.strip() for w in out.read_text().split("\n") if w.strip())
 
 
 def test_completion_offers_live_sessions_and_states(sandbox: Sandbox, daemon: object, tmp_path: Path) -> None:

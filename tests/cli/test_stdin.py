@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Sandbox
-from .test_cli_client import ok, wait_until
-from .test_daemon import start_daemon, stop
+from ..conftest import Sandbox
+from ..test_daemon import start_daemon, stop
+from ._helpers import ok, wait_until
 
 
 @pytest.fixture(params=["embedded", "daemon"])

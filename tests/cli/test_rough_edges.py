@@ -11,8 +11,8 @@ from typing import Any
 
 import trio
 
-from ._api import daemon_and_client
-from .conftest import Sandbox
+from .._api import daemon_and_client
+from ..conftest import Sandbox
 
 
 async def cli(sandbox: Sandbox, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

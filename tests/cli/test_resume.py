@@ -18,8 +18,8 @@ import httpx
 
 from trio_bridge.config import resolve_settings
 
-from .conftest import Sandbox
-from .test_daemon import start_daemon, stop
+from ..conftest import Sandbox
+from ..test_daemon import start_daemon, stop
 
 EXIT_DAEMON_LOST = 75
 LINES = 50

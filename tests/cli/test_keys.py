@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .conftest import Sandbox
-from .test_cli_client import ok, wait_until
+from ..conftest import Sandbox
+from ._helpers import ok, wait_until
 
 
 def test_keys_sends_tmux_s_vocabulary(sandbox: Sandbox, daemon: object, tmp_path: Path) -> None:
