@@ -94,7 +94,7 @@ class Redis:
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise RedisUnavailableError(f"Redis at {self.url}: {exc}") from exc
         except RedisError as exc:
-            raise RedisRefusedError.of(str(args[0]), str(exc)) from exc
+            raise _refused(str(args[0]), exc) from exc
 
     async def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Several commands in one round trip (no transaction); their replies, in order."""
@@ -113,7 +113,13 @@ class Redis:
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise RedisUnavailableError(f"Redis at {self.url}: {exc}") from exc
         except RedisError as exc:
-            raise RedisRefusedError.of("a pipeline", str(exc)) from exc
+            raise _refused("a pipeline", exc) from exc
+
+
+def _refused(command: str, exc: RedisError) -> RedisRefusedError:
+    # redis-py puts "Command # 2 (XLEN k) of pipeline caused error: " before a pipeline's reply
+    message = str(exc)
+    return RedisRefusedError.of(command, message, message.rpartition("caused error: ")[2])
 
 
 async def scan_keys(redis: Redis, pattern: str, *, count: int = 1000) -> AsyncGenerator[str, None]:

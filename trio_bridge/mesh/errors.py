@@ -39,9 +39,10 @@ class RedisRefusedError(MeshError):
         self.code = code
 
     @staticmethod
-    def of(command: str, message: str) -> RedisRefusedError:
-        """The error for Redis's ``message``: of the subclass for its code, if it has one."""
-        code = message.split(" ", 1)[0] if message[:1].isupper() else ""
+    def of(command: str, message: str, reply: str) -> RedisRefusedError:
+        """The error for Redis's error ``reply`` (``message`` says it all, for people): of the
+        subclass for its code, if it has one."""
+        code = reply.split(" ", 1)[0]
         if not code.isupper():
             code = ""
         kind = _BY_CODE.get(code, RedisRefusedError)
