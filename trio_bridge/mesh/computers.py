@@ -39,9 +39,10 @@ import trio
 
 from .._version import __version__
 from ..config import Settings, default_computer_name
+from ..output import OutputFeed
 from ..sessions import SessionManager, SessionState
 from ..supervise import Backoff
-from . import keys
+from . import keys, rpc
 from ._redis import Redis, open_redis, scan_keys
 from ._seal import MAX_SKEW, Drops, Rejected, Signer
 from .errors import DuplicateComputerError, RedisUnavailableError
@@ -281,9 +282,7 @@ class Mesh:
         self, computer: str, body: dict[str, Any], *, session: str = "", limit: float = 15.0
     ) -> dict[str, Any]:
         """Have ``computer`` handle ``body``; its reply (see :func:`trio_bridge.mesh.rpc.request`)."""
-        from .rpc import request
-
-        return await request(
+        return await rpc.request(
             self.redis, sender=self.name, computer=computer, body=body, session=session, limit=limit,
             signer=self.signer, drops=self.drops,
         )  # fmt: skip
@@ -292,11 +291,9 @@ class Mesh:
         self, handler: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Handle requests addressed to this computer until cancelled (see :class:`rpc.Inbox`)."""
-        from .rpc import Inbox
-
         # The store remembers the requests taken on: replay protection that survives a restart
         # and that nobody with access to Redis can erase.
-        inbox = Inbox(self.redis, self.name, handler, self._manager.store, self.signer, self.drops)
+        inbox = rpc.Inbox(self.redis, self.name, handler, self._manager.store, self.signer, self.drops)
         await inbox.serve(task_status=task_status)
 
     # -- output relay ----------------------------------------------------------------
@@ -321,7 +318,7 @@ class Mesh:
         self._relays[session_id] = scope
         self._nursery.start_soon(self._relay, session_id, feed, offset, scope)
 
-    async def _relay(self, session_id: str, feed: Any, start: int, scope: trio.CancelScope) -> None:
+    async def _relay(self, session_id: str, feed: OutputFeed, start: int, scope: trio.CancelScope) -> None:
         try:
             with scope:
                 await write_relay(self.redis, self.signer, self.name, session_id, feed, start)
