@@ -101,7 +101,7 @@ class Settings:
     #: the Redis of a mesh of computers ("redis://[:password@]host:port/db", "rediss://" for
     #: TLS); unset: this computer alone, and Redis is never loaded
     redis: str | None = dataclasses.field(default=None, repr=False)
-    #: this computer's name in the mesh (default: the host name)
+    #: this computer's name in the mesh (default: :func:`default_computer_name`)
     computer: str | None = None
     #: seconds between heartbeats, and how long one is valid
     heartbeat_interval: float = 5.0
@@ -159,6 +159,14 @@ class Settings:
             return read_secret_file(self.token_path)
         except ValueError:
             return None
+
+
+def default_computer_name() -> str:
+    """What this computer is called when the ``computer`` setting is unset: the host name's
+    first label (``localhost`` for an empty one)."""
+    import socket
+
+    return socket.gethostname().split(".")[0] or "localhost"
 
 
 # -- parsers: each takes the raw value (str from env/flags, TOML types from the file) ----------

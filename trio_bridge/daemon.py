@@ -8,12 +8,18 @@ trio.run(_main)
         ├── hold_lock(state_dir/daemon.lock)       one daemon per state directory
         ├── open_session_store(state_dir/sessions.db)
         ├── open_listeners(settings)                API sockets: unix (0600) [+ TCP --bind]
-        └── nursery (+ open_mesh when --redis: Redis client, heartbeat task)
+        └── nursery
             ├── Supervisor("sessions").run(SessionManager.run)   watchers of every session
             ├── Supervisor("retention").run(_retention)           prunes ended sessions hourly
-            ├── Supervisor("api").run(serve_api)                  hypercorn + stream producers
-            └── Supervisor("telegram").run(serve_telegram)        only with telegram_token set
+            └── open_mesh (with --redis: Redis client; heartbeat, events, relays)
+                └── nursery
+                    ├── Supervisor("inbox").run(Mesh.serve_inbox)   with --redis
+                    ├── Supervisor("api").run(serve_api)            hypercorn + stream producers
+                    └── Supervisor("telegram").run(serve_telegram)  only with telegram_token set
 ```
+
+The mesh is opened outside the nursery of the tasks that use it, so it closes after them: a
+request on its way through the mesh during the API's graceful window still gets its answer.
 
 Stopping the daemon never stops the user's sessions: they live on in tmux, and the next
 daemon re-adopts them.
@@ -35,10 +41,13 @@ import attrs
 import trio
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from .api._access import Access
+    from .mesh import Mesh
 
 from ._private import UnsafeDirectoryError, make_private_dir, privatize_tree
-from .config import Settings, secret_env_names
+from .config import Settings, default_computer_name, secret_env_names
 from .sessions import SessionManager, SessionTuning, open_session_store
 from .supervise import CrashLoopError, RestartPolicy, Supervisor
 from .tmux import TmuxServer
@@ -150,8 +159,7 @@ async def serve_daemon(
         )
         async with (
             open_session_store(state / "sessions.db") as store,
-            trio.open_nursery() as nursery,
-            contextlib.AsyncExitStack() as stack,
+            trio.open_nursery() as core,
         ):
             manager = SessionManager(
                 server,
@@ -162,48 +170,66 @@ async def serve_daemon(
             )
             supervisors = tuple(Supervisor(name, policy) for name in ("sessions", "retention", "api"))
             sessions, retention, api = supervisors
-            await nursery.start(sessions.run, manager.run)
-            await nursery.start(retention.run, _retention, manager, settings)
-            mesh = None
-            if settings.redis is not None:
-                from .mesh import open_mesh
-
-                mesh = await stack.enter_async_context(open_mesh(settings, manager))
-            context = ApiContext(
-                manager,
-                access=access,
-                max_body_bytes=settings.max_body_bytes,
-                max_input_bytes=settings.max_input_bytes,
-                max_connections=settings.max_connections,
-                supervisors=supervisors,
-                mesh=mesh,
-                socket_path=listeners.unix_path,
-                tcp_url=listeners.tcp_url,
-                computer_name=mesh.name if mesh is not None else ApiContext.default_computer_name(),
-            )
-            if mesh is not None:
-                from .api import create_app
-                from .api._remote import remote_handler
-
-                inbox = Supervisor("inbox", policy)
-                context.supervisors += (inbox,)
-                handler = remote_handler(create_app(context), settings.token)
-                await nursery.start(inbox.run, mesh.serve_inbox, handler)
-            # Streams get part of the shutdown deadline to end cleanly; the rest is for the others.
-            graceful = max(0.1, min(2.0, settings.shutdown_timeout / 3))
-            await nursery.start(api.run, partial(serve_api, graceful_timeout=graceful), context, listeners)
-            if settings.telegram_token is not None:
-                # imported only with a token: a daemon without one never loads it
-                from .telegram import serve_telegram
-
-                telegram = Supervisor("telegram", policy)
-                context.supervisors += (telegram,)
-                await nursery.start(
-                    telegram.run, serve_telegram, settings, manager, context.computer_name, mesh
+            await core.start(sessions.run, manager.run)
+            await core.start(retention.run, _retention, manager, settings)
+            # Outside the nursery below: the mesh closes after the API's graceful window.
+            async with _open_mesh(settings, manager) as mesh, trio.open_nursery() as nursery:
+                context = ApiContext(
+                    manager,
+                    access=access,
+                    max_body_bytes=settings.max_body_bytes,
+                    max_input_bytes=settings.max_input_bytes,
+                    max_connections=settings.max_connections,
+                    supervisors=supervisors,
+                    mesh=mesh,
+                    socket_path=listeners.unix_path,
+                    tcp_url=listeners.tcp_url,
+                    computer_name=mesh.name if mesh is not None else default_computer_name(),
                 )
-            log.info("ready (state %s, tmux -L %s, API %s)", state, settings.tmux_socket, listeners.unix_path)
-            task_status.started(RunningDaemon(manager, listeners.unix_path, listeners.tcp_url))
-            await trio.sleep_forever()
+                if mesh is not None:
+                    from .api import create_app
+                    from .api._remote import remote_handler
+
+                    inbox = Supervisor("inbox", policy)
+                    context.supervisors += (inbox,)
+                    handler = remote_handler(create_app(context), settings.token)
+                    await nursery.start(inbox.run, mesh.serve_inbox, handler)
+                # Streams get part of the shutdown deadline to end cleanly; the rest is for the others.
+                graceful = max(0.1, min(2.0, settings.shutdown_timeout / 3))
+                await nursery.start(
+                    api.run, partial(serve_api, graceful_timeout=graceful), context, listeners
+                )
+                if settings.telegram_token is not None:
+                    # imported only with a token: a daemon without one never loads it
+                    from .telegram import serve_telegram
+
+                    telegram = Supervisor("telegram", policy)
+                    context.supervisors += (telegram,)
+                    await nursery.start(
+                        telegram.run, serve_telegram, settings, manager, context.computer_name, mesh
+                    )
+                log.info(
+                    "ready (state %s, tmux -L %s, API %s)", state, settings.tmux_socket, listeners.unix_path
+                )
+                task_status.started(RunningDaemon(manager, listeners.unix_path, listeners.tcp_url))
+                await trio.sleep_forever()
+
+
+@contextlib.asynccontextmanager
+async def _open_mesh(settings: Settings, manager: SessionManager) -> AsyncIterator[Mesh | None]:
+    """The daemon's membership of the mesh (:func:`trio_bridge.mesh.open_mesh`), or None without
+    ``redis`` (then the mesh is never imported).
+
+    Raises:
+        DuplicateComputerError, RedisUnavailableError: see ``open_mesh``.
+    """
+    if settings.redis is None:
+        yield None
+        return
+    from .mesh import open_mesh
+
+    async with open_mesh(settings, manager) as mesh:
+        yield mesh
 
 
 async def _main(settings: Settings) -> int:

@@ -6,6 +6,9 @@ service is restarted after a delay that grows exponentially; once the service ha
 ``healthy_after`` seconds, the delay starts small again. A service that keeps crashing
 (``max_restarts`` within ``window`` seconds) stops the supervisor with :class:`CrashLoopError`
 instead of looping forever. Cancellation is never caught: it stops the service and propagates.
+
+:class:`Backoff` is the package's one retry delay (exponential, capped, reset by a success): the
+supervisor's, and every loop that retries Redis or Telegram.
 """
 
 from __future__ import annotations
@@ -18,12 +21,45 @@ from typing import Any
 import attrs
 import trio
 
-__all__ = ["CrashLoopError", "RestartPolicy", "Supervisor"]
+__all__ = ["Backoff", "CrashLoopError", "RestartPolicy", "Supervisor"]
 
 log = logging.getLogger(__name__)
 
 #: a service: an async function reporting readiness through ``task_status.started(value)``
 Service = Callable[..., Awaitable[object]]
+
+
+@attrs.define
+class Backoff:
+    """The delays between the tries of something that fails: ``initial``, then each one
+    ``multiplier`` times the last, at most ``maximum``; :meth:`reset` after a success starts
+    small again. Owns no clock: its user sleeps (or bounds the wait) as it needs."""
+
+    initial: float = 0.1
+    maximum: float = 2.0
+    multiplier: float = 2.0
+    _next: float = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not (self.initial > 0 and self.maximum > 0):
+            raise ValueError(f"initial and maximum must be positive, not {self.initial!r}, {self.maximum!r}")
+        if not self.multiplier >= 1:
+            raise ValueError(f"multiplier must be >= 1, not {self.multiplier!r}")
+        self._next = self.initial
+
+    def next(self) -> float:
+        """The delay before the next try (the one after it grows)."""
+        delay = self._next
+        self._next = min(delay * self.multiplier, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        """It worked: the next failure waits ``initial`` again."""
+        self._next = self.initial
+
+    async def sleep(self) -> None:
+        """Wait :meth:`next` seconds."""
+        await trio.sleep(self.next())
 
 
 @attrs.frozen
@@ -89,7 +125,7 @@ class Supervisor:
         """
         policy = self.policy
         crashes: collections.deque[float] = collections.deque()
-        backoff = policy.initial_backoff
+        backoff = Backoff(policy.initial_backoff, policy.max_backoff, policy.multiplier)
         status: trio.TaskStatus[Any] | None = task_status
         while True:
             started_at = trio.current_time()
@@ -109,18 +145,18 @@ class Supervisor:
                 now = trio.current_time()
                 self.last_error = exc
                 if now - started_at >= policy.healthy_after:
-                    backoff = policy.initial_backoff
+                    backoff.reset()
                 crashes.append(now)
                 while crashes and now - crashes[0] > policy.window:
                     crashes.popleft()
                 if len(crashes) >= policy.max_restarts:
                     log.error("service %r crashed; crash loop, giving up", self.name, exc_info=exc)  # noqa: TRY400
                     raise CrashLoopError(self.name, len(crashes), policy.window) from exc
+                delay = backoff.next()
                 log.error(  # noqa: TRY400 - the traceback is the service's, passed explicitly
-                    "service %r crashed; restarting in %.2f s", self.name, backoff, exc_info=exc
+                    "service %r crashed; restarting in %.2f s", self.name, delay, exc_info=exc
                 )
-            await trio.sleep(backoff)
-            backoff = min(backoff * policy.multiplier, policy.max_backoff)
+            await trio.sleep(delay)
             self.restarts += 1
 
 

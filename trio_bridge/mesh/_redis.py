@@ -31,16 +31,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..supervise import Backoff
+from .errors import RedisRefusedError, RedisUnavailableError
+
 __all__ = ["Redis", "RedisUnavailableError", "open_redis", "scan_keys"]
 
 log = logging.getLogger(__name__)
 
 #: seconds one ordinary command may take (connect, send, reply)
 COMMAND_TIMEOUT = 5.0
-
-
-class RedisUnavailableError(Exception):
-    """Redis cannot be reached (or broke the connection); the message names the URL."""
 
 
 def _safe_url(url: str) -> str:
@@ -56,8 +55,9 @@ class Redis:
     """One Redis client (a pool of connections owned by redis-py), for Trio code.
 
     Methods return decoded replies (``str``). Connection problems raise
-    :class:`RedisUnavailableError`; other errors Redis answers with (a wrong type, a script
-    error) raise ``RuntimeError`` with Redis's words.
+    :class:`RedisUnavailableError`; other errors Redis answers with (a wrong type, a lost
+    consumer group) raise :class:`RedisRefusedError` (a subclass for the codes the mesh acts on,
+    see :mod:`.errors`): redis-py's exceptions never leave this module.
     """
 
     def __init__(self, client: AsyncRedis, url: str, blocking: AsyncRedis) -> None:
@@ -68,6 +68,20 @@ class Redis:
     async def call(self, *args: Any) -> Any:
         """One command, e.g. ``await redis.call("SET", key, value, "PX", 1000)``."""
         return await self._call(self._client, args)
+
+    async def call_until_done(self, *args: Any) -> Any:
+        """One command, tried again (with a backoff, until the caller's scope ends) while Redis
+        is unavailable: for writes that must not be lost to a Redis restart.
+
+        Raises:
+            RedisRefusedError: Redis refused it (that is not retried).
+        """
+        backoff = Backoff(0.1, 2.0)
+        while True:
+            try:
+                return await self.call(*args)
+            except RedisUnavailableError:
+                await backoff.sleep()
 
     async def blocking_call(self, *args: Any) -> Any:
         """A blocking command (``XREADGROUP ... BLOCK``, ``BLPOP``), on connections without a
@@ -80,7 +94,7 @@ class Redis:
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise RedisUnavailableError(f"Redis at {self.url}: {exc}") from exc
         except RedisError as exc:
-            raise RuntimeError(f"Redis refused {args[0]}: {exc}") from exc
+            raise _refused(str(args[0]), exc) from exc
 
     async def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Several commands in one round trip (no transaction); their replies, in order."""
@@ -99,7 +113,13 @@ class Redis:
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise RedisUnavailableError(f"Redis at {self.url}: {exc}") from exc
         except RedisError as exc:
-            raise RuntimeError(f"Redis refused a pipeline: {exc}") from exc
+            raise _refused("a pipeline", exc) from exc
+
+
+def _refused(command: str, exc: RedisError) -> RedisRefusedError:
+    # redis-py puts "Command # 2 (XLEN k) of pipeline caused error: " before a pipeline's reply
+    message = str(exc)
+    return RedisRefusedError.of(command, message, message.rpartition("caused error: ")[2])
 
 
 async def scan_keys(redis: Redis, pattern: str, *, count: int = 1000) -> AsyncGenerator[str, None]:

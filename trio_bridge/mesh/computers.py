@@ -1,6 +1,7 @@
-"""Computers of a mesh: each daemon's heartbeat, its claim on its name, and discovery.
+"""Computers of a mesh: each daemon's membership (:class:`Mesh`), its heartbeat, its claim on its
+name, and discovery.
 
-Redis keys:
+Redis keys (built in :mod:`.keys`):
 
 - ``tb:computer:<name>``: JSON ``{name, version, capabilities, sessions, started_at, time, host,
   pid, instance}``, written every ``heartbeat_interval`` with a TTL of ``heartbeat_ttl``: it
@@ -15,17 +16,12 @@ it carries ``sig`` (kind ``heartbeat``, from its name, over the rest of the valu
 JSON); one that does not verify or parse, or whose name differs from its key, is left out of the
 listing, counted and logged (never an error for the whole listing).
 
-The output relay and the lifecycle events are signed too, each entry bound to the stream it is
-written to (so it cannot be copied to another computer's or session's stream): relay entries
-``{offset, data, time, sig}`` (kind ``output``, id the offset) and ``{end, time, sig}`` (kind
-``end``), events ``{kind, session, time, sig}`` (id the session's id).
+A member also writes its sessions' lifecycle events (:mod:`.events`) and relays their output to
+readers on other computers (:mod:`.relay`); both are signed, each entry bound to its stream.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import collections
 import json
 import logging
 import math
@@ -34,7 +30,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
@@ -42,37 +38,27 @@ import attrs
 import trio
 
 from .._version import __version__
-from ..config import Settings
+from ..config import Settings, default_computer_name
+from ..output import OutputFeed
 from ..sessions import SessionManager, SessionState
-from ._redis import Redis, RedisUnavailableError, open_redis, scan_keys
+from ..supervise import Backoff
+from . import keys, rpc
+from ._redis import Redis, open_redis, scan_keys
 from ._seal import MAX_SKEW, Drops, Rejected, Signer
+from .errors import DuplicateComputerError, RedisUnavailableError
+from .events import EventStreams, open_event
+from .relay import RELAY_IDLE, RelayFeed, open_relay_entry, write_relay
 
-__all__ = ["API_CAPABILITIES", "Computer", "DuplicateComputerError", "EventStreams", "Mesh", "open_mesh"]
+__all__ = [
+    "API_CAPABILITIES", "RELAY_IDLE", "Computer", "DuplicateComputerError", "EventStreams", "Mesh",
+    "RelayFeed", "open_event", "open_mesh", "open_relay_entry", "relay_key",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "tb:computer:"
-#: a session's output relay: entries {offset, data (base64)}, then {end}
-RELAY_MAXLEN = 1000
-#: seconds a relay runs without a reader renewing it; seconds its stream is kept after the end
-RELAY_IDLE = 60.0
-RELAY_KEEP = 300
+# (kept importable from here for trio_bridge.api._remote, which names them so)
+relay_key = keys.relay
 
-
-#: entries kept in a computer's lifecycle event stream
-EVENTS_MAXLEN = 1000
-
-
-def events_key(computer: str) -> str:
-    """A computer's session lifecycle events: entries {kind, session (JSON record)}."""
-    return f"tb:events:{computer}"
-
-
-def relay_key(computer: str, session_id: str) -> str:
-    return f"tb:out:{computer}:{session_id}"
-
-
-REGISTRY = "tb:computers"
 #: what this daemon's API can do, announced in its heartbeat
 API_CAPABILITIES = ("sessions", "input", "keys", "screen", "output", "wait", "stream", "events")
 
@@ -95,10 +81,6 @@ return 0
 """
 
 
-class DuplicateComputerError(Exception):
-    """Another daemon runs under this computer name (one line, saying where)."""
-
-
 @attrs.frozen
 class Computer:
     name: str
@@ -110,10 +92,6 @@ class Computer:
     sessions: int
     started_at: float
     host: str
-
-
-def default_name() -> str:
-    return socket.gethostname().split(".")[0] or "localhost"
 
 
 #: a computer's name, as the ``computer`` setting allows it (config.py), checked again where
@@ -149,7 +127,7 @@ def canonical(value: Mapping[str, Any]) -> str:
 def seal_heartbeat(signer: Signer, value: dict[str, Any]) -> str:
     """The heartbeat as written to Redis (with ``sig`` when there is a secret)."""
     sig = signer.mac(
-        "heartbeat", value["name"], REGISTRY, value["instance"], repr(value["time"]), canonical(value)
+        "heartbeat", value["name"], keys.REGISTRY, value["instance"], repr(value["time"]), canonical(value)
     )
     return json.dumps({**value, "sig": sig} if sig else value)
 
@@ -168,7 +146,7 @@ def open_heartbeat(signer: Signer, raw: object, name: str, online: bool, now: fl
     sent_at = _number(value.get("time"))
     fields = {"time": repr(value.get("time")), "sig": str(value.get("sig", ""))}
     signer.check(
-        fields, "heartbeat", name, REGISTRY, str(value.get("instance")), canonical(value), fresh=False
+        fields, "heartbeat", name, keys.REGISTRY, str(value.get("instance")), canonical(value), fresh=False
     )
     capabilities = value.get("capabilities", [])
     if not isinstance(capabilities, list) or len(capabilities) > 64:
@@ -186,7 +164,8 @@ def open_heartbeat(signer: Signer, raw: object, name: str, online: bool, now: fl
 
 class Mesh:
     """This daemon's membership of the mesh (see the module docstring). Get one from
-    :func:`open_mesh`."""
+    :func:`open_mesh`; a Mesh made directly can ask and list (:meth:`request`,
+    :meth:`computers`) but relays output only inside :meth:`joined`."""
 
     def __init__(self, redis: Redis, settings: Settings, manager: SessionManager, name: str) -> None:
         self.redis = redis
@@ -210,7 +189,7 @@ class Mesh:
 
     @property
     def key(self) -> str:
-        return KEY_PREFIX + self.name
+        return keys.heartbeat(self.name)
 
     async def _value(self) -> str:
         running = await self._manager.store.all([SessionState.STARTING, SessionState.RUNNING])
@@ -240,7 +219,7 @@ class Mesh:
             value = await self._value()
             ttl_ms = int(self._settings.heartbeat_ttl * 1000)
             holder = await self.redis.call(
-                "EVAL", _CLAIM, 2, self.key, REGISTRY, value, self.instance, ttl_ms, self.name
+                "EVAL", _CLAIM, 2, self.key, keys.REGISTRY, value, self.instance, ttl_ms, self.name
             )
             if holder is None:
                 self._last_value = value
@@ -275,9 +254,9 @@ class Mesh:
     async def computers(self) -> list[Computer]:
         """Every computer the mesh knows, online ones first, by name. A heartbeat that does not
         verify or parse is left out (counted, logged)."""
-        async with aclosing(scan_keys(self.redis, KEY_PREFIX + "*")) as keys:
-            names = [key async for key in keys]
-        commands: list[tuple[Any, ...]] = [("HGETALL", REGISTRY)]
+        async with aclosing(scan_keys(self.redis, keys.HEARTBEAT_PATTERN)) as found_keys:
+            names = [key async for key in found_keys]
+        commands: list[tuple[Any, ...]] = [("HGETALL", keys.REGISTRY)]
         if names:
             commands.append(("MGET", *names))
         replies = await self.redis.pipeline(commands)
@@ -285,9 +264,7 @@ class Mesh:
         found: dict[str, Computer] = {}
         registry = replies[0] if isinstance(replies[0], dict) else {}
         values = replies[1] if names else []
-        heartbeats = [
-            (key.removeprefix(KEY_PREFIX), raw, True) for key, raw in zip(names, values, strict=True)
-        ]
+        heartbeats = [(keys.heartbeat_owner(key), raw, True) for key, raw in zip(names, values, strict=True)]
         for name, raw, online in [*heartbeats, *((n, raw, False) for n, raw in registry.items())]:
             if name in found or (online and raw is None):  # (expired between SCAN and MGET)
                 continue
@@ -305,9 +282,7 @@ class Mesh:
         self, computer: str, body: dict[str, Any], *, session: str = "", limit: float = 15.0
     ) -> dict[str, Any]:
         """Have ``computer`` handle ``body``; its reply (see :func:`trio_bridge.mesh.rpc.request`)."""
-        from .rpc import request
-
-        return await request(
+        return await rpc.request(
             self.redis, sender=self.name, computer=computer, body=body, session=session, limit=limit,
             signer=self.signer, drops=self.drops,
         )  # fmt: skip
@@ -316,80 +291,60 @@ class Mesh:
         self, handler: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Handle requests addressed to this computer until cancelled (see :class:`rpc.Inbox`)."""
-        from .rpc import Inbox
-
         # The store remembers the requests taken on: replay protection that survives a restart
         # and that nobody with access to Redis can erase.
-        inbox = Inbox(self.redis, self.name, handler, self._manager.store, self.signer, self.drops)
+        inbox = rpc.Inbox(self.redis, self.name, handler, self._manager.store, self.signer, self.drops)
         await inbox.serve(task_status=task_status)
 
     # -- output relay ----------------------------------------------------------------
 
     def ensure_relay(self, session_id: str, offset: int) -> None:
         """Relay the session's output from ``offset`` into ``tb:out:<computer>:<session>`` (if no
-        relay runs yet), for another RELAY_IDLE seconds: readers renew it while they read.
+        relay runs yet), for another RELAY_IDLE seconds: readers renew it while they read. The
+        relay runs in our nursery (:meth:`joined`).
 
         Raises:
             UnknownSessionError: no such session.
+            RuntimeError: this Mesh has not joined (a Mesh made without :func:`open_mesh`).
         """
         feed = self._manager.feed(session_id)  # raises for an unknown session
         scope = self._relays.get(session_id)
         if scope is not None:
             scope.deadline = trio.current_time() + RELAY_IDLE
             return
-        assert self._nursery is not None
+        if self._nursery is None:
+            raise RuntimeError("this computer relays output only while it has joined the mesh")
         scope = trio.CancelScope(deadline=trio.current_time() + RELAY_IDLE)
         self._relays[session_id] = scope
         self._nursery.start_soon(self._relay, session_id, feed, offset, scope)
 
-    async def _relay(self, session_id: str, feed: Any, start: int, scope: trio.CancelScope) -> None:
-        from ..output import Chunk
-
-        key = relay_key(self.name, session_id)
-        end = start
+    async def _relay(self, session_id: str, feed: OutputFeed, start: int, scope: trio.CancelScope) -> None:
         try:
             with scope:
-                async with aclosing(feed.follow(start)) as chunks:
-                    async for item in chunks:
-                        if not isinstance(item, Chunk):
-                            continue  # dropped by retention: readers find out by offset
-                        data = base64.b64encode(item.data).decode()
-                        sent_at, sig = self.signer.seal("output", self.name, key, str(item.offset), data)
-                        fields = ("offset", item.offset, "data", data, "time", sent_at, "sig", sig)
-                        await self._retrying(("XADD", key, "MAXLEN", "~", RELAY_MAXLEN, "*", *fields))
-                        end = item.offset + len(item.data)
-                sent_at, sig = self.signer.seal("end", self.name, key, str(end))
-                await self._retrying(
-                    ("XADD", key, "MAXLEN", "~", RELAY_MAXLEN, "*", "end", end, "time", sent_at, "sig", sig)
-                )
-                await self._retrying(("EXPIRE", key, RELAY_KEEP))
+                await write_relay(self.redis, self.signer, self.name, session_id, feed, start)
         finally:
             self._relays.pop(session_id, None)
 
-    async def _retrying(self, command: tuple[Any, ...]) -> None:
-        """A relay write survives Redis going away (readers fill any gap by offset)."""
-        backoff = 0.1
-        while True:
-            try:
-                await self.redis.call(*command)
-                return
-            except RedisUnavailableError:
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+    def relay_feed(self, computer: str, session_id: str) -> RelayFeed:
+        """The output of ``computer``'s session ``session_id``, as a feed (see :class:`RelayFeed`)."""
+        return RelayFeed(self, computer, session_id)
+
+    # -- membership ------------------------------------------------------------------
 
     async def serve_events(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Relay this computer's session lifecycle events into ``tb:events:<computer>``."""
         task_status.started()
+        key = keys.events(self.name)
         while True:
             subscription = self._manager.subscribe()
             async with subscription:
                 async for event in subscription:
                     record = json.dumps({**attrs.asdict(event.record), "computer": self.name})
-                    key, kind = events_key(self.name), str(event.kind)
+                    kind = str(event.kind)
                     sent_at, sig = self.signer.seal(kind, self.name, key, event.record.id, record)
-                    await self._retrying(
-                        ("XADD", key, "MAXLEN", "~", EVENTS_MAXLEN, "*",
-                         "kind", kind, "session", record, "time", sent_at, "sig", sig)
+                    await self.redis.call_until_done(
+                        "XADD", key, "MAXLEN", "~", keys.EVENTS_MAXLEN, "*",
+                        "kind", kind, "session", record, "time", sent_at, "sig", sig,
                     )  # fmt: skip
             # The manager restarted (or cut us off for being slow): subscribe again.
             await trio.sleep(0.5)
@@ -398,15 +353,46 @@ class Mesh:
         """Beat every ``heartbeat_interval`` until cancelled. Redis outages are logged and
         retried with a backoff that resets after a success; they never end the daemon."""
         task_status.started()
-        backoff = 0.1
+        interval = self._settings.heartbeat_interval
+        backoff = Backoff(min(0.2, interval), interval)
+        delay = interval
         while True:
-            await trio.sleep(self._settings.heartbeat_interval if backoff == 0.1 else backoff)
+            await trio.sleep(delay)
             try:
                 await self.beat()
-                backoff = 0.1
+                backoff.reset()
+                delay = interval
             except RedisUnavailableError as exc:
-                backoff = min(max(backoff * 2, 0.2), self._settings.heartbeat_interval)
-                log.warning("heartbeat failed (retrying in %.1f s): %s", backoff, exc)
+                delay = backoff.next()
+                log.warning("heartbeat failed (retrying in %.1f s): %s", delay, exc)
+
+    @asynccontextmanager
+    async def joined(self) -> AsyncIterator[Mesh]:
+        """Be a member until exit: claim the name (a first heartbeat), then beat, publish the
+        sessions' events and run the output relays, all in a nursery owned here; on exit remove
+        our heartbeat (shielded, bounded: it would expire anyway).
+
+        Raises:
+            DuplicateComputerError: a live daemon already uses this computer name.
+            RedisUnavailableError: Redis cannot be reached for the first heartbeat.
+        """
+        await self.beat()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    await nursery.start(self.serve_heartbeat)
+                    await nursery.start(self.serve_events)
+                    yield self
+                finally:
+                    self._nursery = None
+                    nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                try:
+                    await self.release()
+                except RedisUnavailableError:
+                    pass  # the heartbeat expires by itself
 
 
 def _alive(pid: object) -> bool:
@@ -423,9 +409,12 @@ def _alive(pid: object) -> bool:
 
 @asynccontextmanager
 async def open_mesh(settings: Settings, manager: SessionManager) -> AsyncIterator[Mesh]:
-    """Join the mesh at ``settings.redis`` as ``settings.computer``; leave it on exit.
+    """Join the mesh at ``settings.redis`` as ``settings.computer`` (default: the host name);
+    leave it on exit.
 
-    Owns the Redis client and the heartbeat task.
+    Owns the Redis client (its connections stay usable until exit, also while our caller's
+    scope is being cancelled: open it outside the tasks that use it) and the membership
+    (:meth:`Mesh.joined`).
 
     Raises:
         DuplicateComputerError: a live daemon already uses this computer name.
@@ -433,138 +422,13 @@ async def open_mesh(settings: Settings, manager: SessionManager) -> AsyncIterato
     """
     assert settings.redis is not None
     async with open_redis(settings.redis) as redis:
-        mesh = Mesh(redis, settings, manager, settings.computer or default_name())
+        mesh = Mesh(redis, settings, manager, settings.computer or default_computer_name())
         if not mesh.signed:
             log.warning(
                 "the mesh at %s has no mesh_secret: anyone who can write to this Redis can run "
                 "commands here (set the same --mesh-secret on every computer)",
                 redis.url,
             )
-        await mesh.beat()
-        try:
-            async with trio.open_nursery() as nursery:
-                mesh._nursery = nursery
-                await nursery.start(mesh.serve_heartbeat)
-                await nursery.start(mesh.serve_events)
-                log.info("joined the mesh at %s as %r", redis.url, mesh.name)
-                yield mesh
-                nursery.cancel_scope.cancel()
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                try:
-                    await mesh.release()
-                except RedisUnavailableError:
-                    pass  # the heartbeat expires by itself
-
-
-def open_relay_entry(
-    signer: Signer, computer: str, session_id: str, fields: Mapping[str, str]
-) -> tuple[int, bytes] | int:
-    """A relay entry read from ``tb:out:<computer>:<session>``: ``(offset, data)``, or the end
-    offset (an int) for the last entry. Not checked for staleness: bytes are placed by offset,
-    and those of one session at one offset never change, so a replayed entry adds nothing.
-
-    Raises:
-        Rejected: it does not parse or is not genuine.
-    """
-    key = relay_key(computer, session_id)
-    try:
-        if "end" in fields:
-            end = int(fields["end"])
-            signer.check(fields, "end", computer, key, str(end), fresh=False)
-            if end < 0:
-                raise Rejected("malformed", "a negative end")
-            return end
-        offset, data = int(fields["offset"]), str(fields["data"])
-        signer.check(fields, "output", computer, key, str(offset), data, fresh=False)
-        if offset < 0:
-            raise Rejected("malformed", "a negative offset")
-        return offset, base64.b64decode(data, validate=True)
-    except (KeyError, ValueError, TypeError, binascii.Error) as exc:
-        raise Rejected("malformed", type(exc).__name__) from None
-
-
-def open_event(signer: Signer, computer: str, fields: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
-    """A lifecycle event read from ``tb:events:<computer>``: its kind and session record.
-
-    Raises:
-        Rejected: it does not parse, is not genuine, is stale, or concerns another computer.
-    """
-    kind, record = fields.get("kind"), fields.get("session")
-    if not isinstance(kind, str) or not re.fullmatch(r"[a-z_]{1,32}", kind) or not isinstance(record, str):
-        raise Rejected("malformed", "no kind or session")
-    session = _parse(record)
-    if session is None or not isinstance(session.get("id"), str) or session.get("computer") != computer:
-        raise Rejected("malformed", "not a session record of this computer")
-    signer.check(fields, kind, computer, events_key(computer), session["id"], record)
-    return kind, session
-
-
-#: event signatures a reader remembers, to drop a genuine event replayed within the skew
-_RECENT_EVENTS = 4096
-
-
-@attrs.define
-class EventStreams:
-    """Other computers' lifecycle event streams (``tb:events:<computer>``), read from a fixed
-    "now": each entry verified with :func:`open_event`, one seen before by this reader (a
-    replay within the skew) dropped, and what fails counted in the mesh's drops. One per
-    reader (an SSE response, the Telegram bot); its owner decides how to wait when Redis is
-    away (:meth:`read` raises)."""
-
-    mesh: Mesh
-    _last: dict[str, str] = attrs.field(factory=dict)  # stream -> the last entry id read
-    _owner: dict[str, str] = attrs.field(factory=dict)  # stream -> its computer
-    _recent: set[tuple[str, str]] = attrs.field(factory=set)
-    _order: collections.deque[tuple[str, str]] = attrs.field(factory=collections.deque)
-
-    @property
-    def following(self) -> bool:
-        return bool(self._last)
-
-    async def follow(self, names: Iterable[str]) -> None:
-        """Also read these computers' streams, from their current last entry (not ``$``, which
-        would skip what arrives between two reads).
-
-        Raises:
-            RedisUnavailableError
-        """
-        new = [name for name in names if events_key(name) not in self._last]
-        if not new:
-            return
-        tails = await self.mesh.redis.pipeline(
-            [("XREVRANGE", events_key(name), "+", "-", "COUNT", 1) for name in new]
-        )
-        for name, tail in zip(new, tails, strict=True):
-            self._last[events_key(name)] = tail[0][0] if tail else "0-0"
-            self._owner[events_key(name)] = name
-
-    async def read(self, block: float) -> list[tuple[str, str, dict[str, Any]]]:
-        """The next genuine events, as (computer, kind, session record); waits up to ``block``
-        seconds for some.
-
-        Raises:
-            RedisUnavailableError
-        """
-        streams = list(self._last)
-        reply = await self.mesh.redis.blocking_call(
-            "XREAD", "COUNT", 64, "BLOCK", max(1, int(block * 1000)), "STREAMS", *streams,
-            *(self._last[key] for key in streams),
-        )  # fmt: skip
-        events = []
-        for key, entries in reply or []:
-            for entry_id, fields in entries:
-                self._last[key] = entry_id
-                try:
-                    kind, session = open_event(self.mesh.signer, self._owner[key], fields)
-                    if (seen := (key, fields.get("sig") or entry_id)) in self._recent:
-                        raise Rejected("replay", "seen before by this reader")
-                except Rejected as exc:
-                    self.mesh.drops.drop("event", exc.reason, f"{key} entry {entry_id}: {exc}")
-                    continue
-                self._recent.add(seen)
-                self._order.append(seen)
-                if len(self._order) > _RECENT_EVENTS:
-                    self._recent.discard(self._order.popleft())
-                events.append((self._owner[key], kind, session))
-        return events
+        async with mesh.joined():
+            log.info("joined the mesh at %s as %r", redis.url, mesh.name)
+            yield mesh

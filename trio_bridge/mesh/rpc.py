@@ -1,6 +1,6 @@
 """Requests between computers: a per-computer inbox stream, replies on per-request lists.
 
-Protocol (Redis keys):
+Protocol (Redis keys, built in :mod:`.keys`):
 
 - ``tb:inbox:<computer>``: a stream (trimmed to about 10,000 entries) read through the consumer
   group ``tb`` by the computer's daemon, as consumer ``<computer>``. Entry fields: ``id`` (the
@@ -33,7 +33,9 @@ What fails verification or does not parse is acknowledged, dropped, counted and 
 
 from __future__ import annotations
 
+import base64
 import collections
+import contextlib
 import json
 import logging
 import time
@@ -43,33 +45,27 @@ from typing import Any, Protocol
 
 import trio
 
-from ._redis import Redis, RedisUnavailableError
+from ..supervise import Backoff
+from . import keys
+from ._redis import Redis
 from ._seal import MAX_SKEW, Drops, Rejected, Signer
+from .errors import (
+    ComputerUnavailableError,
+    GroupExistsError,
+    NoGroupError,
+    RedisUnavailableError,
+    UnknownComputerError,
+)
 
-__all__ = ["ComputerUnavailableError", "Inbox", "Signer", "UnknownComputerError", "request"]
+__all__ = ["ComputerUnavailableError", "Inbox", "Signer", "UnknownComputerError", "reply_body", "request"]
 
 log = logging.getLogger(__name__)
 
-GROUP = "tb"
-INBOX_MAXLEN = 10_000
-DONE_TTL = 3600
-REPLY_TTL = 60
+GROUP = keys.INBOX_GROUP
 CONCURRENCY = 16
 
 #: handles one request body, returns the reply (a JSON-able dict)
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-class UnknownComputerError(LookupError):
-    """No computer of that name ever joined the mesh."""
-
-
-class ComputerUnavailableError(Exception):
-    """The computer is offline, or did not answer within the limit (the message says which)."""
-
-
-def inbox_key(computer: str) -> str:
-    return f"tb:inbox:{computer}"
 
 
 def seal_request(
@@ -136,6 +132,18 @@ def _reply_dict(reply: str) -> dict[str, Any]:
     return value
 
 
+def reply_body(reply: dict[str, Any]) -> bytes:
+    """A reply's body: ``body_b64`` (a response of the remote API) or ``body`` (a failure the
+    remote inbox made itself: handler error, duplicate request).
+
+    Raises:
+        ValueError: ``body_b64`` is not base64.
+    """
+    if "body_b64" in reply:
+        return base64.b64decode(str(reply["body_b64"]), validate=True)
+    return str(reply.get("body", "")).encode()
+
+
 async def request(
     redis: Redis,
     *,
@@ -157,14 +165,14 @@ async def request(
         RedisUnavailableError: Redis cannot be reached.
     """
     known, online = await redis.pipeline(
-        [("HEXISTS", "tb:computers", computer), ("EXISTS", f"tb:computer:{computer}")]
+        [("HEXISTS", keys.REGISTRY, computer), ("EXISTS", keys.heartbeat(computer))]
     )
     if not known:
         raise UnknownComputerError(computer)
     if not online:
         raise ComputerUnavailableError(f"computer {computer!r} is offline (no heartbeat)")
     request_id = uuid.uuid4().hex
-    reply_key = f"tb:reply:{sender}:{request_id}"
+    reply_key = keys.reply(sender, request_id)
     signer = signer or Signer(None)
     drops = drops or Drops()
     fields = seal_request(
@@ -175,7 +183,7 @@ async def request(
         session=session,
         body=json.dumps(body),
     )
-    await redis.call("XADD", inbox_key(computer), "MAXLEN", "~", INBOX_MAXLEN, "*", *_flatten(fields))
+    await redis.call("XADD", keys.inbox(computer), "MAXLEN", "~", keys.INBOX_MAXLEN, "*", *_flatten(fields))
     with trio.move_on_after(limit):
         while True:
             popped = await redis.blocking_call("BLPOP", reply_key, max(1, int(limit) + 1))
@@ -232,8 +240,8 @@ class Inbox:
         success, re-creates its consumer group if Redis lost it, and re-reads what it had not
         acknowledged (handling is idempotent).
         """
-        stream = inbox_key(self.computer)
-        backoff = 0.1
+        stream = keys.inbox(self.computer)
+        backoff = Backoff(0.1, 5.0)
         started = False
         async with trio.open_nursery() as nursery:  # handlers outlive a reconnect
             while True:
@@ -243,7 +251,7 @@ class Inbox:
                     if not started:
                         task_status.started()
                         started = True
-                    backoff = 0.1
+                    backoff.reset()
                     while True:
                         reply = await self.redis.blocking_call(
                             "XREADGROUP", "GROUP", GROUP, self.computer, "COUNT", 64, "BLOCK", 2000,
@@ -253,20 +261,15 @@ class Inbox:
                             for entry_id, fields in entries:
                                 self._enqueue(nursery, entry_id, fields)
                 except RedisUnavailableError as exc:
-                    log.warning("inbox: Redis unavailable, retrying in %.1f s: %s", backoff, exc)
-                    await trio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                except RuntimeError as exc:
-                    if "NOGROUP" not in str(exc):
-                        raise
+                    delay = backoff.next()
+                    log.warning("inbox: Redis unavailable, retrying in %.1f s: %s", delay, exc)
+                    await trio.sleep(delay)
+                except NoGroupError:
                     log.warning("inbox: the consumer group was lost (Redis restarted empty?); re-creating it")
 
     async def _ensure_group(self, stream: str) -> None:
-        try:
+        with contextlib.suppress(GroupExistsError):
             await self.redis.call("XGROUP", "CREATE", stream, GROUP, "0", "MKSTREAM")
-        except RuntimeError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
 
     async def _read_pending(self, nursery: trio.Nursery, stream: str) -> None:
         """What was delivered to us before but never acknowledged (we died, or Redis did,
@@ -312,7 +315,7 @@ class Inbox:
                 del self._queues[key]
 
     async def _handle(self, entry_id: str, fields: dict[str, str]) -> None:
-        stream = inbox_key(self.computer)
+        stream = keys.inbox(self.computer)
         request_id, sender = str(fields.get("id", entry_id)), str(fields.get("from", ""))
         try:
             sent_at = open_request(self.signer, self.computer, fields)
@@ -322,7 +325,7 @@ class Inbox:
             )
             await self.redis.call("XACK", stream, GROUP, entry_id)
             return
-        done_key = f"tb:done:{self.computer}:{request_id}"
+        done_key = keys.done(self.computer, request_id)
         reply: str | None = None
         stored = await self.redis.call("GET", done_key)
         if stored is not None:
@@ -358,8 +361,8 @@ class Inbox:
                 result = _failure(500, "remote_failure", f"computer {self.computer!r} failed: {exc}")
             reply = json.dumps(result)
             record = seal_reply(self.signer, "done", self.computer, self.computer, request_id, reply)
-            await self.redis.call("SET", done_key, record, "EX", DONE_TTL)
-        reply_key = f"tb:reply:{sender}:{request_id}"
+            await self.redis.call("SET", done_key, record, "EX", keys.DONE_TTL)
+        reply_key = keys.reply(sender, request_id)
         await self.redis.pipeline(
             [
                 (
@@ -367,7 +370,7 @@ class Inbox:
                     reply_key,
                     seal_reply(self.signer, "reply", self.computer, sender, request_id, reply),
                 ),
-                ("EXPIRE", reply_key, REPLY_TTL),
+                ("EXPIRE", reply_key, keys.REPLY_TTL),
                 ("XACK", stream, GROUP, entry_id),
             ]
         )

@@ -13,13 +13,12 @@ The key names a hash of the token, never the token. Uses only the mesh's public
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any, Protocol
 
 import trio
 
-from ..mesh import RedisUnavailableError
+from ..mesh import RedisUnavailableError, keys
 
 __all__ = ["LeaseLostError", "PollerLease"]
 
@@ -48,7 +47,7 @@ class PollerLease:
 
     def __init__(self, redis: _Redis, token: str, holder: str, ttl: float) -> None:
         self.redis = redis
-        self.key = "tb:telegram:poller:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+        self.key = keys.telegram_lease(token)
         self.holder = holder
         self.ttl = ttl
 

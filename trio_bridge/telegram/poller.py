@@ -16,6 +16,7 @@ from typing import Any
 
 import trio
 
+from ..supervise import Backoff
 from .api import POLL_MARGIN, BotApi, BotApiError, ConflictError, NetworkError, RetryAfterError
 from .store import TelegramStore
 
@@ -52,7 +53,7 @@ class Poller:
     async def run(self) -> None:
         """Poll and hand each update to ``handle``, in order, until cancelled."""
         offset = await self.store.offset()
-        backoff = 1.0
+        backoff = Backoff(1.0, self.max_backoff)
         trouble: str | None = None  # what was last logged as wrong (logged again only if it changes)
         while True:
             try:
@@ -81,13 +82,12 @@ class Poller:
                     log.warning("getUpdates failed: %s%s; retrying (backing off to %g s)", exc, hint,
                                 self.max_backoff)  # fmt: skip
                     trouble = str(exc)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
+                await backoff.sleep()
                 continue
             if trouble is not None:
                 log.info("polling Telegram again")
                 trouble = None
-            backoff = 1.0
+            backoff.reset()
             if not isinstance(updates, list):
                 continue
             handled = offset

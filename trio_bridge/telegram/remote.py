@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..sessions import SessionRecord, SessionState, UnknownSessionError
+from ..supervise import Backoff
 
 if TYPE_CHECKING:
     from ..mesh import Mesh
@@ -243,7 +244,7 @@ class RemoteSessions:
         mesh = self.mesh
         streams = EventStreams(mesh)
         looked_at = -poll
-        backoff = 0.1
+        backoff = Backoff(0.1, 2.0)
         started = False
         while True:
             try:
@@ -257,14 +258,13 @@ class RemoteSessions:
                     await trio.sleep(poll)
                     continue
                 events = await streams.read(block=poll)
-                backoff = 0.1
+                backoff.reset()
             except RedisUnavailableError as exc:
                 if not started:  # (not ready to follow: the listing is all there is for now)
                     started = True
                     task_status.started()
                 log.info("following the other computers' events: %s; retrying", exc)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                await backoff.sleep()
                 continue
             for computer, kind, session in events:
                 try:
