@@ -18,15 +18,6 @@ import trio_bridge
 
 PACKAGE = Path(trio_bridge.__file__).parent
 
-#: Cycles outside ``api/`` that other parts of issue 13 remove (here so that the test still
-#: guards everything else). An entry that no longer exists fails the test: delete it then.
-KNOWN_ELSEWHERE: frozenset[frozenset[str]] = frozenset(
-    {
-        # cli/_complete.py imports settings_flags from cli/__init__.py inside its completers
-        frozenset({"trio_bridge.cli", "trio_bridge.cli._complete"}),
-    }
-)
-
 
 def _modules() -> dict[str, tuple[Path, bool]]:
     """Module name -> (file, is a package)."""
@@ -156,8 +147,8 @@ def path_around(graph: dict[str, set[str]], group: frozenset[str]) -> str:
 
 def test_the_graph_sees_lazy_imports_and_skips_type_checking_ones() -> None:
     graph = import_graph()
-    # cli/__init__.py imports its commands' modules inside functions (start-up time)
-    assert "trio_bridge.cli._run" in graph["trio_bridge.cli"]
+    # cli/_complete.py imports the client only inside its completers (start-up time)
+    assert "trio_bridge.cli._connect" in graph["trio_bridge.cli._complete"]
     # telegram/commands.py imports the bot only for its annotations
     assert "trio_bridge.telegram.bot" not in graph["trio_bridge.telegram.commands"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset({"a", "b", "c"})]
@@ -167,7 +158,4 @@ def test_the_graph_sees_lazy_imports_and_skips_type_checking_ones() -> None:
 def test_no_import_cycle() -> None:
     graph = import_graph()
     found = cycles(graph)
-    new = [path_around(graph, group) for group in found if group not in KNOWN_ELSEWHERE]
-    assert not new, "import cycles:\n" + "\n".join(new)
-    gone = [sorted(group) for group in KNOWN_ELSEWHERE if group not in found]
-    assert not gone, f"no longer cycles (remove them from KNOWN_ELSEWHERE): {gone}"
+    assert not found, "import cycles:\n" + "\n".join(path_around(graph, group) for group in found)

@@ -7,7 +7,6 @@ module of the package may import it.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import msgspec
 import trio
 from quart import Response
 
+from ..config import default_computer_name
 from ..sessions import SessionManager, SessionRecord
 from ..supervise import Supervisor
 from ._access import Access
@@ -65,13 +65,9 @@ class ApiContext:
     #: this daemon's membership of a Redis mesh (``trio_bridge.mesh.Mesh``), if any
     mesh: Any = None
     #: this computer's name (in the mesh, else the host name)
-    computer_name: str = attrs.field(factory=lambda: ApiContext.default_computer_name())
+    computer_name: str = attrs.field(factory=default_computer_name)
     #: ``http://host:port`` of the TCP listener, if any (the web dashboard's login links)
     tcp_url: str | None = None
-
-    @staticmethod
-    def default_computer_name() -> str:
-        return socket.gethostname().split(".")[0] or "localhost"
 
 
 def error_body(status: int, code: str, message: str, **fields: Any) -> tuple[dict[str, Any], int]:

@@ -17,15 +17,13 @@ import base64
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import msgspec
 import trio
 from quart import Response, request
 
-from ..output import Chunk, Resync
+from ..supervise import Backoff
 from ._context import ApiContext, ApiError
 from ._sse import OutputSource, sse_event, sse_response, stream_output
 
@@ -178,124 +176,13 @@ async def stream_remote(context: ApiContext, computer: str, session_id: str, sta
     if int(probe["status"]) != 200:
         return _response(probe)
     # The one place that picks where another computer's output comes from.
-    source: OutputSource = _RelayFeed(context, computer, session_id)
+    source: OutputSource = context.mesh.relay_feed(computer, session_id)
 
     async def end() -> str:
         final = await _send(context, computer, _get(f"/v1/sessions/{session_id}"), session_id, LIMIT)
         return _body(final).decode("utf-8", "replace")
 
     return stream_output(context, source, start, end)
-
-
-@attrs.frozen
-class _RelayFeed:
-    """Another computer's session output, followed like a local feed: from the session's relay
-    stream in Redis (``tb:out:<computer>:<session>``), which the owning computer writes while
-    readers renew it. Bytes are placed by offset: whatever a reader misses (an entry trimmed,
-    Redis restarted) is fetched from the owner's output range, so the stream has no gap and no
-    duplicate. ``follow`` ends when the owner writes the session's end into the relay."""
-
-    context: ApiContext
-    computer: str
-    session_id: str
-
-    async def _output_range(self, offset: int) -> tuple[bytes, int | None]:
-        """(bytes from ``offset``, or the first kept offset if ``offset`` was dropped)."""
-        reply = await _send(
-            self.context,
-            self.computer,
-            _get(f"/v1/sessions/{self.session_id}/output", offset=offset, limit=1 << 20),
-            self.session_id,
-            LIMIT,
-        )
-        body = _body(reply)
-        if int(reply["status"]) == 410:
-            return b"", _first_offset(body, offset)
-        if int(reply["status"]) != 200:
-            raise ApiError(int(reply["status"]), "remote_failure", body.decode("utf-8", "replace"))
-        return body, None
-
-    async def _fill(self, expected: int, target: int) -> AsyncGenerator[Chunk | Resync, None]:
-        """The owner's bytes from ``expected`` up to ``target`` (or as far as it has)."""
-        while expected < target:
-            data, first = await self._output_range(expected)
-            if first is not None:
-                yield Resync(expected, first)
-                expected = first
-                continue
-            if not data:
-                return
-            data = data[: target - expected]
-            yield Chunk(expected, data)
-            expected += len(data)
-
-    async def follow(self, start: int) -> AsyncGenerator[Chunk | Resync, None]:
-        from ..mesh import RedisUnavailableError
-        from ..mesh._seal import Rejected
-        from ..mesh.computers import RELAY_IDLE, open_relay_entry, relay_key
-
-        context, computer, session_id = self.context, self.computer, self.session_id
-        redis = context.mesh.redis
-        key = relay_key(computer, session_id)
-        expected = start
-        last_id = "0"
-        renew_at = 0.0
-        backoff = 0.1
-        while True:
-            try:
-                if trio.current_time() >= renew_at:
-                    relay = _post(f"/v1/sessions/{session_id}/relay", offset=expected)
-                    answer = await _send(context, computer, relay, session_id, LIMIT)
-                    if int(answer["status"]) != 204:
-                        raise ApiError(int(answer["status"]), "remote_failure", "the relay was refused")
-                    renew_at = trio.current_time() + RELAY_IDLE / 3
-                reply = await redis.blocking_call(
-                    "XREAD", "COUNT", 64, "BLOCK", 1000, "STREAMS", key, last_id
-                )
-                for _, entries in reply or []:
-                    for entry_id, fields in entries:
-                        last_id = entry_id
-                        try:
-                            entry = open_relay_entry(context.mesh.signer, computer, session_id, fields)
-                        except Rejected as exc:
-                            context.mesh.drops.drop("output", exc.reason, f"{key} entry {entry_id}: {exc}")
-                            continue
-                        if isinstance(entry, int):  # the session's end, at this offset
-                            async for item in self._fill(expected, entry):
-                                yield item
-                            return
-                        offset, data = entry
-                        if offset > expected:  # missed entries (trimmed, or lost with Redis)
-                            async for item in self._fill(expected, offset):
-                                yield item
-                                expected = _after(item)
-                        if offset + len(data) <= expected:
-                            continue
-                        data = data[max(0, expected - offset) :]
-                        yield Chunk(expected, data)
-                        expected += len(data)
-                backoff = 0.1
-            except (RedisUnavailableError, ApiError) as exc:
-                # Redis restarting, the owner briefly unreachable: keep the reader, retry.
-                log.info("remote stream of %s on %s: %s; retrying", session_id, computer, exc)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                renew_at = 0.0
-
-
-def _after(item: Chunk | Resync) -> int:
-    """The offset a reader expects next after ``item``."""
-    return item.offset if isinstance(item, Resync) else item.offset + len(item.data)
-
-
-def _first_offset(body: bytes, requested: int) -> int:
-    """The first kept offset a 410 ``offset_dropped`` body names (``requested`` if it names
-    none: a remote of an older version, or a forged reply)."""
-    try:
-        first = msgspec.json.decode(body)["error"]["first_offset"]
-    except (msgspec.DecodeError, KeyError, TypeError):
-        return requested
-    return first if type(first) is int and first >= 0 else requested
 
 
 def _get(path: str, **query: object) -> dict[str, Any]:
@@ -320,14 +207,13 @@ async def events_remote(context: ApiContext, computer: str) -> Response:
     await streams.follow(names)
 
     async def produce(send: trio.MemorySendChannel[bytes]) -> None:
-        backoff = 0.1
+        backoff = Backoff(0.1, 2.0)
         while True:
             try:
                 events = await streams.read(block=1.0)
-                backoff = 0.1
+                backoff.reset()
             except RedisUnavailableError:
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                await backoff.sleep()
                 continue
             for _, kind, session in events:
                 await send.send(sse_event(kind, json.dumps({"kind": kind, "session": session})))

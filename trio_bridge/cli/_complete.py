@@ -35,7 +35,7 @@ def completion(invocation: Invocation) -> int:
 
 def _client(parsed_args: argparse.Namespace, computer: str | None) -> CommandClient:
     from ._connect import CommandClient
-    from ._context import resolve
+    from ._settings import resolve
 
     return CommandClient(resolve(parsed_args).settings, computer)
 
@@ -67,7 +67,7 @@ def states(prefix: str, **_: object) -> list[str]:
 
 
 def agents(prefix: str, parsed_args: argparse.Namespace, **_: object) -> list[str]:
-    from ._context import resolve
+    from ._settings import resolve
 
     try:
         names = resolve(parsed_args).settings.agents

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from ..config import SETTINGS, Setting, setting_value
+from ..config import SETTINGS, Setting, default_computer_name, setting_value
 
 if TYPE_CHECKING:
     from ._context import Invocation
@@ -15,10 +15,8 @@ __all__ = ["show_config"]
 
 def _shown(setting: Setting, value: object) -> str:
     if value is None and setting.name == "computer":
-        import socket
-
-        # what the daemon then calls this computer (as ApiContext.default_computer_name)
-        return f"(unset: the host name, {socket.gethostname().split('.')[0] or 'localhost'})"
+        # what the daemon then calls this computer
+        return f"(unset: the host name, {default_computer_name()})"
     if value is None:
         return "(unset)"
     if isinstance(value, tuple):  # telegram_users: as it is written in a variable

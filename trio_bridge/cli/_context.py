@@ -8,11 +8,10 @@ import argparse
 import functools
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from ._exit import Exit
-from ._parser import settings_flags
+from ._settings import resolve, settings_flags
 
 if TYPE_CHECKING:
     from ..config import Resolved, Settings
@@ -20,20 +19,6 @@ if TYPE_CHECKING:
     from ._table import Command
 
 __all__ = ["Invocation", "after_dashes", "dispatch", "resolve"]
-
-
-def resolve(args: argparse.Namespace) -> Resolved:
-    """The settings for ``args`` (its settings flags and ``--config``).
-
-    Raises:
-        ConfigError: a bad value, an unknown key or an unreadable file (one line).
-    """
-    from ..config import resolve_settings
-
-    config_file = getattr(args, "config", None)
-    return resolve_settings(
-        flags=settings_flags(args), config_file=Path(config_file).expanduser() if config_file else None
-    )
 
 
 class Invocation:

@@ -14,10 +14,11 @@ import textwrap
 from collections.abc import Sequence
 
 from .._version import __version__
+from ._settings import dest
 from ._table import COMMANDS, Command, command_named
 from ._usage import Parser
 
-__all__ = ["build_parser", "command_in", "settings_flags"]
+__all__ = ["build_parser", "command_in"]
 
 
 @functools.cache
@@ -38,29 +39,18 @@ def _settings_parser(exclude: tuple[str, ...] = ()) -> argparse.ArgumentParser:
             continue
         if setting.switch:
             group.add_argument(
-                setting.flag, dest=_dest(setting.name), action="store_const", const="true",
+                setting.flag, dest=dest(setting.name), action="store_const", const="true",
                 default=argparse.SUPPRESS, help=setting.help,
             )  # fmt: skip
             continue
         group.add_argument(
             setting.flag,
-            dest=_dest(setting.name),
+            dest=dest(setting.name),
             metavar="VALUE",
             default=argparse.SUPPRESS,
             help=setting.help,
         )
     return parent
-
-
-def _dest(name: str) -> str:
-    return "setting__" + name.replace(".", "__")
-
-
-def settings_flags(args: argparse.Namespace) -> dict[str, object]:
-    """The settings given as flags, by setting name."""
-    from ..config import SETTINGS
-
-    return {s.name: getattr(args, _dest(s.name)) for s in SETTINGS if hasattr(args, _dest(s.name))}
 
 
 def command_in(argv: Sequence[str]) -> str | None:

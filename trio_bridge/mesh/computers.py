@@ -50,14 +50,11 @@ from .events import EventStreams, open_event
 from .relay import RELAY_IDLE, RelayFeed, open_relay_entry, write_relay
 
 __all__ = [
-    "API_CAPABILITIES", "RELAY_IDLE", "Computer", "DuplicateComputerError", "EventStreams", "Mesh",
-    "RelayFeed", "open_event", "open_mesh", "open_relay_entry", "relay_key",
+    "API_CAPABILITIES", "Computer", "DuplicateComputerError", "EventStreams", "Mesh",
+    "RelayFeed", "open_event", "open_mesh", "open_relay_entry",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
-
-# (kept importable from here for trio_bridge.api._remote, which names them so)
-relay_key = keys.relay
 
 #: what this daemon's API can do, announced in its heartbeat
 API_CAPABILITIES = ("sessions", "input", "keys", "screen", "output", "wait", "stream", "events")

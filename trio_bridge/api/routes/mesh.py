@@ -76,7 +76,7 @@ def register(app: QuartTrio, context: ApiContext) -> None:
         if context.mesh is None:
             running = await manager.store.all([SessionState.STARTING, SessionState.RUNNING])
             local = ComputerOut(
-                name=socket.gethostname().split(".")[0], online=True, local=True, age=0.0,
+                name=context.computer_name, online=True, local=True, age=0.0,
                 version=__version__, capabilities=[], sessions=len(running), started_at=0.0,
                 host=socket.gethostname(),
             )  # fmt: skip
