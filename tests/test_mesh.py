@@ -453,7 +453,10 @@ def test_a_remote_reader_loses_nothing_when_redis_restarts(
     try:
         time.sleep(1.0)
         redis_server.kill()  # mid-stream
-        time.sleep(1.0)
+        down = alpha.cli("computers")  # a 503 naming Redis, not a 500
+        assert down.returncode == 1 and b"redis" in down.stderr.lower(), down.stderr.decode()
+        assert b"internal" not in down.stderr.lower(), down.stderr.decode()
+        time.sleep(0.7)
         redis_server.start()  # empty: streams, groups and heartbeats are gone
         out, err = reader.communicate(timeout=45)
     finally:

@@ -81,7 +81,12 @@ def register(app: QuartTrio, context: ApiContext) -> None:
                 host=socket.gethostname(),
             )  # fmt: skip
             return json_response(ComputerList(computers=[local], mesh=False))
-        found = await context.mesh.computers()
+        from ...mesh import RedisUnavailableError
+
+        try:
+            found = await context.mesh.computers()
+        except RedisUnavailableError as exc:
+            raise ApiError(503, "mesh_unavailable", str(exc)) from None
         return json_response(
             ComputerList(
                 computers=[_computer_out(c, local=c.name == context.mesh.name) for c in found],
