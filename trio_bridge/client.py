@@ -73,10 +73,9 @@ class OutputDroppedError(ApiError):
     """The output asked for was dropped (the log keeps at most ``output_max_bytes``);
     ``first_offset`` is the first byte kept (None if the daemon did not say)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, first_offset: int | None) -> None:
         super().__init__(status, code, message)
-        found = re.search(r"starts at (\d+)", message)
-        self.first_offset = int(found.group(1)) if found else None
+        self.first_offset = first_offset
 
 
 def client_target(socket_path: Path, url: str | None) -> tuple[str, httpx.HTTPTransport | None, str]:
@@ -106,13 +105,16 @@ def _headers(token: str | None) -> dict[str, str]:
 def _raise_for(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
+    error: dict[str, object] = {}
     try:
         error = response.json()["error"]
         code, message = str(error["code"]), str(error["message"])
     except (ValueError, KeyError, TypeError):
         code, message = "http_error", f"HTTP {response.status_code}: {response.text[:200]}"
     if code == "offset_dropped":
-        raise OutputDroppedError(response.status_code, code, message)
+        first = error.get("first_offset")
+        first_offset = first if type(first) is int and first >= 0 else None
+        raise OutputDroppedError(response.status_code, code, message, first_offset)
     raise ApiError(response.status_code, code, message)
 
 

@@ -69,7 +69,15 @@ START_FAILED_STATUS = 125
 _DRAIN_CHECK_INTERVAL = 0.002
 
 _NO_SERVER = ("no server running", "error connecting to", "server exited unexpectedly")
-_NO_SESSION = ("can't find session", "no such session", "can't find pane", "can't find window")
+#: (a server with no session left, about to exit, answers a lookup with "no current target":
+#: an embedded `run` killing its session a second time met it, in 1 of ~6 suite runs)
+_NO_SESSION = (
+    "can't find session",
+    "no such session",
+    "can't find pane",
+    "can't find window",
+    "no current target",
+)
 
 #: trio-bridge's own minimal tmux configuration, read when our server starts
 TMUX_CONFIG = """\
