@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from trio_bridge.api import _remote
+from trio_bridge.mesh import relay
 
 from .._api import (
     ALL,
@@ -162,7 +162,7 @@ async def test_retention_dropped_output(sandbox: Sandbox, tmp_path: Path) -> Non
             assert str(first_kept) in error["message"]
             assert error["first_offset"] == first_kept
             # what a reader on another computer of the mesh reads from this body
-            assert _remote._first_offset(dropped.content, 0) == first_kept
+            assert relay._first_kept(dropped.content, 0) == first_kept
             kept = await client.get(f"/v1/sessions/{sid}/output", params={"offset": first_kept, **ALL})
             assert kept.content == b"x" * (size - first_kept) + b"\r\n"
             assert kept.headers["X-Output-End"] == str(size + 2)
