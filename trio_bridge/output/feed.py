@@ -1,8 +1,9 @@
 """Live readers of a session's output log, from any byte offset.
 
 Every reader pulls from the log files itself: it reads what the log holds from its offset,
-then waits to be woken when new output is announced (``notify``, fed by tmux's control-mode
-``%output``), and reads again. So there is no seam between "history" and "live" (both come
+then waits to be woken when the log has grown (:meth:`OutputFeed.advance`, called by the
+session's watcher when inotify says the log's directory changed, so the bytes are in the
+file when readers wake), and reads again. So there is no seam between "history" and "live" (both come
 from the same file, by offset: no gap, no duplicate), a slow reader costs the session and
 the other readers nothing (it just reads later), and memory per reader is one chunk. A
 reader whose offset was dropped by retention gets a :class:`Resync` and continues from the
@@ -11,6 +12,7 @@ first kept byte.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncGenerator
 
 import attrs
@@ -20,10 +22,11 @@ from .log import OffsetDroppedError, SegmentLog
 
 __all__ = ["Chunk", "OutputFeed", "Resync"]
 
-#: While announced bytes are not yet in the file (the pipe writer lags the notification a
-#: little), readers look again this often, and only then.
-_LAG_RECHECK = 0.001
 _CHUNK = 1 << 16
+#: While output keeps coming, readers are woken at most this often, so that each wake (and
+#: each event a reader sends on) carries more bytes: during a flood, about 5 times fewer wakes
+#: (measured: ~2000 -> ~400 for 16.9 MB). Output after a quieter moment wakes them at once.
+_WAKE_INTERVAL = 0.005
 
 
 @attrs.frozen
@@ -43,24 +46,51 @@ class Resync:
 
 
 class OutputFeed:
-    """Wakes the readers of one session's :class:`SegmentLog`."""
+    """Wakes the readers of one session's :class:`SegmentLog`; knows how far it has grown.
+
+    :meth:`advance` is the one place where the log's growth is measured, counted and trimmed
+    to its retention limit.
+    """
 
     def __init__(self, log: SegmentLog) -> None:
         self.log = log
         self._changed = trio.Event()
-        self._announced_end = log.end_offset()
         self._closed = False
         #: readers currently following (for metrics)
         self.readers = 0
+        #: the end of the log as last measured by :meth:`advance` (0 before: a new feed
+        #: counts what the log already holds as new)
+        self.end = 0
+        self._measured = False
+        self._woken_at = -math.inf
 
     def _wake(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
 
-    def notify(self, nbytes: int) -> None:
-        """``nbytes`` more bytes were produced (the writer may not have written them yet)."""
-        self._announced_end += nbytes
+    async def advance(self, keep: int) -> int:
+        """Measure the log's end; if it grew, wake the readers, and when a segment was
+        completed, delete the oldest ones beyond ``keep`` bytes. Returns the bytes it grew.
+
+        Two ``stat`` calls at most (the last segment, and the next one once it is full):
+        cheap enough for every change the writer makes. Less than ``_WAKE_INTERVAL`` after
+        the last growth, it first waits for the rest of that interval (more bytes per wake).
+        """
+        if self._measured:
+            await trio.sleep_until(self._woken_at + _WAKE_INTERVAL)
+            end = self.log.end_from(self.end // self.log.segment_size)
+        else:
+            end = await trio.to_thread.run_sync(self.log.end_offset)
+            self._measured = True
+        grown = end - self.end
+        if grown <= 0:
+            return 0
+        segments_before, self.end = self.end // self.log.segment_size, end
+        self._woken_at = trio.current_time()
         self._wake()
+        if end // self.log.segment_size > segments_before:
+            await trio.to_thread.run_sync(self.log.drop_to, keep)
+        return grown
 
     def close(self) -> None:
         """The writer is done: readers finish at the end of the log."""
@@ -97,11 +127,6 @@ class OutputFeed:
                     continue
                 if closed:
                     return
-                if offset < self._announced_end:
-                    # Announced but not in the file yet: look again very soon.
-                    with trio.move_on_after(_LAG_RECHECK):
-                        await changed.wait()
-                    continue
                 await changed.wait()
         finally:
             self.readers -= 1

@@ -30,7 +30,7 @@ import trio
 from ..agents import DEFAULT_PROFILES, AgentProfile, AgentState, AgentTracker, keep_agent_files, launch
 from ..agents.payload import safe_path
 from ..agents.state import ScreenPatterns, ScreenReading, read_screen
-from ..output import OutputFeed, SegmentLog
+from ..output import LogWatch, OutputFeed, SegmentLog
 from ..output.log import split_command
 from ..process import ExitWatch, SubprocessFailedError, SubprocessTimeoutError
 from ..tmux import (
@@ -226,7 +226,7 @@ class SessionManager:
         self._screen_patterns: dict[str, ScreenPatterns] = {}  # per profile name
         #: output bytes written by sessions since start (for metrics)
         self.output_bytes = 0
-        self._counted: dict[str, int] = {}  # of output_bytes, per watched session
+        self._log_watch = LogWatch()  # wakes each watched session's _announce when its log grows
 
     # -- running --------------------------------------------------------------
 
@@ -1052,14 +1052,10 @@ class SessionManager:
         if writer is not None:
             with ExitWatch(writer) as done, trio.move_on_after(self.server.timeouts.tmux):
                 await done.wait()
+        # counted and trimmed before the end is told: what a reader finds once it knows of the
+        # end is final
+        self.output_bytes += await feed.advance(self.log_max_bytes)
         feed.close()
-        # %output can miss bytes (see docs/decisions.md); the log cannot: count what it has.
-        end = await trio.to_thread.run_sync(feed.log.end_offset)
-        self.output_bytes += max(0, end - self._counted.pop(record.id, 0))
-        # trimmed before the end is told: what a reader finds once it knows of the end is final
-        await trio.to_thread.run_sync(
-            SegmentLog(directory / "log", self.segment_size).drop_to, self.log_max_bytes
-        )
         await self._record_end(record, directory)
 
     async def _link(self, name: str) -> None:
@@ -1178,23 +1174,31 @@ class SessionManager:
     async def _announce(
         self, session_id: str, output: trio.MemoryReceiveChannel[bytes], feed: OutputFeed
     ) -> None:
-        """Wake the feed's readers on each ``%output``; keep the log within bounds as it grows."""
-        since_drop = 0
+        """Each time the log grows (inotify on its directory: the bytes are in the file), wake
+        the feed's readers, count the bytes, keep the log within bounds (:meth:`OutputFeed.advance`)
+        and tell "output seen". The hub's ``%output`` is not needed: tmux is asked not to send it."""
         pulse = self._output_pulse.setdefault(session_id, _Pulse())
-        async with output:
-            async for chunk in output:
-                feed.notify(len(chunk))
-                pulse.fire()
-                if (tracker := self._agents.get(session_id)) is not None and (
-                    changed := tracker.on_output(trio.current_time())
-                ) is not None:
-                    await self._agent_changed(session_id, tracker, changed)
-                self.output_bytes += len(chunk)
-                self._counted[session_id] = self._counted.get(session_id, 0) + len(chunk)
-                since_drop += len(chunk)
-                if since_drop >= feed.log.segment_size:
-                    since_drop = 0
-                    await trio.to_thread.run_sync(feed.log.drop_to, self.log_max_bytes)
+
+        async def drop(output: trio.MemoryReceiveChannel[bytes]) -> None:
+            async for _ in output:
+                pass  # a tmux without the no-output flag (before 3.2) sends it all the same
+
+        async with output, trio.open_nursery() as nursery:
+            nursery.start_soon(drop, output)
+            if (hub := self._hub) is not None:
+                with contextlib.suppress(ControlClientClosedError, TmuxTimeoutError):
+                    await hub.stop_output()  # (the hub's owner sees it closed or hung)
+            with self._log_watch.watch(feed.log.directory) as changes:
+                while True:
+                    await changes.wait()
+                    if not (grown := await feed.advance(self.log_max_bytes)):
+                        continue
+                    self.output_bytes += grown
+                    pulse.fire()
+                    if (tracker := self._agents.get(session_id)) is not None and (
+                        changed := tracker.on_output(trio.current_time())
+                    ) is not None:
+                        await self._agent_changed(session_id, tracker, changed)
 
     async def forget(self, session_id: str) -> None:
         """Remove an ended session now: its record, then its files. Raises UnknownSessionError."""

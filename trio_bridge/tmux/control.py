@@ -151,6 +151,19 @@ class ControlClient:
             raise
         return channel
 
+    async def stop_output(self) -> bool:
+        """Ask tmux to send this client no ``%output`` at all (the ``no-output`` flag of tmux
+        3.2+): tmux then spares encoding every byte for it, and subscribers' channels stay
+        empty. False when this tmux does not know the flag (output keeps coming).
+
+        Raises what :meth:`command` raises but ``TmuxCommandError``.
+        """
+        try:
+            await self.command("refresh-client", "-f", "no-output")
+        except TmuxCommandError:
+            return False
+        return True
+
     def unsubscribe(self, pane_id: str) -> None:
         """End the pane's channel: its reader gets what was queued, then EndOfChannel."""
         send = self._subscribers.pop(pane_id, None)
