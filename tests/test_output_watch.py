@@ -185,7 +185,9 @@ async def test_the_hub_client_can_stop_output(sandbox: Sandbox) -> None:
         async with open_control_client(sandbox.server(), "quiet") as client:
             output = await client.follow(pane)
             sandbox.tmux("send-keys", "-t", pane, "echo before", "Enter")
-            assert b"before" in await output.receive()
+            seen = b""
+            while b"before\r\n" not in seen:  # the command's output, not (only) its echo
+                seen += await output.receive()
             assert await client.stop_output()
             sandbox.tmux("send-keys", "-t", pane, "echo after", "Enter")
             await client.command("display-message", "-p", "x")  # a round trip after the output

@@ -1179,15 +1179,15 @@ class SessionManager:
         and tell "output seen". The hub's ``%output`` is not needed: tmux is asked not to send it."""
         pulse = self._output_pulse.setdefault(session_id, _Pulse())
 
-        async def drop(output: trio.MemoryReceiveChannel[bytes]) -> None:
+        async def no_output(output: trio.MemoryReceiveChannel[bytes]) -> None:
+            if (hub := self._hub) is not None:
+                with contextlib.suppress(ControlClientClosedError, TmuxTimeoutError):
+                    await hub.stop_output()  # (the hub's owner sees it closed or hung)
             async for _ in output:
                 pass  # a tmux without the no-output flag (before 3.2) sends it all the same
 
         async with output, trio.open_nursery() as nursery:
-            nursery.start_soon(drop, output)
-            if (hub := self._hub) is not None:
-                with contextlib.suppress(ControlClientClosedError, TmuxTimeoutError):
-                    await hub.stop_output()  # (the hub's owner sees it closed or hung)
+            nursery.start_soon(no_output, output)
             with self._log_watch.watch(feed.log.directory) as changes:
                 while True:
                     await changes.wait()
