@@ -2,9 +2,9 @@
 
 Every reader pulls from the log files itself: it reads what the log holds from its offset,
 then waits to be woken when the log has grown (:meth:`OutputFeed.advance`, called by the
-session's watcher when inotify says the log's directory changed, so the bytes are in the
-file when readers wake), and reads again. So there is no seam between "history" and "live" (both come
-from the same file, by offset: no gap, no duplicate), a slow reader costs the session and
+session's watcher when inotify says the log's directory changed, so the bytes are in the file
+when readers wake), and reads again. So there is no seam between "history" and "live" (both
+come from the same file, by offset: no gap, no duplicate), a slow reader costs the session and
 the other readers nothing (it just reads later), and memory per reader is one chunk. A
 reader whose offset was dropped by retention gets a :class:`Resync` and continues from the
 first kept byte.
