@@ -77,7 +77,8 @@ class OutputFeed:
         the last growth, it first waits for the rest of that interval (more bytes per wake).
         """
         if self._measured:
-            await trio.sleep_until(self._woken_at + _WAKE_INTERVAL)
+            if trio.current_time() < (settled := self._woken_at + _WAKE_INTERVAL):
+                await trio.sleep_until(settled)
             end = self.log.end_from(self.end // self.log.segment_size)
         else:
             end = await trio.to_thread.run_sync(self.log.end_offset)
