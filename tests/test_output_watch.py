@@ -66,6 +66,28 @@ async def test_watches_wake_their_own_waiters_and_hand_the_reading_over(tmp_path
     assert watch._inotify is None  # closed with the last watch
 
 
+async def test_a_muted_watch_queues_nothing_and_then_wakes_again(tmp_path: Path) -> None:
+    watch = LogWatch()
+    segment = tmp_path / "seg.00000000"
+    with watch.watch(tmp_path) as changes, trio.fail_after(10):
+        await changes.wait()  # the first returns at once
+        with changes.muted():
+            segment.write_bytes(b"while muted")
+        with trio.move_on_after(0.2) as quiet:
+            await changes.wait()
+        assert quiet.cancelled_caught  # no event of the write: the caller looks itself
+        with open(segment, "ab") as f:
+            f.write(b" and after")
+        await changes.wait()
+        with watch.watch(tmp_path) as again:  # the same directory twice: one watch
+            assert again.wd == changes.wd
+            with changes.muted():  # shared: left alone, both keep their events
+                segment.write_bytes(b"shared")
+            await again.wait()
+            await again.wait()
+            await changes.wait()
+
+
 async def test_advance_counts_and_trims_in_one_place(tmp_path: Path) -> None:
     log = SegmentLog(tmp_path, segment_size=100)
     feed = OutputFeed(log)

@@ -15,10 +15,11 @@ import os
 import struct
 from pathlib import Path
 
-__all__ = ["IN_CREATE", "IN_MODIFY", "IN_Q_OVERFLOW", "Inotify"]
+__all__ = ["IN_CREATE", "IN_DELETE_SELF", "IN_MODIFY", "IN_Q_OVERFLOW", "Inotify"]
 
 IN_MODIFY = 0x00000002
 IN_CREATE = 0x00000100
+IN_DELETE_SELF = 0x00000400
 IN_Q_OVERFLOW = 0x00004000
 IN_ONLYDIR = 0x01000000
 _IN_NONBLOCK = os.O_NONBLOCK
@@ -45,8 +46,9 @@ class Inotify:
         self.fd = _check(_libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC))
 
     def add(self, directory: Path, mask: int) -> int:
-        """Watch ``directory`` for ``mask``; its watch descriptor (the same one for the same
-        directory added twice). Raises OSError (e.g. ENOENT, ENOSPC: out of watches)."""
+        """Watch ``directory`` for ``mask``; its watch descriptor. Added again, the same
+        directory keeps its descriptor and gets the new mask. Raises OSError (e.g. ENOENT,
+        ENOSPC: out of watches)."""
         return _check(_libc.inotify_add_watch(self.fd, os.fsencode(directory), mask | IN_ONLYDIR))
 
     def remove(self, wd: int) -> None:

@@ -12,6 +12,7 @@ first kept byte.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import AsyncGenerator
 
@@ -19,6 +20,7 @@ import attrs
 import trio
 
 from .log import OffsetDroppedError, SegmentLog
+from .watch import LogChanges
 
 __all__ = ["Chunk", "OutputFeed", "Resync"]
 
@@ -68,17 +70,19 @@ class OutputFeed:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def advance(self, keep: int) -> int:
+    async def advance(self, keep: int, changes: LogChanges | None = None) -> int:
         """Measure the log's end; if it grew, wake the readers, and when a segment was
         completed, delete the oldest ones beyond ``keep`` bytes. Returns the bytes it grew.
 
         Two ``stat`` calls at most (the last segment, and the next one once it is full):
         cheap enough for every change the writer makes. Less than ``_WAKE_INTERVAL`` after
-        the last growth, it first waits for the rest of that interval (more bytes per wake).
+        the last growth, it first waits for the rest of that interval (more bytes per wake),
+        with ``changes`` (the log directory's watch, if given) muted meanwhile.
         """
         if self._measured:
             if trio.current_time() < (settled := self._woken_at + _WAKE_INTERVAL):
-                await trio.sleep_until(settled)
+                with changes.muted() if changes is not None else contextlib.nullcontext():
+                    await trio.sleep_until(settled)
             end = self.log.end_from(self.end // self.log.segment_size)
         else:
             end = await trio.to_thread.run_sync(self.log.end_offset)

@@ -20,17 +20,22 @@ from pathlib import Path
 
 import trio
 
-from ._inotify import IN_CREATE, IN_MODIFY, IN_Q_OVERFLOW, Inotify
+from ._inotify import IN_CREATE, IN_DELETE_SELF, IN_MODIFY, IN_Q_OVERFLOW, Inotify
 
 __all__ = ["LogChanges", "LogWatch"]
+
+_EVENTS = IN_MODIFY | IN_CREATE  # a segment written, a segment made
+#: a muted watch's mask: no write matches it (the watch stays; only its events stop)
+_MUTED = IN_DELETE_SELF
 
 
 class LogChanges:
     """One watched log directory: :meth:`wait` returns once it changed since the last call."""
 
-    def __init__(self, owner: LogWatch, wd: int) -> None:
+    def __init__(self, owner: LogWatch, wd: int, directory: Path) -> None:
         self._owner = owner
         self.wd = wd
+        self.directory = directory
         self._changed = True  # the first wait looks at once: bytes may predate the watch
         self._event: trio.Event | None = None
 
@@ -59,6 +64,18 @@ class LogChanges:
             owner._hand_over()
         self._changed = False
 
+    @contextmanager
+    def muted(self) -> Iterator[None]:
+        """No events of this directory during the block: for a caller that will not wait
+        meanwhile and looks at the directory after it (during a flood, each of the writer's
+        writes would otherwise wake the instance's reader for nothing)."""
+        muted = self._owner._set_mask(self, _MUTED)
+        try:
+            yield
+        finally:
+            if muted:
+                self._owner._set_mask(self, _EVENTS)
+
 
 class LogWatch:
     """The inotify instance of many logs' directories (opened with the first watch, closed
@@ -80,11 +97,11 @@ class LogWatch:
         if self._inotify is None:
             self._inotify = Inotify()
         try:
-            wd = self._inotify.add(directory, IN_MODIFY | IN_CREATE)
+            wd = self._inotify.add(directory, _EVENTS)
         except OSError:
             self._close_if_unused()
             raise
-        changes = LogChanges(self, wd)
+        changes = LogChanges(self, wd, directory)
         self._by_wd.setdefault(wd, set()).add(changes)
         try:
             yield changes
@@ -95,6 +112,17 @@ class LogWatch:
                 del self._by_wd[wd]
                 self._inotify.remove(wd)
             self._close_if_unused()
+
+    def _set_mask(self, changes: LogChanges, mask: int) -> bool:
+        """Change the events of ``changes``' watch; False (nothing changed) when another watch
+        shares it (the same directory watched twice) or the directory is gone."""
+        if self._inotify is None or len(self._by_wd.get(changes.wd, ())) != 1:
+            return False
+        try:
+            # the same directory: the same watch, its mask replaced
+            return self._inotify.add(changes.directory, mask) == changes.wd
+        except FileNotFoundError:
+            return False
 
     def _close_if_unused(self) -> None:
         if self._inotify is not None and not self._by_wd:

@@ -1191,7 +1191,7 @@ class SessionManager:
             with self._log_watch.watch(feed.log.directory) as changes:
                 while True:
                     await changes.wait()
-                    if not (grown := await feed.advance(self.log_max_bytes)):
+                    if not (grown := await feed.advance(self.log_max_bytes, changes)):
                         continue
                     self.output_bytes += grown
                     pulse.fire()
