@@ -90,11 +90,14 @@ class OutputFeed:
         grown = end - self.end
         if grown <= 0:
             return 0
-        segments_before, self.end = self.end // self.log.segment_size, end
-        self._woken_at = trio.current_time()
-        self._wake()
-        if end // self.log.segment_size > segments_before:
+        self._wake()  # (readers read the files: they need nothing more from here)
+        if end // self.log.segment_size > self.end // self.log.segment_size:
+            # Before the new end is recorded: cancelled here (the session ended), the next
+            # advance counts these bytes (and trims) again; after it, nothing can cancel
+            # until the growth is returned, so it is counted exactly once.
             await trio.to_thread.run_sync(self.log.drop_to, keep)
+        self.end = end
+        self._woken_at = trio.current_time()
         return grown
 
     def close(self) -> None:

@@ -257,7 +257,7 @@ class SessionManager:
     async def _serve(self, task_status: trio.TaskStatus[SessionManager]) -> None:
         await self._ensure_hub()
         async with (
-            open_control_client(self.server, HUB) as hub,
+            open_control_client(self.server, HUB, output=False) as hub,
             trio.open_nursery() as nursery,
         ):
             self._hub = hub
@@ -1054,7 +1054,8 @@ class SessionManager:
                 await done.wait()
         # counted and trimmed before the end is told: what a reader finds once it knows of the
         # end is final
-        self.output_bytes += await feed.advance(self.log_max_bytes)
+        grown = await feed.advance(self.log_max_bytes)
+        self.output_bytes += grown  # (not `+= await`: that reads the total before the await)
         feed.close()
         await self._record_end(record, directory)
 
@@ -1176,18 +1177,15 @@ class SessionManager:
     ) -> None:
         """Each time the log grows (inotify on its directory: the bytes are in the file), wake
         the feed's readers, count the bytes, keep the log within bounds (:meth:`OutputFeed.advance`)
-        and tell "output seen". The hub's ``%output`` is not needed: tmux is asked not to send it."""
+        and tell "output seen". No ``%output`` is needed: the hub attaches with tmux's no-output."""
         pulse = self._output_pulse.setdefault(session_id, _Pulse())
 
-        async def no_output(output: trio.MemoryReceiveChannel[bytes]) -> None:
-            if (hub := self._hub) is not None:
-                with contextlib.suppress(ControlClientClosedError, TmuxTimeoutError):
-                    await hub.stop_output()  # (the hub's owner sees it closed or hung)
+        async def drain(output: trio.MemoryReceiveChannel[bytes]) -> None:
             async for _ in output:
-                pass  # a tmux without the no-output flag (before 3.2) sends it all the same
+                pass  # nothing comes; were it to, a full channel would stop the hub's reader
 
         async with output, trio.open_nursery() as nursery:
-            nursery.start_soon(no_output, output)
+            nursery.start_soon(drain, output)
             with self._log_watch.watch(feed.log.directory) as changes:
                 while True:
                     await changes.wait()
