@@ -107,6 +107,20 @@ async def test_advance_counts_and_trims_in_one_place(tmp_path: Path) -> None:
     assert await OutputFeed(log).advance(keep=200) == 510
 
 
+async def test_a_cancelled_advance_leaves_its_growth_to_the_next(tmp_path: Path) -> None:
+    """A watcher cancelled mid-trim (its session ended): the growth is counted by the next
+    advance (the end's), not lost."""
+    feed = OutputFeed(SegmentLog(tmp_path, segment_size=100))
+    assert await feed.advance(keep=1000) == 0
+    (tmp_path / "seg.00000000").write_bytes(b"a" * 100)
+    (tmp_path / "seg.00000001").write_bytes(b"b" * 50)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await feed.advance(keep=1000)  # a segment completed: it trims, and is cancelled there
+    assert scope.cancelled_caught and feed.end == 0
+    assert await feed.advance(keep=1000) == 150
+
+
 async def test_a_flood_reaches_every_reader_exactly_once(sandbox: Sandbox, tmp_path: Path) -> None:
     """A flood with readers started before it, from offsets inside it while it runs, and after
     its end: every byte exactly once, in order; the count is the log's length."""
