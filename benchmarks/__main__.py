@@ -1,4 +1,4 @@
-"""Run every benchmark: python -m benchmarks --out DIR [--quick].
+"""Run every benchmark: python -m benchmarks --out DIR [--quick] [--only NAME] [--baseline-tree DIR].
 
 Writes DIR/results.json (every figure, plus what machine produced it) and DIR/results.md (tables,
 each target and whether it was met). Exits 0 even when a target is missed: the files say so.
@@ -15,11 +15,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import agent_edges, agents, api, daemon, mesh, run_cli, telegram, web
+from . import agent_edges, agents, api, daemon, mesh, output, run_cli, telegram, web
 
 BENCHMARKS = {
     "run_cli": run_cli,
     "daemon": daemon,
+    "output": output,
     "api": api,
     "mesh": mesh,
     "agents": agents,
@@ -45,7 +46,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append", help="run only these")
+    parser.add_argument(
+        "--baseline-tree", type=Path, help="output: also measure the daemon of this checkout (before/after)"
+    )
     args = parser.parse_args()
+    if args.baseline_tree is not None:
+        os.environ[output.BASELINE_ENV] = str(args.baseline_tree.resolve())
     results: dict[str, object] = {"machine": machine(), "quick": args.quick}
     sections = []
     for name, module in BENCHMARKS.items():

@@ -44,6 +44,14 @@ def test_retention_drops_whole_old_segments(tmp_path: Path) -> None:
     assert log.drop_to(0) == 1000  # never the newest segment
 
 
+def test_end_from_a_known_segment(tmp_path: Path) -> None:
+    write_segments(tmp_path, b"y" * 250, 100)  # 100, 100, 50
+    log = SegmentLog(tmp_path, segment_size=100)
+    assert [log.end_from(n) for n in range(3)] == [250, 250, 250]
+    write_segments(tmp_path, b"y" * 300, 100)  # the last exactly full, the next not made yet
+    assert (log.end_from(0), log.end_from(3), log.end_offset()) == (300, 300, 300)
+
+
 def test_empty_and_bad_input(tmp_path: Path) -> None:
     log = SegmentLog(tmp_path / "none", segment_size=10)
     assert (log.first_offset(), log.end_offset(), log.read(0)) == (0, 0, b"")

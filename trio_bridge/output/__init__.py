@@ -2,5 +2,9 @@
 
 from .feed import Chunk, OutputFeed, Resync
 from .log import OffsetDroppedError, SegmentLog, split_command
+from .watch import LogChanges, LogWatch
 
-__all__ = ["Chunk", "OffsetDroppedError", "OutputFeed", "Resync", "SegmentLog", "split_command"]
+__all__ = [
+    "Chunk", "LogChanges", "LogWatch", "OffsetDroppedError", "OutputFeed", "Resync", "SegmentLog",
+    "split_command",
+]  # fmt: skip

@@ -80,6 +80,18 @@ class SegmentLog:
             size = 0
         return last * self.segment_size + size
 
+    def end_from(self, index: int) -> int:
+        """The end offset, knowing that segment ``index`` is the last or an earlier one that
+        is still kept (one ``stat`` per segment from there: the last one, usually)."""
+        while True:
+            try:
+                size = self._path(index).stat().st_size
+            except FileNotFoundError:
+                size = 0  # not created yet (the previous one is exactly full)
+            if size < self.segment_size or not self._path(index + 1).exists():
+                return index * self.segment_size + size
+            index += 1
+
     def read(self, offset: int, max_bytes: int = 1 << 16) -> bytes:
         """Up to ``max_bytes`` bytes from ``offset`` (fewer at the end of what is written).
 
@@ -89,9 +101,6 @@ class SegmentLog:
         """
         if offset < 0:
             raise ValueError("offset must be >= 0")
-        first = self.first_offset()
-        if offset < first:
-            raise OffsetDroppedError(offset, first)
         out = bytearray()
         while len(out) < max_bytes:
             index, within = divmod(offset + len(out), self.segment_size)
@@ -100,6 +109,8 @@ class SegmentLog:
                     f.seek(within)
                     chunk = f.read(min(max_bytes - len(out), self.segment_size - within))
             except FileNotFoundError:
+                if not out and offset < (first := self.first_offset()):
+                    raise OffsetDroppedError(offset, first) from None
                 break  # not written yet
             if not chunk:
                 break

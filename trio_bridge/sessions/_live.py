@@ -58,10 +58,7 @@ class LiveSession:
     #: set when its end is recorded and published; replaced then, so that a later wait (its
     #: end recorded, but not in the store: a full disk) waits for the next record of an end
     ended: trio.Event = attrs.Factory(trio.Event)
-    #: bytes of its output counted into ``SessionManager.output_bytes`` from ``%output``, by
-    #: the current watcher (0 again once the watcher counted the log's end)
-    counted: int = 0
-    #: fires on each ``%output`` (while watched)
+    #: fires each time its log grows (while watched)
     output: Pulse = attrs.Factory(Pulse)
     #: agent sessions (and any that sent a hook): its agent's tracker
     agent: AgentTracker | None = None

@@ -1,14 +1,16 @@
 """The session manager: owns every session of one state directory and the tasks serving them.
 
-One control client, the hub's, serves all sessions: every session's window is linked into the
-hub session (``tb-hub``), so that one ``tmux -C`` client sees all their ``%output``. For each
-session it starts (or re-adopts after a restart) the manager runs one watcher task in its own
-nursery: it has the hub's client follow the session's pane (whose ``%output`` wakes the
-session's readers), waits for the pane's process to exit (pidfd), then records how the session
-ended, keeps its last screen, closes the pipe so the log is complete, and publishes the change.
-What the manager holds in memory per session is one :class:`~._live.LiveSession`; agent
-tracking is :class:`~.agents.AgentTracking`; events go out through :class:`~.events.EventLog`.
-Sessions outlive the manager: cancelling it stops the watchers, never the sessions.
+One control client, the hub's, serves all sessions' commands: every session's window is linked
+into the hub session (``tb-hub``), and the client attaches with tmux's ``no-output`` (no
+``%output``: the log is the truth). For each session it starts (or re-adopts after a restart)
+the manager runs one watcher task in its own nursery: it watches the session's log directory
+(inotify, :class:`~trio_bridge.output.LogWatch`), so that each growth of the log wakes the
+session's readers, is counted and trimmed in one place (:meth:`OutputFeed.advance`); it waits
+for the pane's process to exit (pidfd), then records how the session ended, keeps its last
+screen, closes the pipe so the log is complete, and publishes the change. What the manager
+holds in memory per session is one :class:`~._live.LiveSession`; agent tracking is
+:class:`~.agents.AgentTracking`; events go out through :class:`~.events.EventLog`. Sessions
+outlive the manager: cancelling it stops the watchers, never the sessions.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import attrs
 import trio
 
 from ..agents import DEFAULT_PROFILES, AgentProfile, AgentState, AgentTracker
-from ..output import OutputFeed, SegmentLog
+from ..output import LogWatch, OutputFeed, SegmentLog
 from ..process import ExitWatch, SubprocessTimeoutError, signal_session_but_leader
 from ..tmux import (
     ControlClient,
@@ -97,6 +99,7 @@ class SessionManager:
         self._record_lock = trio.Lock()  # read-modify-write of records (agent vs. end)
         #: output bytes written by sessions since start (for metrics)
         self.output_bytes = 0
+        self._log_watch = LogWatch()  # wakes each watched session's _announce when its log grows
 
     @property
     def segment_size(self) -> int:
@@ -152,7 +155,7 @@ class SessionManager:
     async def _serve(self, task_status: trio.TaskStatus[SessionManager]) -> None:
         await self.server.ensure_hub(HUB)
         async with (
-            open_control_client(self.server, HUB) as hub,
+            open_control_client(self.server, HUB, output=False) as hub,
             trio.open_nursery() as nursery,
         ):
             self._hub.started(hub)
@@ -542,19 +545,16 @@ class SessionManager:
             hub = self._hub.client
             assert hub is not None
             with ExitWatch(pane_pid) as exited:
+                # (linked into the hub: its client answers commands on the pane)
                 await self.server.link_window(record.tmux_name, HUB)
-                output = await hub.follow(pane_id)
                 live.pane_id = pane_id
-                try:
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._announce, record.id, output, feed)
-                        if spec is not None:
-                            await self.server.release(spec)
-                        task_status.started()
-                        await exited.wait()
-                        nursery.cancel_scope.cancel()
-                finally:
-                    hub.unsubscribe(pane_id)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self._announce, record.id, feed)
+                    if spec is not None:
+                        await self.server.release(spec)
+                    task_status.started()
+                    await exited.wait()
+                    nursery.cancel_scope.cancel()
             await self._finish(record, feed)
         finally:
             live.watched = False
@@ -585,16 +585,11 @@ class SessionManager:
         if writer is not None:
             with ExitWatch(writer) as done, trio.move_on_after(self.server.timeouts.tmux):
                 await done.wait()
+        # counted and trimmed before the end is told: what a reader finds once it knows of the
+        # end is final
+        grown = await feed.advance(self.log_max_bytes)
+        self.output_bytes += grown  # (not `+= await`: that reads the total before the await)
         feed.close()
-        # %output can miss bytes (see docs/decisions.md); the log cannot: count what it has.
-        end = await trio.to_thread.run_sync(feed.log.end_offset)
-        live = self.live_session(record.id)
-        self.output_bytes += max(0, end - live.counted)
-        live.counted = 0
-        # trimmed before the end is told: what a reader finds once it knows of the end is final
-        await trio.to_thread.run_sync(
-            SegmentLog(directory / "log", self.segment_size).drop_to, self.log_max_bytes
-        )
         await self._record_end(record, directory)
 
     async def _record_end(self, record: SessionRecord, directory: Path) -> None:
@@ -659,26 +654,31 @@ class SessionManager:
             self.publish(EventKind.ADOPTED, running)
 
     async def _announce(
-        self, session_id: str, output: trio.MemoryReceiveChannel[bytes], feed: OutputFeed
+        self,
+        session_id: str,
+        feed: OutputFeed,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Wake the feed's readers on each ``%output``; keep the log within bounds as it grows."""
-        since_drop = 0
+        """Each time the log grows (inotify on its directory: the bytes are in the file), wake
+        the feed's readers, count the bytes, keep the log within bounds (:meth:`OutputFeed.advance`)
+        and tell "output seen". Started once the log is watched (before the session's gate
+        opens: no byte is missed). No ``%output`` is needed: the hub attaches with tmux's
+        no-output."""
         live = self.live_session(session_id)
         pulse = live.output
-        async with output:
-            async for chunk in output:
-                feed.notify(len(chunk))
+        with self._log_watch.watch(feed.log.directory) as changes:
+            task_status.started()
+            while True:
+                await changes.wait()
+                if not (grown := await feed.advance(self.log_max_bytes, changes)):
+                    continue
+                self.output_bytes += grown
                 pulse.fire()
                 if (tracker := live.agent) is not None and (
                     changed := tracker.on_output(trio.current_time())
                 ) is not None:
                     await self._agents.changed(session_id, tracker, changed)
-                self.output_bytes += len(chunk)
-                live.counted += len(chunk)
-                since_drop += len(chunk)
-                if since_drop >= feed.log.segment_size:
-                    since_drop = 0
-                    await trio.to_thread.run_sync(feed.log.drop_to, self.log_max_bytes)
 
     async def forget(self, session_id: str) -> None:
         """Remove an ended session now: its record, then its files. Raises UnknownSessionError."""

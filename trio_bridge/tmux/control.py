@@ -222,8 +222,16 @@ class ControlClient:
 
 
 @asynccontextmanager
-async def open_control_client(server: TmuxServer, session_name: str) -> AsyncIterator[ControlClient]:
+async def open_control_client(
+    server: TmuxServer, session_name: str, *, output: bool = True
+) -> AsyncIterator[ControlClient]:
     """Attach a control-mode client to ``session_name`` for the block's duration.
+
+    With ``output=False`` it attaches with tmux's ``no-output`` flag (tmux 3.2+): tmux sends it
+    no ``%output`` at all (and so does not escape every byte for it); its subscribers' channels
+    stay empty. Only at attach: setting the flag later (``refresh-client -f no-output``) while
+    output for the client is queued makes tmux 3.3a hold every later reply (measured: 1 in ~4
+    tries, the client then hung).
 
     Owns one ``tmux -C attach`` process and one reader task in its own nursery.
     Leaving the block closes the client's stdin (tmux detaches it cleanly),
@@ -234,7 +242,8 @@ async def open_control_client(server: TmuxServer, session_name: str) -> AsyncIte
     :class:`ControlClientClosedError`, and ``exit_reason`` says why: it is
     noticed, never silent.
     """
-    argv = server.argv("-C", "attach-session", "-t", f"={session_name}")
+    flags = () if output else ("-f", "no-output")
+    argv = server.argv("-C", "attach-session", *flags, "-t", f"={session_name}")
     async with open_process_group(
         argv,
         operation=f"tmux control client for {session_name}",
