@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -105,9 +106,14 @@ def _wrk() -> str | None:
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
+#: the daemon always wants a bearer token on TCP (issue 11); the bare route gets it too (same bytes)
+TOKEN = secrets.token_urlsafe(24)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
 def _wrk_run(wrk: str, url: str, seconds: int) -> dict[str, float]:
     out = subprocess.run(
-        [wrk, "-t1", "-c16", f"-d{seconds}s", "--latency", url],
+        [wrk, "-t1", "-c16", f"-d{seconds}s", "--latency", "-H", f"Authorization: Bearer {TOKEN}", url],
         capture_output=True, text=True, timeout=seconds + 30, check=True,
     ).stdout  # fmt: skip
     figures = {"requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])}  # type: ignore[index]
@@ -128,7 +134,7 @@ def _httpx_run(url: str, seconds: int) -> dict[str, float]:
 
     def worker() -> list[float]:
         mine = []
-        with httpx.Client() as client:
+        with httpx.Client(headers=AUTH) as client:
             while time.monotonic() < deadline:
                 start = time.perf_counter()
                 client.get(url).raise_for_status()
@@ -150,7 +156,7 @@ def _httpx_run(url: str, seconds: int) -> dict[str, float]:
 def _sse_latencies(url: str, session_id: str, skip: int, computer: str | None = None) -> list[float]:
     lines = StampedLines(skip)
     with (
-        httpx.Client(base_url=url, timeout=httpx.Timeout(60, connect=5)) as client,
+        httpx.Client(base_url=url, headers=AUTH, timeout=httpx.Timeout(60, connect=5)) as client,
         client.stream(
             "GET", f"/v1/sessions/{session_id}/stream", params={"computer": computer} if computer else {}
         ) as response,
@@ -170,7 +176,9 @@ async def _ws_latencies(url: str, session_id: str, skip: int) -> list[float]:
     lines = StampedLines(skip)
     ws_url = "ws" + url.removeprefix("http") + f"/v1/sessions/{session_id}/ws"
     with trio.fail_after(120):
-        async with trio_websocket.open_websocket_url(ws_url) as ws:
+        async with trio_websocket.open_websocket_url(
+            ws_url, extra_headers=[(k.encode(), v.encode()) for k, v in AUTH.items()]
+        ) as ws:
             while True:
                 message = await ws.get_message()
                 arrived = time.monotonic_ns()
@@ -189,12 +197,13 @@ def run(quick: bool) -> dict[str, Any]:
     ls_rounds = 5 if quick else 15
     results: dict[str, Any] = {}
     with sandbox() as env:
+        env["TRIO_BRIDGE_TOKEN"] = TOKEN
         daemon, url = _start(
             [*TRIO_BRIDGE, "daemon", "--bind", "127.0.0.1:0"], env, r"http://127\.0\.0\.1:\d+"
         )
         bare = None
         try:
-            with httpx.Client(base_url=url, timeout=30) as client:
+            with httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
                 ids = [
                     client.post("/v1/sessions", json={"command": ["sleep", "600"], "cwd": "/"}).json()["id"]
                     for _ in range(50)
