@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from trio_bridge.output import Chunk, LogChanges, LogWatch, OutputFeed, Resync, SegmentLog
-from trio_bridge.sessions import SessionState
+from trio_bridge.sessions import SessionState, SessionTuning
 from trio_bridge.tmux import open_control_client
 
 from .conftest import Sandbox
@@ -126,7 +126,9 @@ async def test_a_flood_reaches_every_reader_exactly_once(sandbox: Sandbox, tmp_p
     its end: every byte exactly once, in order; the count is the log's length."""
     lines = 200_000
     expected = seq_output(lines)
-    async with running_manager(sandbox.server(), sandbox.state_dir, segment_size=1 << 16) as manager:
+    async with running_manager(
+        sandbox.server(), sandbox.state_dir, SessionTuning(segment_size=1 << 16)
+    ) as manager:
         record = await manager.create(["sh", "-c", f"sleep 0.3; exec seq 1 {lines}"], cwd=tmp_path)
         feed = manager.feed(record.id)
         got: dict[int, bytes] = {}
@@ -171,7 +173,7 @@ async def test_the_log_is_trimmed_while_it_grows_and_late_readers_resync(
     expected = seq_output(lines)
     state = sandbox.state_dir
     async with running_manager(
-        sandbox.server(), state, segment_size=1 << 14, log_max_bytes=1 << 16
+        sandbox.server(), state, SessionTuning(segment_size=1 << 14, log_max_bytes=1 << 16)
     ) as manager:
         record = await manager.create(["sh", "-c", f"sleep 0.3; seq 1 {lines}; sleep 60"], cwd=tmp_path)
         log_dir = state / "sessions" / record.id / "log"
@@ -211,7 +213,7 @@ async def test_readers_are_woken_when_the_bytes_are_in_the_log(sandbox: Sandbox,
             data += more
             assert data.endswith(f"tick {i}\r\n".encode())
         assert data == b"".join(b"tick %d\r\n" % i for i in range(5))
-        assert manager._output_pulse[record.id].count >= 1
+        assert manager.live_session(record.id).output.count >= 1
         await wait_for_state(manager, record.id, SessionState.EXITED)
         assert manager.output_bytes == offset == feed.end
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from trio_bridge.output import LogWatch
 from trio_bridge.sessions import SessionManager, SessionState
-from trio_bridge.tmux import ControlClient
 
 from .conftest import Sandbox
 from .test_manager import read_until, running_manager
@@ -25,12 +25,13 @@ async def test_watcher_failing_before_start_fails_create(
     server = sandbox.server()
     async with running_manager(server, sandbox.state_dir) as manager:
         assert isinstance(manager, SessionManager)
-        follow = ControlClient.follow
+        # (what a watcher does before it reports started: watch the session's log)
+        watch = LogWatch.watch
 
-        async def failing_follow(self: ControlClient, pane_id: str, buffer: int = 256) -> object:
-            raise InjectedError(f"follow {pane_id} failed")
+        def failing_watch(self: LogWatch, directory: Path) -> object:
+            raise InjectedError(f"watching {directory} failed")
 
-        monkeypatch.setattr(ControlClient, "follow", failing_follow)
+        monkeypatch.setattr(LogWatch, "watch", failing_watch)
         with trio.fail_after(10), pytest.raises(InjectedError):
             await manager.create(["sh", "-c", "echo never; sleep 30"], cwd=tmp_path)
         (record,) = await manager.store.all()
@@ -39,7 +40,7 @@ async def test_watcher_failing_before_start_fails_create(
         assert not await server.has_session(record.tmux_name)
 
         # the manager is still serving: the next session runs as usual
-        monkeypatch.setattr(ControlClient, "follow", follow)
+        monkeypatch.setattr(LogWatch, "watch", watch)
         with trio.fail_after(10):
             second = await manager.create(["sh", "-c", "echo fine"], cwd=tmp_path)
             data, _ = await read_until(manager.feed(second.id), 0, b"fine\r\n")

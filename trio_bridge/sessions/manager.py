@@ -28,7 +28,7 @@ import attrs
 import trio
 
 from ..agents import DEFAULT_PROFILES, AgentProfile, AgentState, AgentTracker
-from ..output import LogWatch, OutputFeed, SegmentLog
+from ..output import LogChanges, LogWatch, OutputFeed, SegmentLog
 from ..process import ExitWatch, SubprocessTimeoutError, signal_session_but_leader
 from ..tmux import (
     ControlClient,
@@ -544,12 +544,13 @@ class SessionManager:
         try:
             hub = self._hub.client
             assert hub is not None
-            with ExitWatch(pane_pid) as exited:
+            # The log is watched before the gate opens: no growth is missed.
+            with ExitWatch(pane_pid) as exited, self._log_watch.watch(feed.log.directory) as changes:
                 # (linked into the hub: its client answers commands on the pane)
                 await self.server.link_window(record.tmux_name, HUB)
                 live.pane_id = pane_id
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(self._announce, record.id, feed)
+                    nursery.start_soon(self._announce, record.id, feed, changes)
                     if spec is not None:
                         await self.server.release(spec)
                     task_status.started()
@@ -653,32 +654,23 @@ class SessionManager:
             await self._nursery.start(self._watch, running, info.pane_pid, info.pane_id, None)
             self.publish(EventKind.ADOPTED, running)
 
-    async def _announce(
-        self,
-        session_id: str,
-        feed: OutputFeed,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Each time the log grows (inotify on its directory: the bytes are in the file), wake
-        the feed's readers, count the bytes, keep the log within bounds (:meth:`OutputFeed.advance`)
-        and tell "output seen". Started once the log is watched (before the session's gate
-        opens: no byte is missed). No ``%output`` is needed: the hub attaches with tmux's
-        no-output."""
+    async def _announce(self, session_id: str, feed: OutputFeed, changes: LogChanges) -> None:
+        """Each time the log grows (``changes``: inotify on its directory, so the bytes are in
+        the file), wake the feed's readers, count the bytes, keep the log within bounds
+        (:meth:`OutputFeed.advance`) and tell "output seen". No ``%output`` is needed: the hub
+        attaches with tmux's no-output."""
         live = self.live_session(session_id)
         pulse = live.output
-        with self._log_watch.watch(feed.log.directory) as changes:
-            task_status.started()
-            while True:
-                await changes.wait()
-                if not (grown := await feed.advance(self.log_max_bytes, changes)):
-                    continue
-                self.output_bytes += grown
-                pulse.fire()
-                if (tracker := live.agent) is not None and (
-                    changed := tracker.on_output(trio.current_time())
-                ) is not None:
-                    await self._agents.changed(session_id, tracker, changed)
+        while True:
+            await changes.wait()
+            if not (grown := await feed.advance(self.log_max_bytes, changes)):
+                continue
+            self.output_bytes += grown
+            pulse.fire()
+            if (tracker := live.agent) is not None and (
+                changed := tracker.on_output(trio.current_time())
+            ) is not None:
+                await self._agents.changed(session_id, tracker, changed)
 
     async def forget(self, session_id: str) -> None:
         """Remove an ended session now: its record, then its files. Raises UnknownSessionError."""
