@@ -69,15 +69,11 @@ def remote_handler(app: QuartTrio, token: str | None) -> Any:
 
 
 def _body(reply: dict[str, Any]) -> bytes:
-    """A reply's body: ``body_b64`` (a response of the remote API) or ``body`` (a failure the
-    remote inbox made itself: handler error, duplicate request).
+    """A reply's body (see :func:`trio_bridge.mesh.rpc.reply_body`; the mesh is imported only
+    when a reply came through it)."""
+    from ..mesh.rpc import reply_body
 
-    Raises:
-        ValueError: ``body_b64`` is not base64.
-    """
-    if "body_b64" in reply:
-        return base64.b64decode(str(reply["body_b64"]), validate=True)
-    return str(reply.get("body", "")).encode()
+    return reply_body(reply)
 
 
 def _response(reply: dict[str, Any]) -> Response:

@@ -46,7 +46,7 @@ from . import keys, rpc
 from ._redis import Redis, open_redis, scan_keys
 from ._seal import MAX_SKEW, Drops, Rejected, Signer
 from .errors import DuplicateComputerError, RedisUnavailableError
-from .events import EventStreams, open_event
+from .events import EventStreams, json_object, open_event
 from .relay import RELAY_IDLE, RelayFeed, open_relay_entry, write_relay
 
 __all__ = [
@@ -108,14 +108,6 @@ def _text(value: object, limit: int = 256) -> str:
     return value
 
 
-def _parse(raw: str | None) -> dict[str, Any] | None:
-    try:
-        value = json.loads(raw) if raw else None
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def canonical(value: Mapping[str, Any]) -> str:
     """The signed form of a heartbeat: its JSON without ``sig``, keys sorted, no spaces."""
     return json.dumps({k: v for k, v in value.items() if k != "sig"}, sort_keys=True, separators=(",", ":"))
@@ -135,7 +127,7 @@ def open_heartbeat(signer: Signer, raw: object, name: str, online: bool, now: fl
     Raises:
         Rejected: it does not parse, is not genuine, or names another computer.
     """
-    value = _parse(raw if isinstance(raw, str) else None)
+    value = json_object(raw if isinstance(raw, str) else None)
     if value is None:
         raise Rejected("malformed", "not a JSON object")
     if value.get("name") != name or not _NAME.match(name):
@@ -221,7 +213,7 @@ class Mesh:
             if holder is None:
                 self._last_value = value
                 return
-            other = _parse(holder) or {}
+            other = json_object(holder) or {}
             try:
                 open_heartbeat(self.signer, holder, self.name, True, time.time())
             except Rejected as exc:

@@ -23,10 +23,11 @@ from ._seal import Rejected, Signer
 if TYPE_CHECKING:
     from .computers import Mesh
 
-__all__ = ["EventStreams", "open_event"]
+__all__ = ["EventStreams", "json_object", "open_event"]
 
 
-def _parse(raw: str | None) -> dict[str, Any] | None:
+def json_object(raw: str | None) -> dict[str, Any] | None:
+    """``raw`` as a JSON object; None if it is missing, not JSON or not an object."""
     try:
         value = json.loads(raw) if raw else None
     except ValueError:
@@ -43,7 +44,7 @@ def open_event(signer: Signer, computer: str, fields: Mapping[str, str]) -> tupl
     kind, record = fields.get("kind"), fields.get("session")
     if not isinstance(kind, str) or not re.fullmatch(r"[a-z_]{1,32}", kind) or not isinstance(record, str):
         raise Rejected("malformed", "no kind or session")
-    session = _parse(record)
+    session = json_object(record)
     if session is None or not isinstance(session.get("id"), str) or session.get("computer") != computer:
         raise Rejected("malformed", "not a session record of this computer")
     signer.check(fields, kind, computer, keys.events(computer), session["id"], record)

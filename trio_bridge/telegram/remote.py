@@ -115,7 +115,7 @@ class RemoteSessions:
             RemoteUnavailableError.
         """
         from ..mesh import RedisUnavailableError
-        from ..mesh.rpc import ComputerUnavailableError, UnknownComputerError
+        from ..mesh.rpc import ComputerUnavailableError, UnknownComputerError, reply_body
 
         request: dict[str, Any] = {"method": method, "path": path, "query": {}}
         if body is not None:
@@ -127,11 +127,7 @@ class RemoteSessions:
             raise RemoteUnavailableError(f"computer {computer!r}: {exc or type(exc).__name__}") from None
         try:
             status = int(reply["status"])
-            data = (
-                base64.b64decode(str(reply["body_b64"]), validate=True)
-                if "body_b64" in reply
-                else str(reply.get("body", "")).encode()
-            )
+            data = reply_body(reply)
         except (KeyError, TypeError, ValueError) as exc:
             message = f"computer {computer!r}: a reply that does not parse: {exc}"
             raise RemoteUnavailableError(message) from None
