@@ -220,3 +220,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     the files' order."""
     if hasattr(config, "workerinput"):
         items.sort(key=_expected_long, reverse=True)
+
+
+#: pytest-xdist workers for ``-n auto`` (scripts/test): the tests mostly wait on subprocesses,
+#: so more workers than this 2-core machine's cores pay (measured: README, "Developing")
+WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: ``TRIO_BRIDGE_TEST_WORKERS`` if set; else :data:`WORKERS` for the whole suite
+    or folders of it, and none (the tests run in this process: a worker's start costs seconds)
+    for chosen files or tests, or with ``-k``."""
+    if workers := os.environ.get("TRIO_BRIDGE_TEST_WORKERS"):
+        return int(workers)
+    chosen = config.option.keyword or any("::" in arg or arg.endswith(".py") for arg in config.args)
+    return 0 if chosen else WORKERS
