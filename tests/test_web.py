@@ -189,7 +189,10 @@ def wait_until(predicate: Any, timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+# (empty until the page has made its terminal: a loaded machine is seen polling before that, and
+# a predicate that throws ends the wait at once)
 BUFFER_TEXT = """() => {
+    if (!window.trioBridgeTerminal) return "";
     const buffer = window.trioBridgeTerminal.buffer.active;
     const lines = [];
     for (let y = 0; y < buffer.length; y++) lines.push(buffer.getLine(y).translateToString(true));
