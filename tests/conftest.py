@@ -251,8 +251,9 @@ def _name_the_group(item: pytest.Item) -> None:
 
 
 #: pytest-xdist workers for ``-n auto`` (scripts/test): the tests mostly wait on subprocesses,
-#: so more workers than this 2-core machine's cores pay (measured: README, "Developing")
-WORKERS = 4
+#: so a worker more than this 2-core machine's cores pays; more than that did not (measured:
+#: docs/decisions.md, "Dependencies")
+WORKERS = 3
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
