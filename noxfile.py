@@ -10,9 +10,10 @@ nox.options.default_venv_backend = "venv"
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole suite (needs tmux and redis-server on PATH; scripts/test installs them)."""
+    """The whole suite, in parallel as scripts/test runs it (needs tmux and redis-server on PATH;
+    scripts/test installs them)."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "pytest", *session.posargs)
+    session.run("python", "-m", "pytest", "-n", "auto", "--dist", "loadgroup", *session.posargs)
 
 
 @nox.session

@@ -770,7 +770,7 @@ def fuzz_everything(api_url: str, token: str, world: World, log: Callable[[str],
             assert request(client, "GET", f"/v1/sessions/{world.exited}/wait", params={"timeout": 9})["ended"]
             for _ in range(3):
                 victim = request(
-                    client, "POST", "/v1/sessions", json={"command": ["sleep", "30"], "cwd": cwd}
+                    client, "POST", "/v1/sessions", json={"command": ["sleep", "300"], "cwd": cwd}
                 )
                 world.victims.append(victim["id"])
             for op in operations(document):

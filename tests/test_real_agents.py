@@ -31,17 +31,26 @@ from ._api import Daemon, daemon_and_client, running_daemon
 from ._fake_models import FakeModelServer, claude_env, codex_env, gemini_env
 from .conftest import Sandbox
 
+# One worker runs these one after another (scripts/test: --dist loadgroup): each starts Node.js
+# CLIs that take a core for seconds, under deadlines of a few seconds; two at once on a loaded
+# 2-core machine would be flakier, not faster.
+pytestmark = pytest.mark.xdist_group("real-agents")
+
 AGENTS_BIN = Path(
     os.environ.get("TRIO_BRIDGE_TEST_AGENTS_DIR")
     or Path(__file__).parent.parent / ".cache/agents/node_modules/.bin"
 )
 
 
+# read at import: the sandbox fixture removes every TRIO_BRIDGE_ variable before a test runs
+REQUIRE_AGENTS = bool(os.environ.get("TRIO_BRIDGE_TEST_REQUIRE_AGENTS"))
+
+
 def agent_binary(name: str) -> str:
     path = AGENTS_BIN / name
     if not os.access(path, os.X_OK):
         message = f"{path} is not installed (scripts/install-agents installs it)"
-        if os.environ.get("TRIO_BRIDGE_TEST_REQUIRE_AGENTS"):
+        if REQUIRE_AGENTS:
             pytest.fail(message)
         pytest.skip(message)
     return str(path)

@@ -32,10 +32,14 @@ from trio_bridge.telegram.lanes import Lanes
 from trio_bridge.telegram.store import open_telegram_store
 
 from ._api import Daemon, running_daemon
+from ._fake_models import FakeModelServer, claude_env
 from ._fake_telegram import FORUM, STRANGER, USER, FakeTelegram, Message, open_fake_telegram, plain_text
 from .conftest import Sandbox
 from .test_agent_sessions import agent_sandbox, env_of  # noqa: F401 - a fixture
 from .test_mesh import redis_server, redis_url  # noqa: F401 - fixtures
+
+# (at import, as test_real_agents reads TRIO_BRIDGE_TEST_REQUIRE_AGENTS before the sandbox drops it)
+from .test_real_agents import agent_binary
 
 TOKEN = "123456789:" + "AbC-d_" * 6
 
@@ -558,15 +562,13 @@ def test_status_and_topic_name_fit_telegram(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(150)
+@pytest.mark.xdist_group("real-agents")  # with the others that run a real agent CLI
 async def test_real_claude_code_from_a_phone(
     sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The real Claude Code against the fake model API: started with /new, a prompt typed in its
     topic, its permission dialog as buttons, a tap, the tool runs, the final answer arrives."""
     from trio_bridge.agents import DEFAULT_PROFILES
-
-    from ._fake_models import FakeModelServer, claude_env
-    from .test_real_agents import agent_binary
 
     profiles = dict(DEFAULT_PROFILES)
     profiles["claude"] = dataclasses.replace(profiles["claude"], binary=agent_binary("claude"))
