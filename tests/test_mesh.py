@@ -22,16 +22,10 @@ import trio
 
 from trio_bridge.mesh import open_redis, scan_keys
 
-from .conftest import REPO, Sandbox
+from .conftest import REPO, Sandbox, free_port
 from .test_daemon import stop
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class RedisServer:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import Sandbox
+from .conftest import Sandbox, free_port
 
 pytest.importorskip("schemathesis", reason="schemathesis is in the 'test' extra")
 
@@ -94,12 +93,6 @@ include-method = "POST"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "409", "413", "422"]
 
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
