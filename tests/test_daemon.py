@@ -22,7 +22,7 @@ from trio_bridge.sessions import SessionState
 from trio_bridge.supervise import CrashLoopError, RestartPolicy
 
 from .conftest import Sandbox
-from .test_manager import read_until
+from .sessions.test_manager import read_until
 
 
 def start_daemon(sandbox: Sandbox, *args: str) -> subprocess.Popen[bytes]:

@@ -43,7 +43,7 @@ from ._api import (
 )  # fmt: skip
 from ._api import daemon_and_client as api
 from .conftest import Sandbox
-from .test_agent_sessions import agent_sandbox  # noqa: F401  (a fixture)
+from .sessions.test_agent_sessions import agent_sandbox  # noqa: F401  (a fixture)
 from .test_daemon import start_daemon, stop
 
 SESSIONS_RESTARTS = 'trio_bridge_supervisor_restarts_total{service="sessions"}'
@@ -535,7 +535,7 @@ async def test_metrics_and_restarts_untouched_by_refusals(sandbox: Sandbox) -> N
 async def test_one_agents_failing_watch_is_contained(agent_sandbox: Sandbox, tmp_path: Path) -> None:  # noqa: F811
     """A failure injected into one agent's tracking: that agent reads `unknown` (the error logged),
     the other agent's states go on, the sessions service is never restarted."""
-    from .test_agent_sessions import agent_api, agent_info, start_agent, wait_until
+    from .sessions.test_agent_sessions import agent_api, agent_info, start_agent, wait_until
 
     with trio.fail_after(40):
         async with agent_api(agent_sandbox, tmp_path) as (daemon, client):

@@ -29,7 +29,7 @@ Size = Annotated[int, msgspec.Meta(ge=2, le=1000)]
 
 # What the document says each string may hold. The API checks these itself (with its own error
 # codes: invalid_title, invalid_text, ...), so they are documentation only (extra_json_schema);
-# tests/test_openapi_schemathesis.py holds the document to them. Plain regex syntax, read alike
+# tests/api/test_openapi_schemathesis.py holds the document to them. Plain regex syntax, read alike
 # by Python and ECMA-262.
 #: plain text: no control character (C0, DEL, C1)
 _PLAIN = r"^[^\x00-\x1f\x7f-\x9f]*$"

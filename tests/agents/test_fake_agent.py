@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
+FAKE_AGENT = Path(__file__).parent.parent / "fake_agent.py"
 CLAUDE_EVENTS = ["SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Notification", "Stop"]
 GEMINI_EVENTS = ["SessionStart", "BeforeAgent", "AfterAgent", "BeforeTool", "AfterTool", "Notification"]
 T = TypeVar("T")

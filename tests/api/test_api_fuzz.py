@@ -20,7 +20,7 @@ hooks into its case generation. msgspec emits a small subset of JSON Schema, whi
 ``from_schema`` (values) and ``conforms`` (checks) cover in ~100 lines; both fail loudly on a
 keyword they do not know, so a richer document cannot be fuzzed wrong silently. No new
 dependency: Hypothesis and httpx are already there. (schemathesis now runs as well, in
-tests/test_openapi_schemathesis.py, with hooks that keep its sessions harmless: it checks the
+tests/api/test_openapi_schemathesis.py, with hooks that keep its sessions harmless: it checks the
 document against the API; this fuzz adds the broken bodies, headers and state checks above.)
 
 What is sent, per operation: path parameters (``session_id`` is a real session's id half of
@@ -77,8 +77,8 @@ from hypothesis import strategies as st
 
 from trio_bridge.tmux.server import is_env_name
 
-from ._api import running_daemon
-from .conftest import Sandbox
+from .._api import running_daemon
+from ..conftest import Sandbox
 
 #: examples per operation
 EXAMPLES = 30

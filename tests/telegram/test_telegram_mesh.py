@@ -23,11 +23,11 @@ from trio_bridge.telegram.lanes import Lanes
 from trio_bridge.telegram.remote import RemoteSessions, record_from
 from trio_bridge.telegram.store import open_telegram_store
 
-from ._api import Daemon, running_daemon
-from ._fake_telegram import FORUM, USER, FakeTelegram, Message, open_fake_telegram
-from .conftest import Sandbox
-from .test_agent_sessions import agent_sandbox, env_of  # noqa: F401 - a fixture
-from .test_mesh import redis_server, redis_url  # noqa: F401 - fixtures
+from .._api import Daemon, running_daemon
+from .._fake_telegram import FORUM, USER, FakeTelegram, Message, open_fake_telegram
+from ..conftest import Sandbox
+from ..mesh.test_mesh import redis_server, redis_url  # noqa: F401 - fixtures
+from ..sessions.test_agent_sessions import agent_sandbox, env_of  # noqa: F401 - a fixture
 from .test_telegram import TOKEN, texts
 
 SECRET = "s" * 40

@@ -15,7 +15,7 @@ import trio
 
 from trio_bridge.sessions import SessionManager, SessionState, open_session_store
 
-from .conftest import Sandbox
+from ..conftest import Sandbox
 
 SIZE = 128 * 1024
 SESSIONS = 24

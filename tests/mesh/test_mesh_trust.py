@@ -24,9 +24,9 @@ import trio
 from trio_bridge.mesh._seal import Rejected, Signer
 from trio_bridge.sessions.store import MESH_SEEN_MAX, SCHEMA_VERSION, open_session_store
 
+from .._api import sse_events_sync
+from ..conftest import Sandbox
 from . import test_mesh
-from ._api import sse_events_sync
-from .conftest import Sandbox
 from .test_mesh import Computer, redis_do, start_pair, wait_until
 
 # the fixtures of test_mesh: a redis-server of the test's own, and the daemons it started

@@ -19,8 +19,8 @@ import trio
 
 from trio_bridge.output import Chunk, Resync
 
-from ._api import Daemon, running_daemon
-from .conftest import Sandbox
+from .._api import Daemon, running_daemon
+from ..conftest import Sandbox
 from .test_mesh import RedisServer, redis_server, redis_url  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")

@@ -28,9 +28,9 @@ import pytest
 
 from trio_bridge.config import read_secret_file
 
-from .conftest import Sandbox, free_port
-from .test_agent_sessions import fake_profiles
-from .test_daemon import start_daemon, stop
+from ..conftest import Sandbox, free_port
+from ..sessions.test_agent_sessions import fake_profiles
+from ..test_daemon import start_daemon, stop
 
 REQUIRE_BROWSER = os.environ.get("TRIO_BRIDGE_TEST_REQUIRE_BROWSER") == "1"
 CHROMIUM = os.environ.get("TRIO_BRIDGE_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -477,7 +477,7 @@ def test_login_codes_are_single_use_and_expire() -> None:
 def test_vendored_files_match_their_checksums() -> None:
     import hashlib
 
-    vendor = Path(__file__).parent.parent / "trio_bridge" / "web" / "static" / "vendor"
+    vendor = Path(__file__).parent.parent.parent / "trio_bridge" / "web" / "static" / "vendor"
     sums = (vendor / "CHECKSUMS").read_text().split("\n")
     checked = 0
     for line in filter(None, sums):
@@ -540,7 +540,7 @@ def test_web_open_hands_the_link_to_the_browser(web: WebDaemon, tmp_path: Path) 
 def test_another_computers_sessions_are_listed_and_shown_read_only(
     browser: Any, sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    from .test_mesh import RedisServer
+    from ..mesh.test_mesh import RedisServer
 
     redis = RedisServer(tmp_path)
     redis.start()

@@ -27,9 +27,9 @@ import trio
 from trio_bridge.agents import DEFAULT_PROFILES
 from trio_bridge.agents.state import ScreenPatterns, read_screen
 
-from ._api import Daemon, daemon_and_client, running_daemon
-from ._fake_models import FakeModelServer, claude_env, codex_env, gemini_env
-from .conftest import Sandbox
+from .._api import Daemon, daemon_and_client, running_daemon
+from .._fake_models import FakeModelServer, claude_env, codex_env, gemini_env
+from ..conftest import Sandbox
 
 # One worker runs these one after another (scripts/test: --dist loadgroup): each starts Node.js
 # CLIs that take a core for seconds, under deadlines of a few seconds; two at once on a loaded
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.xdist_group("real-agents")
 
 AGENTS_BIN = Path(
     os.environ.get("TRIO_BRIDGE_TEST_AGENTS_DIR")
-    or Path(__file__).parent.parent / ".cache/agents/node_modules/.bin"
+    or Path(__file__).parent.parent.parent / ".cache/agents/node_modules/.bin"
 )
 
 

@@ -19,8 +19,8 @@ import trio
 
 from trio_bridge.config import Timeouts
 
-from ._api import SseEvent, daemon_and_client, sse_events
-from .conftest import Sandbox
+from .._api import SseEvent, daemon_and_client, sse_events
+from ..conftest import Sandbox
 
 TMUX_TIMEOUT = 1.0
 

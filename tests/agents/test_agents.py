@@ -20,8 +20,8 @@ import trio
 from trio_bridge.agents import DEFAULT_PROFILES, AgentProfile, AgentState, AgentTracker, parse_profiles
 from trio_bridge.agents.state import ScreenKind, ScreenPatterns, read_screen
 
-from ._api import running_daemon, sse_events
-from .conftest import Sandbox
+from .._api import running_daemon, sse_events
+from ..conftest import Sandbox
 
 WORKING, IDLE, WAITING = AgentState.WORKING, AgentState.IDLE, AgentState.WAITING_FOR_INPUT
 

@@ -19,10 +19,10 @@ import httpx
 import pytest
 import trio
 
-from ._api import Daemon, daemon_and_client
-from .conftest import Sandbox
+from .._api import Daemon, daemon_and_client
+from ..conftest import Sandbox
 
-FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
+FAKE_AGENT = Path(__file__).parent.parent / "fake_agent.py"
 #: an "agent" that writes into its Gemini session home, and (as the user's own Gemini would)
 #: into the user's ~/.gemini meanwhile
 GEMINI_WRITER = """
@@ -163,7 +163,7 @@ async def test_prompt_at_start_reports_working_then_idle_with_its_conversation_i
             async def collect() -> None:
                 from contextlib import aclosing
 
-                from ._api import sse_events
+                from .._api import sse_events
 
                 async with client.stream("GET", "/v1/events") as stream, aclosing(sse_events(stream)) as sse:
                     async for event in sse:

@@ -12,7 +12,7 @@ import trio
 from trio_bridge.mesh import keys
 from trio_bridge.mesh.errors import GroupExistsError, MeshError, NoGroupError, RedisRefusedError
 
-from .conftest import REPO
+from ..conftest import REPO
 from .test_mesh import redis_server, redis_url  # noqa: F401 - fixtures
 
 

@@ -13,7 +13,7 @@ import pytest
 from trio_bridge.agents import DEFAULT_PROFILES, keep_agent_files, launch
 from trio_bridge.config import ConfigError, resolve_settings
 
-from .conftest import Sandbox
+from ..conftest import Sandbox
 
 
 def settings_from(tmp_path: Path, text: str) -> object:
@@ -125,7 +125,7 @@ def test_launch_builds_the_command_line_and_each_hook_style(tmp_path: Path) -> N
         environment={"HOME": str(user_home)},
     )
     assert gemini.argv == ["gemini", "--prompt-interactive=hi"]
-    # inherited CI=true would make it headless (tests/test_real_agents.py runs it so)
+    # inherited CI=true would make it headless (tests/agents/test_real_agents.py runs it so)
     assert set(gemini.unset_env) == {"CI", "GITHUB_ACTIONS"} and claude.unset_env == ()
     home = Path(gemini.env["GEMINI_CLI_HOME"])
     merged = json.loads((home / ".gemini" / "settings.json").read_text())

@@ -27,7 +27,7 @@ from trio_bridge.tmux import (
 )
 from trio_bridge.tmux.server import read_exit_status
 
-from .conftest import Sandbox, live_pids_matching
+from ..conftest import Sandbox, live_pids_matching
 
 
 async def start(

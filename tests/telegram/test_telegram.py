@@ -31,15 +31,15 @@ from trio_bridge.telegram.keyboard import choices_on_screen, keyboard, parse_cal
 from trio_bridge.telegram.lanes import Lanes
 from trio_bridge.telegram.store import open_telegram_store
 
-from ._api import Daemon, running_daemon
-from ._fake_models import FakeModelServer, claude_env
-from ._fake_telegram import FORUM, STRANGER, USER, FakeTelegram, Message, open_fake_telegram, plain_text
-from .conftest import Sandbox
-from .test_agent_sessions import agent_sandbox, env_of  # noqa: F401 - a fixture
-from .test_mesh import redis_server, redis_url  # noqa: F401 - fixtures
+from .._api import Daemon, running_daemon
+from .._fake_models import FakeModelServer, claude_env
+from .._fake_telegram import FORUM, STRANGER, USER, FakeTelegram, Message, open_fake_telegram, plain_text
 
 # (at import, as test_real_agents reads TRIO_BRIDGE_TEST_REQUIRE_AGENTS before the sandbox drops it)
-from .test_real_agents import agent_binary
+from ..agents.test_real_agents import agent_binary
+from ..conftest import Sandbox
+from ..mesh.test_mesh import redis_server, redis_url  # noqa: F401 - fixtures
+from ..sessions.test_agent_sessions import agent_sandbox, env_of  # noqa: F401 - a fixture
 
 TOKEN = "123456789:" + "AbC-d_" * 6
 

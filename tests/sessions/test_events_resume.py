@@ -8,7 +8,7 @@ import trio
 
 from trio_bridge.sessions import EventKind
 
-from .conftest import Sandbox
+from ..conftest import Sandbox
 from .test_manager import running_manager
 
 

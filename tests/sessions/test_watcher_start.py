@@ -11,7 +11,7 @@ import trio
 from trio_bridge.output import LogWatch
 from trio_bridge.sessions import SessionManager, SessionState
 
-from .conftest import Sandbox
+from ..conftest import Sandbox
 from .test_manager import read_until, running_manager
 
 

@@ -10,7 +10,7 @@ a few harmless programs (and ``split``, its log writer), its home is a directory
 and a hook moves any ``cwd`` that names an existing directory into the sandbox. Real session
 ids (a ``cat`` session, an ended one) are put into path parameters half of the time, so the
 session routes are reached beyond their 404s. ``GET /v1/events`` never ends by design, so it is
-left out (tests/test_api_fuzz.py reads its headers); a stream is only asked of ended sessions, a
+left out (tests/api/test_api_fuzz.py reads its headers); a stream is only asked of ended sessions, a
 prompt only of sessions without an agent, and a wait on a live session lasts 1 s at most.
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import Sandbox, free_port
+from ..conftest import Sandbox, free_port
 
 pytest.importorskip("schemathesis", reason="schemathesis is in the 'test' extra")
 

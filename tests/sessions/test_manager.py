@@ -23,7 +23,7 @@ from trio_bridge.sessions import (
 from trio_bridge.sessions.manager import AgentStart
 from trio_bridge.tmux import TmuxServer
 
-from .conftest import Sandbox
+from ..conftest import Sandbox
 
 
 @asynccontextmanager

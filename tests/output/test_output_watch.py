@@ -16,8 +16,8 @@ from trio_bridge.output import Chunk, LogChanges, LogWatch, OutputFeed, Resync, 
 from trio_bridge.sessions import SessionState, SessionTuning
 from trio_bridge.tmux import open_control_client
 
-from .conftest import Sandbox
-from .test_manager import read_until, running_manager, wait_for_state
+from ..conftest import Sandbox
+from ..sessions.test_manager import read_until, running_manager, wait_for_state
 
 
 def seq_output(lines: int) -> bytes:

@@ -22,8 +22,8 @@ import trio
 
 from trio_bridge.mesh import open_redis, scan_keys
 
-from .conftest import REPO, Sandbox, free_port
-from .test_daemon import stop
+from ..conftest import REPO, Sandbox, free_port
+from ..test_daemon import stop
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 
@@ -266,7 +266,7 @@ def test_unreachable_redis_is_one_clear_line(sandbox: Sandbox, computers: list[C
 
 
 def test_without_a_mesh_computers_lists_this_one(sandbox: Sandbox) -> None:
-    from .test_daemon import start_daemon
+    from ..test_daemon import start_daemon
 
     daemon = start_daemon(sandbox)
     try:

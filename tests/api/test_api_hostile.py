@@ -31,8 +31,8 @@ from trio_bridge.api.app import MAX_ENV_STRING, MAX_JSON_DEPTH
 from trio_bridge.tmux import SessionNotFoundError, SessionSpec, TmuxServer
 from trio_bridge.tmux.server import TMUX_COMMAND_MAX
 
-from ._api import Daemon, daemon_and_client
-from .conftest import Sandbox, live_pids_matching
+from .._api import Daemon, daemon_and_client
+from ..conftest import Sandbox, live_pids_matching
 
 JSON = {"Content-Type": "application/json"}
 
