@@ -175,7 +175,11 @@ async def test_the_log_is_trimmed_while_it_grows_and_late_readers_resync(
     async with running_manager(
         sandbox.server(), state, SessionTuning(segment_size=1 << 14, log_max_bytes=1 << 16)
     ) as manager:
-        record = await manager.create(["sh", "-c", f"sleep 0.3; seq 1 {lines}; sleep 60"], cwd=tmp_path)
+        # (a pause half-way: on a loaded machine the whole flood can be written before the
+        # watcher first runs, and then all segments exist at once, trimmed or not)
+        half = lines // 2
+        script = f"sleep 0.3; seq 1 {half}; sleep 0.5; seq {half + 1} {lines}; sleep 60"
+        record = await manager.create(["sh", "-c", script], cwd=tmp_path)
         log_dir = state / "sessions" / record.id / "log"
         kept_most = 0
         with trio.fail_after(30):

@@ -81,13 +81,18 @@ class SegmentLog:
         return last * self.segment_size + size
 
     def end_from(self, index: int) -> int:
-        """The end offset, knowing that segment ``index`` is the last or an earlier one that
-        is still kept (one ``stat`` per segment from there: the last one, usually)."""
+        """The end offset, knowing that segment ``index`` is the last or an earlier one (one
+        ``stat`` per segment from there: the last one, usually; a listing of the directory if
+        ``index`` is gone)."""
         while True:
             try:
                 size = self._path(index).stat().st_size
             except FileNotFoundError:
-                size = 0  # not created yet (the previous one is exactly full)
+                # Not created yet (the previous one is exactly full), or dropped: a trim ran
+                # while the writer went more than the kept segments past ``index`` (measuring
+                # from it stayed behind for good, and the feed's end with it). The directory
+                # says which.
+                return self.end_offset()
             if size < self.segment_size or not self._path(index + 1).exists():
                 return index * self.segment_size + size
             index += 1
