@@ -17,6 +17,7 @@ Traps it handles (measured, see ``../shared/reference/trio-stack.md`` section 2)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -175,3 +176,8 @@ async def open_redis(url: str) -> AsyncIterator[Redis]:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 for client in clients:
                     await trio_asyncio.aio_as_trio(client.aclose)()
+                # A command cancelled just before (a blocking read at shutdown) closed its
+                # socket with call_soon: let asyncio run those callbacks before its loop ends,
+                # or the socket is left to the garbage collector (a ResourceWarning).
+                for _ in range(2):
+                    await trio_asyncio.aio_as_trio(asyncio.sleep)(0)
