@@ -1,4 +1,4 @@
-"""The one retry delay of the package (supervise.Backoff): exponential, capped, reset by a success."""
+"""The one retry delay of the package (_backoff.Backoff): exponential, capped, reset by a success."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_bridge.supervise import Backoff
+from trio_bridge._backoff import Backoff
 
 
 def test_delays_grow_to_the_cap_and_a_reset_starts_small_again() -> None:
@@ -43,8 +43,8 @@ def test_sleep_waits_the_next_delay() -> None:
 
 
 def test_every_retry_loop_uses_it() -> None:
-    """No hand-written doubling left in the modules that retry Redis or Telegram (the loops in
-    api/_remote.py and cli/_resume.py belong to other rooms)."""
+    """No hand-written doubling left in the modules that retry: Redis, Telegram, the API's
+    remote streams, the CLI's reconnecting clients, the supervisor."""
     import re
     from pathlib import Path
 
@@ -54,7 +54,7 @@ def test_every_retry_loop_uses_it() -> None:
     doubling = re.compile(r"(backoff|delay)\w* \* ")
     texts = {
         str(p.relative_to(root)): p.read_text()
-        for f in ("mesh", "telegram")
+        for f in ("mesh", "telegram", "api", "cli")
         for p in (root / f).rglob("*.py")
     }
     texts["supervise.py (Supervisor)"] = (root / "supervise.py").read_text().split("class Supervisor")[1]

@@ -7,8 +7,8 @@ service is restarted after a delay that grows exponentially; once the service ha
 (``max_restarts`` within ``window`` seconds) stops the supervisor with :class:`CrashLoopError`
 instead of looping forever. Cancellation is never caught: it stops the service and propagates.
 
-:class:`Backoff` is the package's one retry delay (exponential, capped, reset by a success): the
-supervisor's, and every loop that retries Redis or Telegram.
+Its delays are a :class:`~trio_bridge._backoff.Backoff`, the package's one retry delay (also every
+loop that retries Redis or Telegram, and the CLI's reconnecting clients).
 """
 
 from __future__ import annotations
@@ -21,45 +21,14 @@ from typing import Any
 import attrs
 import trio
 
-__all__ = ["Backoff", "CrashLoopError", "RestartPolicy", "Supervisor"]
+from ._backoff import Backoff
+
+__all__ = ["CrashLoopError", "RestartPolicy", "Supervisor"]
 
 log = logging.getLogger(__name__)
 
 #: a service: an async function reporting readiness through ``task_status.started(value)``
 Service = Callable[..., Awaitable[object]]
-
-
-@attrs.define
-class Backoff:
-    """The delays between the tries of something that fails: ``initial``, then each one
-    ``multiplier`` times the last, at most ``maximum``; :meth:`reset` after a success starts
-    small again. Owns no clock: its user sleeps (or bounds the wait) as it needs."""
-
-    initial: float = 0.1
-    maximum: float = 2.0
-    multiplier: float = 2.0
-    _next: float = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        if not (self.initial > 0 and self.maximum > 0):
-            raise ValueError(f"initial and maximum must be positive, not {self.initial!r}, {self.maximum!r}")
-        if not self.multiplier >= 1:
-            raise ValueError(f"multiplier must be >= 1, not {self.multiplier!r}")
-        self._next = self.initial
-
-    def next(self) -> float:
-        """The delay before the next try (the one after it grows)."""
-        delay = self._next
-        self._next = min(delay * self.multiplier, self.maximum)
-        return delay
-
-    def reset(self) -> None:
-        """It worked: the next failure waits ``initial`` again."""
-        self._next = self.initial
-
-    async def sleep(self) -> None:
-        """Wait :meth:`next` seconds."""
-        await trio.sleep(self.next())
 
 
 @attrs.frozen

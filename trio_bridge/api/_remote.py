@@ -23,7 +23,7 @@ import msgspec
 import trio
 from quart import Response, request
 
-from ..supervise import Backoff
+from .._backoff import Backoff
 from ._context import ApiContext, ApiError
 from ._sse import OutputSource, sse_event, sse_response, stream_output
 

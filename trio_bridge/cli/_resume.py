@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import time
 
+from .._backoff import Backoff
 from ._exit import EXIT_DAEMON_LOST
 
 __all__ = ["EXIT_DAEMON_LOST", "DaemonLostError", "Reconnect"]
@@ -37,14 +38,14 @@ class Reconnect:
         #: a connection worked once (before that, no daemon is no daemon: nothing to wait for)
         self.ever_connected = False
         self._lost_at: float | None = None
-        self._delay = _FIRST_DELAY
+        self._delays = Backoff(_FIRST_DELAY, _MAX_DELAY)
         self._said = False
 
     def connected(self) -> None:
         """A connection works again: the next loss starts a new bound and a short delay."""
         self.ever_connected = True
         self._lost_at = None
-        self._delay = _FIRST_DELAY
+        self._delays.reset()
         self._said = False
 
     def reached(self, failure: BaseException) -> None:
@@ -103,6 +104,4 @@ class Reconnect:
             raise DaemonLostError(
                 f"the daemon did not come back within {self.bound:g} s; gave up {self.what}"
             )
-        delay = min(self._delay, left)
-        self._delay = min(self._delay * 2, _MAX_DELAY)
-        return delay
+        return min(self._delays.next(), left)

@@ -32,7 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..supervise import Backoff
+from .._backoff import Backoff
 from .errors import RedisRefusedError, RedisUnavailableError
 
 __all__ = ["Redis", "RedisUnavailableError", "open_redis", "scan_keys"]

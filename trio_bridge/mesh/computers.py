@@ -37,11 +37,11 @@ from typing import Any
 import attrs
 import trio
 
+from .._backoff import Backoff
 from .._version import __version__
 from ..config import Settings, default_computer_name
 from ..output import OutputFeed
 from ..sessions import SessionManager, SessionState
-from ..supervise import Backoff
 from . import keys, rpc
 from ._redis import Redis, open_redis, scan_keys
 from ._seal import MAX_SKEW, Drops, Rejected, Signer

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from .._backoff import Backoff
 from ..output import Chunk, Resync
-from ..supervise import Backoff
 from . import keys
 from ._redis import Redis
 from ._seal import Rejected, Signer

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 
 import trio
 
-from ..supervise import Backoff
+from .._backoff import Backoff
 from . import keys
 from ._redis import Redis
 from ._seal import MAX_SKEW, Drops, Rejected, Signer

@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from ..supervise import Backoff
+from .._backoff import Backoff
 from .api import POLL_MARGIN, BotApi, BotApiError, ConflictError, NetworkError, RetryAfterError
 from .store import TelegramStore
 

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .._backoff import Backoff
 from ..sessions import SessionRecord, SessionState, UnknownSessionError
-from ..supervise import Backoff
 
 if TYPE_CHECKING:
     from ..mesh import Mesh
