@@ -12,6 +12,7 @@ worker, one test after another).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import itertools
 import os
@@ -264,3 +265,21 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
         return int(workers)
     chosen = config.option.keyword or any("::" in arg or arg.endswith(".py") for arg in config.args)
     return 0 if chosen else WORKERS
+
+
+def modules_a_daemon_loads(sandbox: Sandbox, *prefixes: str) -> list[str]:
+    """The modules named by ``prefixes`` (a name, or a package and what is in it) that a daemon
+    started and stopped with the sandbox's settings has loaded, in a fresh interpreter."""
+    code = (
+        "import sys, trio; from trio_bridge.config import resolve_settings; "
+        "from trio_bridge.daemon import serve_daemon\n"
+        "async def main():\n"
+        "    async with trio.open_nursery() as n:\n"
+        "        await n.start(serve_daemon, resolve_settings().settings); n.cancel_scope.cancel()\n"
+        "trio.run(main)\n"
+        f"prefixes = {prefixes!r}\n"
+        "print(sorted(m for m in sys.modules if any(m == p or m.startswith(p + '.') for p in prefixes)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=sandbox.env, capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stderr.decode()
+    return list(ast.literal_eval(result.stdout.decode().splitlines()[-1]))

@@ -22,7 +22,7 @@ import trio
 
 from trio_bridge.mesh import open_redis, scan_keys
 
-from ..conftest import REPO, Sandbox, free_port
+from ..conftest import REPO, Sandbox, free_port, modules_a_daemon_loads
 from ..test_daemon import stop
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
@@ -279,17 +279,11 @@ def test_without_a_mesh_computers_lists_this_one(sandbox: Sandbox) -> None:
 
 
 def test_single_computer_use_never_imports_the_mesh(sandbox: Sandbox) -> None:
-    code = (
-        "import sys, trio; from trio_bridge.config import resolve_settings; "
-        "from trio_bridge.daemon import serve_daemon\n"
-        "async def main():\n"
-        "    async with trio.open_nursery() as n:\n"
-        "        await n.start(serve_daemon, resolve_settings().settings); n.cancel_scope.cancel()\n"
-        "trio.run(main)\n"
-        "print(sorted(m for m in ('redis', 'trio_asyncio', 'trio_bridge.mesh') if m in sys.modules))"
+    loaded = modules_a_daemon_loads(
+        sandbox, "redis", "trio_asyncio", "trio_bridge.mesh", "trio_bridge.sessions"
     )
-    result = subprocess.run([sys.executable, "-c", code], env=sandbox.env, capture_output=True, timeout=30)
-    assert result.stdout.decode().splitlines()[-1] == "[]", result.stderr.decode()
+    # (it sees what the daemon loads: its sessions; not the mesh)
+    assert "trio_bridge.sessions" in loaded and all(m.startswith("trio_bridge.sessions") for m in loaded)
 
 
 def forwarded_create(command: list[str], cwd: str) -> dict[str, object]:

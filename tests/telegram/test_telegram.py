@@ -37,7 +37,7 @@ from .._fake_telegram import FORUM, STRANGER, USER, FakeTelegram, Message, open_
 
 # (at import, as test_real_agents reads TRIO_BRIDGE_TEST_REQUIRE_AGENTS before the sandbox drops it)
 from ..agents.test_real_agents import agent_binary
-from ..conftest import Sandbox
+from ..conftest import Sandbox, modules_a_daemon_loads
 from ..mesh.test_mesh import redis_server, redis_url  # noqa: F401 - fixtures
 from ..sessions.test_agent_sessions import agent_sandbox, env_of  # noqa: F401 - a fixture
 
@@ -417,17 +417,7 @@ async def test_the_daemon_runs_the_bot_only_with_a_token(sandbox: Sandbox, tmp_p
 
 
 def test_a_daemon_without_a_token_never_loads_telegram(sandbox: Sandbox) -> None:
-    code = (
-        "import sys, trio; from trio_bridge.config import resolve_settings; "
-        "from trio_bridge.daemon import serve_daemon\n"
-        "async def main():\n"
-        "    async with trio.open_nursery() as n:\n"
-        "        await n.start(serve_daemon, resolve_settings().settings); n.cancel_scope.cancel()\n"
-        "trio.run(main)\n"
-        "print(sorted(m for m in sys.modules if m.startswith('trio_bridge.telegram')))"
-    )
-    result = subprocess.run([sys.executable, "-c", code], env=sandbox.env, capture_output=True, timeout=30)
-    assert result.stdout.decode().splitlines()[-1] == "[]", result.stderr.decode()
+    assert modules_a_daemon_loads(sandbox, "trio_bridge.telegram") == []
 
 
 def test_telegram_settings(tmp_path: Path) -> None:
