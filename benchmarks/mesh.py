@@ -62,7 +62,7 @@ def _redis_server(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 async def _discovery(url: str, keys: int) -> dict[str, Any]:
     from trio_bridge.config import load_settings
-    from trio_bridge.mesh import open_redis
+    from trio_bridge.mesh import keys, open_redis
     from trio_bridge.mesh.computers import Mesh
 
     async with open_redis(url) as redis:
@@ -70,7 +70,7 @@ async def _discovery(url: str, keys: int) -> dict[str, Any]:
         settings = load_settings()
         for n in range(5):  # five computers' heartbeats among them
             await redis.call(
-                "SET", f"tb:computer:c{n}", f'{{"name": "c{n}", "time": {time.time()}}}', "PX", 60000
+                "SET", keys.heartbeat(f"c{n}"), f'{{"name": "c{n}", "time": {time.time()}}}', "PX", 60000
             )
         mesh = Mesh(redis, settings, None, "bench")  # type: ignore[arg-type]
         await redis.call("CONFIG", "SET", "slowlog-log-slower-than", 0)
@@ -84,7 +84,7 @@ async def _discovery(url: str, keys: int) -> dict[str, Any]:
         commands = [(str(entry[3][0]).upper(), int(entry[2])) for entry in log]
         ours = [(name, us) for name, us in commands if name in ("SCAN", "MGET", "HGETALL")]
         await redis.call("SLOWLOG", "RESET")
-        await redis.call("KEYS", "tb:computer:*")  # the ancestor's way, for comparison only
+        await redis.call("KEYS", keys.HEARTBEAT_PATTERN)  # the ancestor's way, for comparison only
         keys_log = await redis.call("SLOWLOG", "GET", 10)
         keys_us = max(int(e[2]) for e in keys_log if str(e[3][0]).upper() == "KEYS")
         await redis.call("CONFIG", "SET", "slowlog-log-slower-than", 10000)
@@ -253,16 +253,18 @@ def _measure(pairs: dict[str, dict[str, str]], quick: bool) -> dict[str, Any]:
 def _signing_cost(entry_bytes: int = 4096, n: int = 2000) -> dict[str, Any]:
     """CPU per relay entry of signing (the owner) and verifying (each reader), in µs: the part of
     the relay's cost that the secret adds, free of the machine's load on the rest."""
+    from trio_bridge.mesh import keys
     from trio_bridge.mesh._seal import Signer
-    from trio_bridge.mesh.computers import open_relay_entry
+    from trio_bridge.mesh.relay import open_relay_entry
 
     signer = Signer(_SECRET)
+    relay_key = keys.relay("beta", "s")
     data = base64.b64encode(os.urandom(entry_bytes)).decode()
     started = time.perf_counter()
     for offset in range(n):
-        signer.seal("output", "beta", "tb:out:beta:s", str(offset), data)
+        signer.seal("output", "beta", relay_key, str(offset), data)
     seal_us = (time.perf_counter() - started) / n * 1e6
-    sent_at, sig = signer.seal("output", "beta", "tb:out:beta:s", "0", data)
+    sent_at, sig = signer.seal("output", "beta", relay_key, "0", data)
     fields = {"offset": "0", "data": data, "time": sent_at, "sig": sig}
     started = time.perf_counter()
     for _ in range(n):

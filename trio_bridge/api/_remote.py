@@ -185,10 +185,6 @@ def _get(path: str, **query: object) -> dict[str, Any]:
     return {"method": "GET", "path": path, "query": {k: str(v) for k, v in query.items()}}
 
 
-def _post(path: str, **query: object) -> dict[str, Any]:
-    return {"method": "POST", "path": path, "query": {k: str(v) for k, v in query.items()}}
-
-
 async def events_remote(context: ApiContext, computer: str) -> Response:
     """``GET /v1/events?computer=NAME`` (``*``: every computer): lifecycle events from the
     computers' event streams (``tb:events:<computer>``), from now on."""

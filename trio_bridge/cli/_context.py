@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ._connect import CommandClient
     from ._table import Command
 
-__all__ = ["Invocation", "after_dashes", "dispatch", "resolve"]
+__all__ = ["Invocation", "after_dashes", "dispatch"]
 
 
 class Invocation:
