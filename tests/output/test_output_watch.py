@@ -107,6 +107,21 @@ async def test_advance_counts_and_trims_in_one_place(tmp_path: Path) -> None:
     assert await OutputFeed(log).advance(keep=200) == 510
 
 
+async def test_an_end_at_a_segments_edge_trims_once_the_next_one_begins(tmp_path: Path) -> None:
+    """Measured just as a segment is full (the next one's file not made yet), the log cannot be
+    trimmed to it: the trim comes with the next segment's first bytes. (It used to come at the
+    edge, keep the full segment, and never again: a CI run's session ended with one segment too
+    many, its log starting 1 MiB early.)"""
+    log = SegmentLog(tmp_path, segment_size=100)
+    feed = OutputFeed(log)
+    with trio.fail_after(5):
+        (tmp_path / "seg.00000000").write_bytes(b"a" * 100)
+        assert await feed.advance(keep=100) == 100
+        (tmp_path / "seg.00000001").write_bytes(b"b" * 10)
+        assert await feed.advance(keep=100) == 10
+    assert (log.first_offset(), log.end_offset()) == (100, 110)
+
+
 async def test_a_cancelled_advance_leaves_its_growth_to_the_next(tmp_path: Path) -> None:
     """A watcher cancelled mid-trim (its session ended): the growth is counted by the next
     advance (the end's), not lost."""

@@ -91,7 +91,10 @@ class OutputFeed:
         if grown <= 0:
             return 0
         self._wake()  # (readers read the files: they need nothing more from here)
-        if end // self.log.segment_size > self.end // self.log.segment_size:
+        # A segment was begun (its last byte is in a newer segment than before): trim. Not when
+        # the end only reached a segment's edge: the next segment's file does not exist yet,
+        # and a trim then keeps the full one, which the bytes after it never trim again.
+        if (end - 1) // self.log.segment_size > (self.end - 1) // self.log.segment_size:
             # Before the new end is recorded: cancelled here (the session ended), the next
             # advance counts these bytes (and trims) again; after it, nothing can cancel
             # until the growth is returned, so it is counted exactly once.
