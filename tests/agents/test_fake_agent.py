@@ -33,6 +33,13 @@ def wait_for(probe: Callable[[], T], what: str, timeout: float = 10) -> T:
         time.sleep(0.05)
 
 
+def complete_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of ``path`` that are whole: a writer may be half-way through the last one."""
+    text = path.read_text() if path.exists() else ""
+    # (a 100 KB payload lands in several writes; only a newline says a line is done)
+    return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
+
+
 class Pane:
     """A private tmux server running one fake agent, and the file its hooks append to."""
 
@@ -104,15 +111,13 @@ class Pane:
 
     def hooks(self, event: str | None = None) -> list[dict[str, Any]]:
         """The logged hook payloads (of ``event``)."""
-        if not self.log.exists():
-            return []
-        payloads = [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+        payloads = complete_lines(self.log)
         return [p for p in payloads if event is None or p.get("hook_event_name", p.get("type")) == event]
 
     def transcript(self) -> list[dict[str, Any]]:
         """The agent's transcript events (its one session under ``$HOME``)."""
         files = list((self.home / ".fake-agent").glob("*.jsonl"))
-        return [json.loads(line) for f in files for line in f.read_text().splitlines()]
+        return [event for f in files for event in complete_lines(f)]
 
     def dropped(self, reason: str) -> int:
         """How many Enters the agent dropped for ``reason``."""
