@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -47,6 +47,7 @@ __all__ = [
     "SseEvent",
     "async_client",
     "client_target",
+    "feed_stdin",
     "import_without",
     "iter_sse",
 ]
@@ -198,14 +199,16 @@ class Client:
         args: Sequence[str] = (),
         resume: str | None = None,
         name: str | None = None,
+        stdin: str | None = None,
     ) -> dict[str, Any]:
         """Start a session: ``command``, ``shell``, an ``agent`` (with ``model``, a ``prompt``
-        at start, extra ``args``), or the resumed conversation of session ``resume``."""
+        at start, extra ``args``), or the resumed conversation of session ``resume``;
+        ``stdin="pipe"``: its command reads what :meth:`feed_stdin` sends, not its terminal."""
         body: dict[str, Any] = {"env": dict(env or {})}
         optional = {
             "command": list(command) if command is not None else None, "shell": shell, "cwd": cwd,
             "title": title, "width": width, "height": height, "agent": agent, "model": model,
-            "prompt": prompt, "args": list(args) or None, "resume": resume, "name": name,
+            "prompt": prompt, "args": list(args) or None, "resume": resume, "name": name, "stdin": stdin,
         }  # fmt: skip
         body.update({k: v for k, v in optional.items() if v is not None})
         return dict(self.request("POST", "/sessions", json=body).json())
@@ -222,6 +225,19 @@ class Client:
     def remove(self, session_id: str) -> None:
         """Remove an ended session (ApiError 409 ``session_running`` for a running one)."""
         self.request("DELETE", f"/sessions/{_id(session_id)}/record")
+
+    def feed_stdin(self, session_id: str, data: bytes | Iterable[bytes]) -> dict[str, Any]:
+        """Stream ``data`` (bytes, or chunks as they come: chunked, read only as fast as the
+        command reads) into the stdin pipe of a session created with ``stdin="pipe"``; its end
+        is the command's EOF. Returns ``{"delivered": N, "eof": bool}`` once the pipe is closed
+        (ApiError 409 ``no_stdin_pipe``, ``stdin_busy``, ``stdin_closed``)."""
+        return dict(
+            self.request(
+                "PUT", f"/sessions/{_id(session_id)}/stdin", content=data,
+                headers={"Content-Type": "application/octet-stream"},
+                timeout=httpx.Timeout(None, connect=5.0),
+            ).json()
+        )  # fmt: skip
 
     def send_text(self, session_id: str, text: str, *, enter: bool = False) -> None:
         self.request("POST", f"/sessions/{_id(session_id)}/input", json={"text": text, "enter": enter})
@@ -353,6 +369,24 @@ def iter_sse(lines: Iterator[str]) -> Iterator[SseEvent]:
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
         fields[name] = f"{fields[name]}\n{value}" if name == "data" and name in fields else value
+
+
+async def feed_stdin(
+    http: httpx.AsyncClient, session_id: str, chunks: AsyncIterable[bytes]
+) -> dict[str, Any]:
+    """:meth:`Client.feed_stdin` for Trio code (``http``: an :func:`async_client`): the next
+    chunk is asked of ``chunks`` only once the last one is sent.
+
+    Raises:
+        ApiError: the daemon refused; httpx.TransportError: the connection dropped (the daemon
+        then closes the pipe: the command's EOF).
+    """
+    response = await http.put(
+        f"{PREFIX}/sessions/{_id(session_id)}/stdin", content=chunks,
+        headers={"Content-Type": "application/octet-stream"}, timeout=httpx.Timeout(None, connect=5.0),
+    )  # fmt: skip
+    _raise_for(response)
+    return dict(response.json())
 
 
 def async_client(socket_path: Path, url: str | None = None, token: str | None = None) -> httpx.AsyncClient:

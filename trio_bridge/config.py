@@ -59,6 +59,9 @@ class Timeouts:
     kill_grace: float = 1.0
     #: a long-lived child (control client) gets this long to exit after stdin closes
     control_close: float = 2.0
+    #: a session started with a stdin pipe waits this long for its feeder (``PUT .../stdin``)
+    #: before the daemon closes the pipe: the command's EOF
+    stdin_attach: float = 10.0
 
 
 DEFAULT_TIMEOUTS = Timeouts()
@@ -426,6 +429,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("timeouts.tmux_load_buffer", _seconds, "seconds loading text into a tmux buffer may take"),
     Setting("timeouts.kill_grace", _seconds, "seconds between SIGTERM and SIGKILL"),
     Setting("timeouts.control_close", _seconds, "seconds a control client gets to exit"),
+    Setting("timeouts.stdin_attach", _seconds, "seconds a session's stdin pipe waits for its feeder"),
     Setting("log_format", _log_format, "daemon log format: text or json"),
     Setting("shutdown_timeout", _seconds, "seconds the daemon's graceful shutdown may take"),
     Setting("retention_count", _count, "ended sessions kept, newest first"),

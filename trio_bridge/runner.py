@@ -113,6 +113,7 @@ async def run_session(
     width: int = 80,
     height: int = 24,
     started: Callable[[str], object] | None = None,
+    stdin: Path | None = None,
 ) -> RunResult:
     """Run ``argv`` as a managed tmux session and stream its output to ``write``.
 
@@ -121,6 +122,8 @@ async def run_session(
     session's output into (copied to ``write``); the exit-status file that
     the session's start wrapper writes.
     ``started`` is called with the tmux session's name once the command runs.
+    ``stdin``: a FIFO the command reads as its stdin (the caller writes it), else the pane's
+    terminal.
     The output comes from ``pipe-pane`` rather than a control-mode client
     because tmux 3.3a loses a fresh pane's output on control clients under
     concurrency (see docs/decisions.md); tmux drains a pane into its pipe.
@@ -149,6 +152,7 @@ async def run_session(
         session_id=session_id,
         # tmux's own pipe: tmux drains the pane into it before it marks the pane dead
         pipe_command=f"exec cat > {shlex.quote(str(fifo))}",
+        stdin_path=stdin,
     )
     ended = False
     try:

@@ -19,6 +19,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..process import SubprocessTimeoutError
+from ..sessions.errors import NoStdinPipeError, StdinBusyError, StdinClosedError
 from ..sessions.manager import (
     NotAnAgentError,
     PromptBoxNotEmptyError,
@@ -44,6 +45,9 @@ _REFUSALS: tuple[tuple[type[Exception], int, str], ...] = (
     (PromptNotConfirmedError, 409, "prompt_not_confirmed"),
     (PromptBoxNotEmptyError, 409, "prompt_box_not_empty"),
     (SessionEndedError, 409, "session_ended"),
+    (NoStdinPipeError, 409, "no_stdin_pipe"),
+    (StdinBusyError, 409, "stdin_busy"),
+    (StdinClosedError, 409, "stdin_closed"),
     (NameTakenError, 409, "name_taken"),
     (InvalidTextError, 422, "invalid_text"),
     (InvalidKeyError, 422, "unknown_key"),

@@ -8,7 +8,7 @@ HTTP boundary.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -20,7 +20,7 @@ __all__ = [
     "AgentOut", "ComputerList", "ComputerOut", "HookBody",
     "CreateSession", "Error", "ErrorBody", "EventOut", "Health", "InputBody", "KeysBody",
     "ListQuery", "OutputQuery", "PromptBody", "RelayQuery", "Screen", "ScreenQuery", "SessionList",
-    "SessionOut",
+    "SessionOut", "StdinOut",
     "StreamQuery", "Version",
     "WaitQuery", "WaitResult", "session_out",
 ]  # fmt: skip
@@ -98,6 +98,10 @@ class CreateSession(_Body):
         Annotated[str, msgspec.Meta(min_length=1, max_length=100, extra_json_schema={"pattern": _PLAIN})]
         | None
     ) = None
+    #: what the command reads as stdin: its ``terminal`` (what ``input``/``keys`` type into), or
+    #: a ``pipe`` fed once by ``PUT /v1/sessions/{id}/stdin`` (byte for byte; the body's end is
+    #: the command's EOF, as is no feeder within ``timeouts.stdin_attach``); not for agents
+    stdin: Literal["terminal", "pipe"] = "terminal"
 
 
 class InputBody(_Body):
@@ -219,6 +223,16 @@ def session_out(record: SessionRecord, computer: str = "") -> SessionOut:
         agent_state=record.agent_state, native_id=record.native_id, transcript_path=record.transcript_path,
         name=record.name,
     )  # fmt: skip
+
+
+class StdinOut(msgspec.Struct):
+    """How a feed of a session's stdin pipe ended."""
+
+    #: bytes of the body written into the pipe
+    delivered: int
+    #: the body's end was the command's end of input; false: the pipe was closed first (the
+    #: session ended, or the daemon stops), and the rest of the body was not read
+    eof: bool
 
 
 class SessionList(msgspec.Struct):

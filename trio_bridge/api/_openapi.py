@@ -1,8 +1,8 @@
 """The OpenAPI document: quart-schema's, plus what it cannot say by itself.
 
-quart-schema documents JSON bodies from the routes' models. This adds the non-JSON responses
-(raw bytes, Server-Sent Events, Prometheus text, 204s), the error body every operation may
-answer with, and the bearer-token scheme.
+quart-schema documents JSON bodies from the routes' models. This adds the non-JSON bodies (a raw
+request body; raw bytes, Server-Sent Events, Prometheus text, 204s as responses), the error
+body every operation may answer with, and the bearer-token scheme.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from werkzeug.routing import Rule
 from . import _models
 from ._models import Error
 
-__all__ = ["Provider", "raw_response"]
+__all__ = ["Provider", "raw_request", "raw_response"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _ATTRIBUTE = "_trio_bridge_raw_response"
+_REQUEST_ATTRIBUTE = "_trio_bridge_raw_request"
 
 
 def raw_response(
@@ -31,6 +32,16 @@ def raw_response(
 
     def decorate(func: F) -> F:
         setattr(func, _ATTRIBUTE, (status, content_type, description, tuple(events)))
+        return func
+
+    return decorate
+
+
+def raw_request(content_type: str, description: str) -> Callable[[F], F]:
+    """Document a request body that is not a JSON model (it may be empty)."""
+
+    def decorate(func: F) -> F:
+        setattr(func, _REQUEST_ATTRIBUTE, (content_type, description))
         return func
 
     return decorate
@@ -72,6 +83,7 @@ class Provider(OpenAPIProvider):
     def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
         paths, components = super().build_paths(rule)
         raw = getattr(self._app.view_functions[rule.endpoint], _ATTRIBUTE, None)
+        raw_body = getattr(self._app.view_functions[rule.endpoint], _REQUEST_ATTRIBUTE, None)
         (_, error_components) = msgspec.json.schema_components(
             [Error], ref_template="#/components/schemas/{name}"
         )
@@ -92,6 +104,12 @@ class Provider(OpenAPIProvider):
                 if "requestBody" in operation:
                     # a missing body is refused (422) like any other that is not the model
                     operation["requestBody"]["required"] = True
+                if raw_body is not None:
+                    content_type, description = raw_body
+                    operation["requestBody"] = {
+                        "description": description,
+                        "content": {content_type: {"schema": _SCHEMAS[content_type]}},
+                    }
                 for parameter in operation.get("parameters", []):
                     if parameter.get("in") == "query":
                         parameter["schema"] = _not_null(parameter["schema"])

@@ -7,7 +7,8 @@ server stops: see :class:`ApiContext`.
 
 This module assembles the application; the pieces live one floor down: ``_context`` (what the
 routes share, :class:`ApiError`), ``_admission`` (access checks), ``_errors`` (error bodies),
-``_http`` (request checks), ``_sse`` and ``_websocket`` (streams), ``routes/`` (one module per
+``_http`` (request checks), ``_streaming`` (request bodies read as they come), ``_sse`` and
+``_websocket`` (streams), ``routes/`` (one module per
 resource) and ``_remote`` (``?computer=``, forwarded through the mesh).
 """
 
@@ -23,6 +24,7 @@ from ._context import API_VERSION, ApiContext, ApiError
 from ._errors import register_errors
 from ._http import MAX_JSON_DEPTH, JsonProvider
 from ._openapi import Provider
+from ._streaming import StreamingConnection
 from .routes import register_routes
 from .routes.sessions import MAX_ENV_STRING
 
@@ -32,6 +34,8 @@ __all__ = ["API_VERSION", "MAX_ENV_STRING", "MAX_JSON_DEPTH", "ApiContext", "Api
 def create_app(context: ApiContext) -> QuartTrio:
     """The application. Serve it with :func:`trio_bridge.api.serve_api`."""
     app = QuartTrio("trio_bridge.api")
+    # a streamed body (a session's stdin) is read as the route takes it, not all at once
+    app.asgi_http_class = StreamingConnection
     # werkzeug would answer "/v1/sessions//screen" with a 308 to "/v1/sessions/screen": another
     # resource (the session named "screen"). An empty path segment is a 404 instead.
     app.url_map.merge_slashes = False

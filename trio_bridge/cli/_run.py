@@ -29,6 +29,9 @@ _DAEMON_SIDE = ("tmux_socket", "tmux_binary")
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
+#: seconds after our stdin's connection dropped within which a session that ends explains it
+_ENDED_WITHIN = 2.0
+
 
 def run(invocation: Invocation) -> int:
     """``trio-bridge run``: CMD (or with ``--agent``/``--resume`` an agent) as a session; returns
@@ -67,13 +70,13 @@ def _run_command(invocation: Invocation, cmd: list[str]) -> int:
                       "give it to the daemon, or add --embedded")  # fmt: skip
                 return EXIT_USAGE
             body: dict[str, object] = {"command": cmd, "cwd": str(workdir), "env": env, **_terminal_size()}
-            if stdin_tty or not _daemon_is_local(settings):
+            if stdin_tty:
                 return trio.run(_run_via_daemon, settings, body, timeout, interactive)
-            from ._stdin import stdin_fifo, title_of, wrap_command
+            # the daemon's stdin pipe, fed over the API: the daemon may be on another computer
+            from ._stdin import title_of
 
-            with stdin_fifo() as fifo:
-                body.update(command=wrap_command(cmd, fifo), title=title_of(cmd))
-                return trio.run(_run_via_daemon, settings, body, timeout, False, fifo)
+            body.update(stdin="pipe", title=title_of(cmd))
+            return trio.run(_run_via_daemon, settings, body, timeout, False, True)
         if shutil.which(settings.tmux_binary) is None:
             raise StartFailed(
                 f"tmux is not installed ({settings.tmux_binary!r} not found); "
@@ -84,10 +87,10 @@ def _run_command(invocation: Invocation, cmd: list[str]) -> int:
         return exc.code
     if stdin_tty:
         return trio.run(_run, settings, cmd, workdir, env, timeout, keep, None, interactive)
-    from ._stdin import stdin_fifo, wrap_command
+    from ._stdin import stdin_fifo
 
     with stdin_fifo() as fifo:
-        return trio.run(_run, settings, wrap_command(cmd, fifo), workdir, env, timeout, keep, fifo)
+        return trio.run(_run, settings, cmd, workdir, env, timeout, keep, fifo)
 
 
 @asynccontextmanager
@@ -143,6 +146,7 @@ async def _run(
     stdout = Out()
     result = None
     failure: list[int] = []
+    size = _terminal_size()
     try:
         async with _stop_on_signals(time_limit) as stopped_by, trio.open_nursery() as nursery:
             if stdin_fifo is not None:
@@ -164,7 +168,12 @@ async def _run(
                         stopped_by.append(signal.SIGINT)  # Ctrl-]: stop, as Ctrl-C would
                         run_scope.cancel()
 
+                async def follow_size() -> None:
+                    await named.wait()
+                    await _follow_terminal_size(server, session_name[0], size)
+
                 nursery.start_soon(keyboard)
+                nursery.start_soon(follow_size)
             with trio.CancelScope() as run_scope:
                 result = await run_session(
                     server,
@@ -175,7 +184,8 @@ async def _run(
                     run_dir=settings.state_dir / "run",
                     keep=keep,
                     started=started,
-                    **_terminal_size(),
+                    stdin=stdin_fifo,
+                    **size,
                 )
             nursery.cancel_scope.cancel()
     except* BrokenPipeError:
@@ -230,6 +240,33 @@ async def _type_keys(server: object, name: str) -> bool:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+async def _follow_terminal_size(server: object, name: str, size: dict[str, int]) -> None:
+    """Resize tmux session ``name`` (made at ``size``) to this terminal's size each time it
+    changes (SIGWINCH), as ``attach`` does through the daemon's WebSocket; a failed resize (the
+    session ending; each is bounded by ``timeouts.tmux``) is dropped, the next one goes on.
+    Runs until cancelled."""
+    from ..process import SubprocessError
+    from ..tmux import TmuxError, TmuxServer
+    from ._attach import _size
+
+    assert isinstance(server, TmuxServer)
+
+    async def follow() -> None:
+        nonlocal size
+        if (new := _size(sys.stdout.fileno())) == size:
+            return
+        size = new
+        try:
+            await server.resize_window(name, size["width"], size["height"])
+        except (TmuxError, SubprocessError):
+            pass
+
+    with trio.open_signal_receiver(signal.SIGWINCH) as resized:
+        await follow()  # (a change made before the receiver was in place)
+        async for _ in resized:
+            await follow()
+
+
 def _daemon_answers(settings: Settings) -> bool:
     """Whether a daemon listens where clients look (a quick connect; no request)."""
     import socket
@@ -254,15 +291,6 @@ def _daemon_answers(settings: Settings) -> bool:
     finally:
         probe.close()
     return True
-
-
-def _daemon_is_local(settings: Settings) -> bool:
-    """Whether the daemon runs on this computer (its sessions can open a FIFO of ours)."""
-    if not settings.url:
-        return True
-    from urllib.parse import urlsplit
-
-    return urlsplit(settings.url).hostname in ("127.0.0.1", "::1", "localhost")
 
 
 def _workdir(cwd: str | None) -> Path:
@@ -326,11 +354,12 @@ async def _run_via_daemon(
     body: Mapping[str, object],
     time_limit: float | None,
     interactive: bool = False,
-    stdin_fifo: Path | None = None,
+    pipe_stdin: bool = False,
 ) -> int:
     """`run` as a daemon session: create it, stream its output over its WebSocket (resuming by
     offset if the connection drops), and on Ctrl-C/--timeout kill it. Same exit codes.
-    ``interactive``: attach this terminal to it instead (Ctrl-] detaches; it goes on)."""
+    ``interactive``: attach this terminal to it instead (Ctrl-] detaches; it goes on).
+    ``pipe_stdin``: the session was asked for a stdin pipe (``body``): our stdin goes to it."""
     from ..client import async_client
     from ._resume import DaemonLostError, Reconnect
     from ._text import StdoutClosedError
@@ -390,10 +419,8 @@ async def _run_via_daemon(
 
         try:
             async with _stop_on_signals(time_limit) as stopped_by, trio.open_nursery() as feeder:
-                if stdin_fifo is not None:
-                    from ._stdin import feed_stdin
-
-                    feeder.start_soon(feed_stdin, stdin_fifo)
+                if pipe_stdin:
+                    feeder.start_soon(_send_stdin, http, session_id)
                 await _follow_output()
                 feeder.cancel_scope.cancel()
         except* StdoutClosedError:
@@ -414,6 +441,36 @@ async def _run_via_daemon(
         error(f"the session ended without an exit status ({final.get('state')})")
         return EXIT_START_FAILED
     return exit_status(final)
+
+
+async def _send_stdin(http: object, session_id: str) -> None:
+    """Our stdin to the session's stdin pipe, as the command reads it; our stdin's end is the
+    command's EOF. A refusal is said on stderr. A dropped connection ends the command's stdin
+    there (the daemon closes the pipe); it is said too unless the session ended meanwhile (then
+    the daemon closed the connection: the command no longer reads)."""
+    import httpx
+
+    from ..client import ApiError, feed_stdin
+    from ._stdin import stdin_chunks
+
+    assert isinstance(http, httpx.AsyncClient)
+    try:
+        await feed_stdin(http, session_id, stdin_chunks())
+    except ApiError as exc:
+        error(f"stdin: {exc.message}")
+    except httpx.TransportError as exc:
+        with trio.move_on_after(_ENDED_WITHIN):
+            try:
+                response = await http.get(
+                    f"/v1/sessions/{session_id}/wait", params={"timeout": _ENDED_WITHIN}
+                )
+                if response.status_code == 200 and response.json()["ended"]:
+                    return
+            except (httpx.TransportError, ValueError, KeyError):
+                pass
+        error(
+            f"stdin: the connection to the daemon dropped ({_reason(exc)}): the command's input ended there"
+        )
 
 
 def _reason(exc: BaseException) -> str:

@@ -2,10 +2,12 @@
 
 As ``docker run -i`` (without ``-t``) or ``ssh host cmd < file``: the command's stdin is a
 pipe carrying our stdin byte for byte, and our stdin's end is its end (EOF); its stdout and
-stderr stay the session's terminal (that is what the session records). The FIFO lives in a
-private directory (0700) of this process; the command opens it through a one-line ``sh``
-wrapper (``exec "$@" <FIFO``), so it needs a session on this computer (embedded, or a daemon
-reached over its unix socket or loopback).
+stderr stay the session's terminal (that is what the session records).
+
+Embedded, the FIFO lives in a private directory (0700) of this process and the session's start
+script opens it (``SessionSpec.stdin_path``). Through a daemon (on this computer or not) the
+daemon makes the FIFO and this process streams our stdin to it over the API
+(:func:`stdin_chunks`, ``PUT /v1/sessions/{id}/stdin``).
 """
 
 from __future__ import annotations
@@ -15,15 +17,14 @@ import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import trio
 
-#: ``sh -c`` script: $0 is the FIFO, "$@" the command (never parsed by the shell)
-_WRAPPER = 'exec "$@" <"$0"'
 _POLL = 0.02
+_CHUNK = 65536
 
 
 @contextmanager
@@ -38,14 +39,22 @@ def stdin_fifo() -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def wrap_command(cmd: list[str], fifo: Path) -> list[str]:
-    """``cmd`` run with its stdin read from ``fifo``."""
-    return ["/bin/sh", "-c", _WRAPPER, str(fifo), *cmd]
-
-
 def title_of(cmd: list[str]) -> str:
-    """What ``ls`` shows for a wrapped command: the command itself."""
+    """What ``ls`` shows for a run whose stdin is piped: the command, as a shell would quote it."""
     return shlex.join(cmd)[:200]
+
+
+async def stdin_chunks(stdin_fd: int = 0) -> AsyncIterator[bytes]:
+    """``stdin_fd`` read to its end, one chunk at a time, as it comes (a request body).
+
+    Read in a thread: stdin may be a regular file (no epoll) or a blocking pipe shared with
+    others. Nothing is read ahead: the next read starts when the caller asks for the next chunk.
+    """
+    while True:
+        data = await trio.to_thread.run_sync(os.read, stdin_fd, _CHUNK, abandon_on_cancel=True)
+        if not data:
+            return
+        yield data
 
 
 async def feed_stdin(fifo: Path, stdin_fd: int = 0) -> None:
@@ -64,11 +73,7 @@ async def feed_stdin(fifo: Path, stdin_fd: int = 0) -> None:
         await trio.sleep(_POLL)
     stream = trio.lowlevel.FdStream(fd)
     try:
-        while True:
-            # a thread: stdin may be a regular file (no epoll) or a blocking pipe shared with others
-            data = await trio.to_thread.run_sync(os.read, stdin_fd, 65536, abandon_on_cancel=True)
-            if not data:
-                return
+        async for data in stdin_chunks(stdin_fd):
             await stream.send_all(data)
     except (BrokenPipeError, trio.BrokenResourceError):
         return

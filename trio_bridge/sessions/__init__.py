@@ -1,6 +1,7 @@
 """Sessions: the manager that starts, watches and re-adopts them, agent tracking, events,
 and the store of their records (the daemon's memory of every session it started)."""
 
+from ._stdin import StdinFed, StdinPipe
 from .manager import EventKind, SessionEndedError, SessionEvent, SessionManager, UnknownSessionError
 from .store import SessionRecord, SessionState, SessionStore, open_session_store
 from .tuning import SessionTuning
@@ -14,6 +15,8 @@ __all__ = [
     "SessionState",
     "SessionStore",
     "SessionTuning",
+    "StdinFed",
+    "StdinPipe",
     "UnknownSessionError",
     "open_session_store",
 ]

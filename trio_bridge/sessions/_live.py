@@ -10,6 +10,7 @@ import trio
 
 from ..agents import AgentTracker
 from ..output import OutputFeed
+from ._stdin import StdinPipe
 
 __all__ = ["LiveSession", "Pulse", "first", "quiet", "set_after"]
 
@@ -67,6 +68,9 @@ class LiveSession:
     agent_pulse: Pulse = attrs.Factory(Pulse)
     #: one prompt submission at a time (pastes would interleave)
     prompt_lock: trio.Lock = attrs.Factory(trio.Lock)
+    #: its stdin pipe, for a session started with one by this process (closed, not removed,
+    #: once its command got EOF; closed when the record is dropped)
+    stdin: StdinPipe | None = None
 
     def end_recorded(self) -> None:
         """Its end is recorded: wake every wait for it."""

@@ -15,6 +15,7 @@ import trio
 from ..agents import AgentState, launch
 from ..tmux import SessionSpec
 from ._files import pipe_command
+from ._stdin import make_fifo
 from .agents import AgentStart, agent_title
 from .store import SessionRecord, SessionState
 
@@ -47,16 +48,27 @@ async def prepare_start(
     name: str | None,
     segment_size: int,
     cleanup_within: float,
+    stdin_pipe: bool = False,
 ) -> Prepared:
-    """Make the session's directory (named by its id) and, for an agent, launch files; build
-    its spec and record. What fails removes the directory again (within ``cleanup_within``
-    seconds, shielded: no record would name it, and retention would never remove it).
+    """Make the session's directory (named by its id) and, for an agent, launch files; with
+    ``stdin_pipe``, the FIFO its command reads as stdin (:mod:`._stdin`); build its spec and
+    record (whose command is ``argv`` as given: the FIFO is the start script's business). What
+    fails removes the directory again (within ``cleanup_within`` seconds, shielded: no record
+    would name it, and retention would never remove it).
 
     Raises:
         OSError (a full disk); ValueError (a bad spec); what the agent's launch raises.
     """
     session_id = directory.name
     await trio.Path(directory / "log").mkdir(parents=True)
+    stdin_path = None
+    if stdin_pipe:
+        try:
+            stdin_path = make_fifo(directory)
+        except BaseException:
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + cleanup_within):
+                await trio.to_thread.run_sync(shutil.rmtree, directory, True)
+            raise
     unset_env: tuple[str, ...] = ()
     if agent is not None:
         try:
@@ -81,7 +93,7 @@ async def prepare_start(
     first_turn = agent is not None and agent.prompt is not None and not agent.profile.start_hook
     spec = SessionSpec(
         argv, cwd, directory / "exit", env or {}, width=width, height=height, session_id=session_id,
-        pipe_command=pipe_command(directory, segment_size), unset_env=unset_env,
+        pipe_command=pipe_command(directory, segment_size), unset_env=unset_env, stdin_path=stdin_path,
     )  # fmt: skip
     record = SessionRecord(
         id=session_id, title=title or " ".join(argv), command=tuple(argv), cwd=str(cwd),

@@ -5,8 +5,9 @@ from __future__ import annotations
 from .store import SessionRecord
 
 __all__ = [
-    "HubHungError", "HubLostError", "NotAnAgentError", "PromptBoxNotEmptyError", "PromptNotConfirmedError",
-    "PromptQueuedError", "SessionEndedError", "UnknownAgentError", "UnknownSessionError",
+    "HubHungError", "HubLostError", "NoStdinPipeError", "NotAnAgentError", "PromptBoxNotEmptyError",
+    "PromptNotConfirmedError", "PromptQueuedError", "SessionEndedError", "StdinBusyError",
+    "StdinClosedError", "UnknownAgentError", "UnknownSessionError",
 ]  # fmt: skip
 
 
@@ -59,3 +60,17 @@ class SessionEndedError(RuntimeError):
     def __init__(self, record: SessionRecord) -> None:
         self.record = record
         super().__init__(f"session {record.id} has ended ({record.state})")
+
+
+class NoStdinPipeError(RuntimeError):
+    """The session was not started with a stdin pipe (its command reads its terminal), or
+    not by this daemon process (a pipe does not survive a restart)."""
+
+
+class StdinBusyError(RuntimeError):
+    """The session's stdin pipe has a feeder already (one at a time, one in all)."""
+
+
+class StdinClosedError(RuntimeError):
+    """The session's stdin pipe is closed: its command got EOF (a feeder came and went, or
+    none came within ``timeouts.stdin_attach``)."""

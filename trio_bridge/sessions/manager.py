@@ -44,10 +44,12 @@ from ._files import ended_record, pipe_writer, without_dead_banner
 from ._hub import HUB, Hub, pane_cursor, pane_screen, resize_pane, send_pane_bytes, send_pane_keys
 from ._live import LiveSession, first
 from ._start import prepare_start
+from ._stdin import StdinPipe
 from .agents import AgentStart, AgentTracking
 from .errors import (
     HubHungError,
     HubLostError,
+    NoStdinPipeError,
     NotAnAgentError,
     PromptBoxNotEmptyError,
     PromptNotConfirmedError,
@@ -124,7 +126,9 @@ class SessionManager:
 
     def _drop(self, session_id: str) -> None:
         """Forget the session's in-memory record (the one place): it was removed, or never ran."""
-        self._sessions.pop(session_id, None)
+        live = self._sessions.pop(session_id, None)
+        if live is not None and live.stdin is not None:
+            live.stdin.close()
 
     # -- running --------------------------------------------------------------
 
@@ -364,6 +368,19 @@ class SessionManager:
                 raise
             raise SessionEndedError(record) from None
 
+    async def stdin_pipe(self, session_id: str) -> StdinPipe:
+        """The running session's stdin pipe, for its feeder (:meth:`StdinPipe.feed`).
+
+        Raises:
+            UnknownSessionError, SessionEndedError; NoStdinPipeError: it was not started with
+            one (or not by this process: a pipe does not outlive the daemon).
+        """
+        await self._live(session_id)
+        live = self._sessions.get(session_id)
+        if live is None or live.stdin is None:
+            raise NoStdinPipeError(f"session {session_id} reads its terminal, not a stdin pipe")
+        return live.stdin
+
     async def send_bytes(self, session_id: str, data: bytes) -> None:
         """Write raw bytes to the session's terminal, as typed keys (an attached terminal's
         input: control characters and escape sequences included), through the hub's client."""
@@ -398,9 +415,12 @@ class SessionManager:
         origin: str = "local",
         agent: AgentStart | None = None,
         name: str | None = None,
+        stdin_pipe: bool = False,
     ) -> SessionRecord:
         """Start a new session and return its record (state ``running``); ``name``: one it is
-        addressed by too (NameTakenError if another session has it).
+        addressed by too (NameTakenError if another session has it); ``stdin_pipe``: its
+        command reads a FIFO as stdin, fed through :meth:`stdin_pipe` (see :mod:`._stdin`),
+        instead of its terminal.
 
         With ``agent``, ``argv`` is ignored: the session runs the profile's agent, with its
         hooks configured in the session's own directory (see :func:`trio_bridge.agents.launch`),
@@ -418,11 +438,13 @@ class SessionManager:
         prepared = await prepare_start(
             self._session_dir(new_session_id()), argv, cwd=cwd, env=env, title=title, width=width,
             height=height, origin=origin, agent=agent, name=name, segment_size=self.segment_size,
-            cleanup_within=self.server.timeouts.tmux,
+            cleanup_within=self.server.timeouts.tmux, stdin_pipe=stdin_pipe,
         )  # fmt: skip
         spec, record, directory = prepared.spec, prepared.record, prepared.directory
         session_id = record.id
         try:
+            if spec.stdin_path is not None:
+                self.live_session(session_id).stdin = StdinPipe(spec.stdin_path)
             await self.store.add(record)
             if agent is not None:
                 self._agents.started(record, agent, first_turn=prepared.first_turn)
@@ -551,6 +573,9 @@ class SessionManager:
                 live.pane_id = pane_id
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._announce, record.id, feed, changes)
+                    if live.stdin is not None and not live.stdin.closed:
+                        # closed at the latest when the session ends (this nursery's end)
+                        nursery.start_soon(live.stdin.serve, self.server.timeouts.stdin_attach, record.id)
                     if spec is not None:
                         await self.server.release(spec)
                     task_status.started()
@@ -644,6 +669,10 @@ class SessionManager:
             if await self.server.pane_dead(record.tmux_name):
                 self._nursery.start_soon(self._finish, record, self._watch_feed(record.id))
                 continue
+            if known is None or known.stdin is None:
+                # a pipe of an earlier daemon process: its command must not wait for a writer
+                # forever (it may not have opened it yet)
+                self.live_session(record.id).stdin = StdinPipe.adopt(directory)
             running = attrs.evolve(record, state=SessionState.RUNNING)
             if record.state is SessionState.STARTING:
                 # Crashed between creating and releasing it: let it start now.

@@ -243,6 +243,7 @@ class TmuxServer:
         """
         q = shlex.quote
         has_env = bool(_env_file_text(spec.env))
+        stdin = "" if spec.stdin_path is None else f" <{q(str(spec.stdin_path))}"
         lines = [
             # Not HUP: when the session is killed the wrapper must die of the hang-up,
             # so that the kernel hangs up the command too (tmux's usual semantics).
@@ -265,7 +266,8 @@ class TmuxServer:
             # The command runs in a subshell that restores stderr and execs it;
             # the wrapper itself waits with stderr on /dev/null, so the shell's
             # own "Killed"/"Terminated" notice never reaches the output.
-            f"{{ (exec 2>&3 3>&-; exec {shlex.join(spec.argv)}); tb_status=$?; }} 3>&2 2>/dev/null",
+            # (stdin from a FIFO when asked: the shell's open waits for its writer)
+            f"{{ (exec 2>&3 3>&-{stdin}; exec {shlex.join(spec.argv)}); tb_status=$?; }} 3>&2 2>/dev/null",
             f'printf "%d\\n" "$tb_status" > {q(str(spec.status_path))}',
             # Let go of the terminal, and exit only once tmux has read it to its end (the pane
             # is dead). tmux ends a pane when its process exits and the pty *looks* empty; the
@@ -523,6 +525,17 @@ class TmuxServer:
         checked = check_keys(tuple(keys))
         if checked:
             await self._run_on_session(name, "send-keys", "-t", f"={name}:", *checked)
+
+    async def resize_window(self, name: str, width: int, height: int) -> None:
+        """Resize session ``name``'s window to ``width`` x ``height`` (each 2..1000: an
+        attached terminal's new size; the daemon resizes through its hub's client instead).
+        Raises SessionNotFoundError."""
+        _protocol.check_session_name(name)
+        if not (2 <= width <= 1000 and 2 <= height <= 1000):
+            raise ValueError(f"a window size is 2..1000 each, not {width}x{height}")
+        await self._run_on_session(
+            name, "resize-window", "-t", f"={name}:", "-x", str(width), "-y", str(height)
+        )
 
     async def kill_session(self, name: str, *, missing_ok: bool = False) -> None:
         """Destroy the session (tmux hangs up its processes)."""

@@ -89,6 +89,9 @@ class SessionSpec:
     #: variables of the tmux server's environment the command does not inherit (``env`` is
     #: applied after: what it sets stays)
     unset_env: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple)
+    #: a FIFO the command reads as its stdin instead of the pane's terminal (its stdout and
+    #: stderr stay the terminal); None: the terminal
+    stdin_path: Path | None = None
 
     @argv.validator
     def _check_argv(self, _attribute: object, value: tuple[str, ...]) -> None:

@@ -6,12 +6,12 @@ from __future__ import annotations
 from quart_trio import QuartTrio
 
 from .._context import ApiContext
-from . import agents, input, mesh, output, service, sessions, streams
+from . import agents, input, mesh, output, service, sessions, stdin, streams
 
 __all__ = ["register_routes"]
 
 
 def register_routes(app: QuartTrio, context: ApiContext) -> None:
     """Add every route of the API to ``app``."""
-    for module in (service, sessions, input, agents, output, streams, mesh):
+    for module in (service, sessions, input, stdin, agents, output, streams, mesh):
         module.register(app, context)

@@ -19,6 +19,7 @@ from .._context import API_VERSION, ApiContext, ApiError, json_response
 from .._http import is_offset
 from .._models import ComputerList, ComputerOut, RelayQuery, session_out
 from .._openapi import raw_response
+from .._streaming import is_streamed
 from .sessions import parse_states
 
 __all__ = ["register"]
@@ -47,6 +48,9 @@ def register(app: QuartTrio, context: ApiContext) -> None:
             if computer == "*":
                 return None
             raise ApiError(404, "unknown_computer", f"no computer {computer!r}: this daemon is not in a mesh")
+        if is_streamed(request.method, request.path):
+            # (a forwarded request carries its whole body in one message)
+            raise ApiError(422, "invalid_computer", "a session's stdin is fed on its own computer only")
         if computer == "*":
             if request.method == "GET" and request.path == f"/{API_VERSION}/sessions":
                 local = [

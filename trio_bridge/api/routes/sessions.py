@@ -76,8 +76,13 @@ def register(app: QuartTrio, context: ApiContext) -> None:
     async def create_session(data: CreateSession) -> Response:
         """Start a session; it is running when this returns. With ``agent``: an AI coding
         agent session (``command``/``shell`` not allowed), optionally resuming an earlier
-        session's conversation (``resume``)."""
+        session's conversation (``resume``). With ``"stdin": "pipe"``, its command reads what
+        ``PUT .../stdin`` sends instead of its terminal."""
         _check_create_text(data)
+        if data.stdin == "pipe" and (data.agent is not None or data.resume is not None):
+            raise ApiError(
+                422, "invalid_stdin", 'an agent reads its terminal: "stdin": "pipe" is for commands'
+            )
         agent = _agent_start(manager, data, min(context.max_input_bytes, 100 << 10))
         argv = _argv(data) if agent is None and data.resume is None else []
         cwd = Path(data.cwd) if data.cwd is not None else context.home
@@ -128,7 +133,7 @@ def register(app: QuartTrio, context: ApiContext) -> None:
         else:
             record = await manager.create(
                 argv, cwd=cwd, env=env, title=data.title, width=data.width, height=data.height,
-                origin="api", agent=agent, name=data.name,
+                origin="api", agent=agent, name=data.name, stdin_pipe=data.stdin == "pipe",
             )  # fmt: skip
         return json_response(session_out(record, context.computer_name), 201)
 
