@@ -30,13 +30,14 @@ pytestmark = pytest.mark.timeout(90)
 
 
 class Daemon:
-    """A daemon process on loopback TCP (and its unix socket), with :data:`TOKEN`."""
+    """A daemon process on loopback TCP (and its unix socket), with :data:`TOKEN`; ``host``
+    another loopback address than 127.0.0.1: a client cannot tell it from another computer's."""
 
-    def __init__(self, sandbox: Sandbox, **env: str) -> None:
+    def __init__(self, sandbox: Sandbox, host: str = "127.0.0.1", **env: str) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "trio_bridge", "daemon", "--bind", f"127.0.0.1:{self.port}"],
+            [sys.executable, "-m", "trio_bridge", "daemon", "--bind", f"{host}:{self.port}"],
             env={**sandbox.env, "TRIO_BRIDGE_TOKEN": TOKEN, **env},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
