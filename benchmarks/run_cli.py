@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -166,9 +167,9 @@ def bench_latency(lines: int) -> dict[str, Any]:
 
 
 @contextmanager
-def daemon_running(env: dict[str, str]) -> Iterator[None]:
+def daemon_running(env: dict[str, str], *args: str) -> Iterator[None]:
     """A daemon in the sandbox (so that `run` goes through it), stopped at the end."""
-    proc = subprocess.Popen([*TRIO_BRIDGE, "daemon"], env=env, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([*TRIO_BRIDGE, "daemon", *args], env=env, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     try:
         while b"ready" not in (line := proc.stderr.readline()):
@@ -239,11 +240,60 @@ def bench_stop(rounds: int) -> dict[str, Any]:
     return results
 
 
+def wall_ms_stdin(argv: list[str], env: dict[str, str], stdin: Path) -> float:
+    with stdin.open("rb") as f:
+        start = time.perf_counter()
+        subprocess.run(
+            argv, env=env, stdin=f, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        return (time.perf_counter() - start) * 1000
+
+
+def bench_stdin(rounds: int, size: int = 10 << 20) -> dict[str, Any]:
+    """`run -- wc -c < FILE` (``size`` bytes) embedded (our FIFO, fed by this process) and through
+    the daemon's API (its stdin pipe, ``PUT .../stdin``) on its unix socket and over TCP,
+    interleaved; each minus the same run with an empty stdin gives the time the bytes took."""
+    with socket.socket() as probe:  # (a free loopback port; the daemon binds it at once)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token = uuid.uuid4().hex
+    modes = {
+        "embedded (local FIFO)": ["--embedded"],
+        "daemon, unix socket (API)": [],
+        "daemon, TCP --url (API)": ["--url", f"http://127.0.0.1:{port}"],
+    }
+    data: dict[str, list[float]] = {name: [] for name in modes}
+    empty: dict[str, list[float]] = {name: [] for name in modes}
+    with sandbox() as env, tempfile.TemporaryDirectory() as tmp:
+        env["TRIO_BRIDGE_TOKEN"] = token
+        big, null = Path(tmp) / "big", Path("/dev/null")
+        big.write_bytes(os.urandom(size))
+        with daemon_running(env, "--bind", f"127.0.0.1:{port}"):
+            for mode in modes.values():
+                wall_ms_stdin([*TRIO_BRIDGE, "run", *mode, "--", "wc", "-c"], env, null)  # warm up
+            for _ in range(rounds):
+                for name, mode in modes.items():
+                    argv = [*TRIO_BRIDGE, "run", *mode, "--", "wc", "-c"]
+                    data[name].append(wall_ms_stdin(argv, env, big))
+                    empty[name].append(wall_ms_stdin(argv, env, null))
+    results: dict[str, Any] = {"size_bytes": size, "rounds": rounds, "modes": {}}
+    for name in modes:
+        transfer = statistics.median(data[name]) - statistics.median(empty[name])
+        results["modes"][name] = {
+            "wall_ms": summary(data[name]),
+            "empty_stdin_ms": summary(empty[name]),
+            "transfer_ms": round(transfer, 1),
+            "mib_per_s": round(size / (1 << 20) / (transfer / 1000), 1) if transfer > 0 else None,
+        }
+    return results
+
+
 def run(quick: bool) -> dict[str, Any]:
     return {
         "startup": bench_startup(rounds=5 if quick else 20),
         "output_latency": bench_latency(lines=50 if quick else 200),
         "stop": bench_stop(rounds=3 if quick else 10),
+        "stdin": bench_stdin(rounds=2 if quick else 5),
     }
 
 
@@ -282,4 +332,20 @@ def markdown(results: dict[str, Any]) -> str:
         f"**{stop['timeout_gap_ms']} ms** ({stop['target']}: {verdict})",
         "",
     ]
+    stdin = results["stdin"]
+    out += [
+        f"### stdin: `run -- wc -c < FILE`, {stdin['size_bytes'] >> 20} MiB, {stdin['rounds']} rounds",
+        "",
+    ]
+    out += ["| mode | wall median ms | empty stdin ms | transfer ms | MiB/s |", "|---|---|---|---|---|"]
+    for mode, m in stdin["modes"].items():
+        row = [
+            mode,
+            m["wall_ms"]["median_ms"],
+            m["empty_stdin_ms"]["median_ms"],
+            m["transfer_ms"],
+            m["mib_per_s"],
+        ]
+        out.append("| " + " | ".join(str(cell) for cell in row) + " |")
+    out.append("")
     return "\n".join(out)

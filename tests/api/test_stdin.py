@@ -243,3 +243,21 @@ def test_a_feeder_is_answered_when_the_session_ends(sandbox: Sandbox, daemon: Da
         assert head.startswith(b"HTTP/1.1 200"), response
         assert json.loads(body) == {"delivered": 10, "eof": False}
         assert b"01234" in output_of(client, session["id"])
+
+
+def test_a_daemon_stop_is_eof_and_a_restart_adopts_the_session(sandbox: Sandbox) -> None:
+    first = Daemon(sandbox, TRIO_BRIDGE_TIMEOUT_STDIN_ATTACH="60")
+    try:
+        with first.client() as client:
+            session = client.create(["sh", "-c", "cat; echo eof-seen; exec sleep 60"], stdin="pipe")
+    finally:
+        assert stop(first.proc) == 0
+    # the daemon's end of the pipe went with it: the command read its end of input
+    second = Daemon(sandbox, TRIO_BRIDGE_TIMEOUT_STDIN_ATTACH="1")
+    try:
+        with second.client() as client:
+            wait_until(lambda: b"eof-seen" in client.output(session["id"])[0])
+            assert client.get(session["id"])["state"] == "running"
+            client.kill(session["id"])
+    finally:
+        assert stop(second.proc) == 0
