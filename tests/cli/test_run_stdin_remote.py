@@ -92,3 +92,30 @@ def test_no_token_no_run(sandbox: Sandbox, daemon: Daemon) -> None:
     assert b"token" in result.stderr.lower()
     with daemon.client() as client:
         assert client.sessions() == []
+
+
+def test_a_lost_daemon_ends_the_commands_input_and_says_so(sandbox: Sandbox) -> None:
+    running = Daemon(sandbox, host="127.0.0.2")
+    env = {
+        **sandbox.env, "TRIO_BRIDGE_URL": running.url, "TRIO_BRIDGE_TOKEN": TOKEN,
+        "TRIO_BRIDGE_RECONNECT_TIMEOUT": "1",
+    }  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trio_bridge", "run", "--", "cat"],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b"before\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"before\n"
+        running.proc.kill()  # gone at once: no answer, no close of the session
+        running.proc.wait(10)
+        _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 75, stderr
+        assert b"stdin: the connection to the daemon dropped" in stderr, stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        stop(running.proc)

@@ -459,7 +459,7 @@ async def _send_stdin(http: object, session_id: str) -> None:
     except ApiError as exc:
         error(f"stdin: {exc.message}")
     except httpx.TransportError as exc:
-        with trio.move_on_after(_ENDED_WITHIN):
+        with trio.move_on_after(_ENDED_WITHIN + 5):  # (the long poll's own bound, and its answer)
             try:
                 response = await http.get(
                     f"/v1/sessions/{session_id}/wait", params={"timeout": _ENDED_WITHIN}
