@@ -293,7 +293,8 @@ def run(quick: bool) -> dict[str, Any]:
         "startup": bench_startup(rounds=5 if quick else 20),
         "output_latency": bench_latency(lines=50 if quick else 200),
         "stop": bench_stop(rounds=3 if quick else 10),
-        "stdin": bench_stdin(rounds=2 if quick else 5),
+        # (10 MiB is within the runs' noise: 100 MiB for the full run)
+        "stdin": bench_stdin(rounds=2, size=10 << 20) if quick else bench_stdin(rounds=3, size=100 << 20),
     }
 
 

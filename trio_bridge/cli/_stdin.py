@@ -24,7 +24,9 @@ from pathlib import Path
 import trio
 
 _POLL = 0.02
-_CHUNK = 65536
+#: bytes read from our stdin at once (a pipe's read returns what is there: no waiting); 64 KiB
+#: halved the throughput (thread round trips, HTTP chunks): see docs/decisions.md
+_CHUNK = 1 << 20
 
 
 @contextmanager
