@@ -132,8 +132,8 @@ class StdinPipe:
         finally:
             self.close()
 
-    async def feed(self, chunks: AsyncIterable[bytes]) -> StdinFed:
-        """Copy ``chunks`` into the pipe, each once the last is written, then close it.
+    def claim(self) -> None:
+        """Take the pipe for one feeder, who must then :meth:`feed` it (or :meth:`close` it).
 
         Raises:
             StdinBusyError: another feeder has it; StdinClosedError: it is closed already (a
@@ -144,6 +144,10 @@ class StdinPipe:
         if self._claimed.is_set():
             raise StdinBusyError("the session's stdin has its feeder already")
         self._claimed.set()
+
+    async def feed(self, chunks: AsyncIterable[bytes]) -> StdinFed:
+        """Copy ``chunks`` into the claimed pipe, each once the last is written, then close it."""
+        assert self._claimed.is_set(), "claim() first"
         delivered = 0
         try:
             with trio.CancelScope() as self._feeding:

@@ -369,7 +369,7 @@ class SessionManager:
             raise SessionEndedError(record) from None
 
     async def stdin_pipe(self, session_id: str) -> StdinPipe:
-        """The running session's stdin pipe, for its feeder (:meth:`StdinPipe.feed`).
+        """The running session's stdin pipe, for its feeder (:meth:`StdinPipe.claim`, ``feed``).
 
         Raises:
             UnknownSessionError, SessionEndedError; NoStdinPipeError: it was not started with

@@ -36,10 +36,14 @@ def register(app: QuartTrio, context: ApiContext) -> None:
                 f"stdin is raw bytes (application/octet-stream), not {request.mimetype}",
             )  # fmt: skip
         pipe = await manager.stdin_pipe(session_id)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_close_on, context.stopping, pipe)
-            fed = await pipe.feed(request.body)
-            nursery.cancel_scope.cancel()
+        pipe.claim()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_close_on, context.stopping, pipe)
+                fed = await pipe.feed(request.body)
+                nursery.cancel_scope.cancel()
+        finally:
+            pipe.close()  # (feed closes it; this also if the request ends before it ran)
         return json_response(StdinOut(delivered=fed.delivered, eof=fed.eof))
 
 
