@@ -230,6 +230,9 @@ class TelegramBot:
                 except (RemoteUnavailableError, RemoteRefusedError, UnknownSessionError) as exc:
                     log.info("session %s: its agent's answers not fetched yet: %s", record.id, exc)
                     self._remote_answers(record)
+            if record.id not in self._fetching:  # (its answers are all in: nothing more comes)
+                self._remote_turns.pop(record.id, None)
+                self._answer_locks.pop(record.id, None)
             await self._enqueue(record.id, f"Session ended: {ended_text(record)}.")
 
     # -- other computers' agents' final answers --------------------------------------

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 #: seconds a request to another computer may take (a prompt: its agent's turn to take it)
 LIMIT = 15.0
 PROMPT_LIMIT = 60.0
+#: characters of another computer's answer taken at most (its computer keeps at most 1 MiB)
+ANSWER_LIMIT = 1 << 20
 
 _STR = ("id", "title", "cwd", "origin", "tmux_name")
 _OPT_STR = ("agent", "agent_state", "native_id", "transcript_path")
@@ -206,7 +208,7 @@ class RemoteSessions:
             text = said = None
         if not isinstance(text, str) or said != turn:
             raise RemoteUnavailableError(f"session {session_id}: an answer that does not parse")
-        return text
+        return text[:ANSWER_LIMIT]
 
     async def submit_prompt(self, session_id: str, text: str) -> bool:
         """A verified prompt; True when confirmed, False when queued behind a busy turn.
