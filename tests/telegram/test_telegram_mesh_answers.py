@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
 from trio_bridge.agents import AgentState
 from trio_bridge.config import resolve_settings
 from trio_bridge.sessions import EventKind, SessionRecord
+from trio_bridge.sessions._answers import write_answer
 from trio_bridge.sessions.manager import AgentStart
 from trio_bridge.telegram.store import open_telegram_store
 
@@ -136,6 +138,13 @@ async def test_a_session_first_seen_at_the_bots_start_posts_no_old_answers(
                 assert bot.store.answered(record.id) == 1
                 await beta.manager.submit_prompt(record.id, "asked with the bot")
                 await answered(fake, thread, "ANSWER: asked with the bot")
+                # an answer whose event was lost (beta kept it and counted it, no event went):
+                # the session's status, fetched from beta, tells of it
+                directory = beta.manager.session_dir(record.id)
+                await trio.to_thread.run_sync(write_answer, directory, 3, "an answer told by no event")
+                await beta.manager.update_record(record.id, lambda r: attrs.evolve(r, agent_answers=3))
+                await answered(fake, thread, "an answer told by no event")
+                assert bot.store.answered(record.id) == 3
             assert "ANSWER: asked before any bot" not in texts(fake, thread)
 
 

@@ -138,9 +138,9 @@ class TelegramBot:
                 complete = not failed
                 known |= {r.id for r in records}
                 for record in records:
+                    await self._remote_answers_at_start(record)  # (noted before its status looks)
                     if not record.state.ended:
                         self._watch(record.id)
-                    await self._remote_answers_at_start(record)
             if complete:  # (a computer not heard from keeps its sessions' topics)
                 await self.store.forget_topics(known)
             nursery.start_soon(self._follow_events, events)
@@ -214,8 +214,10 @@ class TelegramBot:
         (the record's ``agent_answers`` grew) is fetched from its computer (see
         :meth:`_take_remote_answers`), by a task of its own (the events go on meanwhile)."""
         self._watch(record.id)
-        if kind == EventKind.AGENT:
+        if not record.state.ended:
+            # (any event: a daemon restarted after an answer whose event was lost adopts it)
             self._remote_answers(record)
+        if kind == EventKind.AGENT:
             if record.agent_state == AgentState.WAITING_FOR_INPUT:
                 if record.id not in self._keyboards:
                     self.spawn(self._ask, record.id)
@@ -376,6 +378,10 @@ class TelegramBot:
                     await trio.sleep(self.retry_after_failure)
                     continue
                 failed = None
+                if self.owner(session_id) is not None:
+                    # another computer's record, just fetched: an answer whose event was lost
+                    # is found here (while the session lives)
+                    self._remote_answers(record)
                 try:
                     await self.topics.rename(record)
                 except (BotApiError, NetworkError) as exc:
