@@ -106,6 +106,12 @@ async def test_the_answer_door_refuses_what_it_cannot_serve(sandbox: Sandbox, tm
                 response = await client.get(answer_path(plain["id"]), params={"turn": turn})
                 assert_error(response, 422, "invalid_request")
             assert_error(await client.get(answer_path(plain["id"]), params={"bogus": "1"}), 422)
+            # documented: the query, the answer's model
+            document = (await client.get("/v1/openapi.json")).json()
+            operation = document["paths"]["/v1/sessions/{session_id}/agent/answer"]["get"]
+            assert "turn" in [p["name"] for p in operation["parameters"]]
+            schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+            assert schema["title"] == "AnswerOut" and set(schema["required"]) == {"turn", "text", "at"}
             # over TCP: the token, as everywhere
             async with daemon.client(tcp=True, token="wrong-token-wrong-token") as stranger:
                 assert (await stranger.get(answer_path(plain["id"]))).status_code == 401
