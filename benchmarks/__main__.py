@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import agent_edges, agents, api, daemon, mesh, output, run_cli, telegram, web
+from . import agent_edges, agents, api, daemon, mesh, output, run_cli, telegram, telegram_mesh, web
 
 BENCHMARKS = {
     "run_cli": run_cli,
@@ -26,6 +26,7 @@ BENCHMARKS = {
     "agents": agents,
     "agent_edges": agent_edges,
     "telegram": telegram,
+    "telegram_mesh": telegram_mesh,
     "web": web,
 }
 

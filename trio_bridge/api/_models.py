@@ -17,7 +17,7 @@ from ..sessions import EventKind, SessionEvent, SessionRecord, SessionState
 from ..tmux import KEY_PATTERN
 
 __all__ = [
-    "AgentOut", "ComputerList", "ComputerOut", "HookBody",
+    "AgentOut", "AnswerOut", "AnswerQuery", "ComputerList", "ComputerOut", "HookBody",
     "CreateSession", "Error", "ErrorBody", "EventOut", "Health", "InputBody", "KeysBody",
     "ListQuery", "OutputQuery", "PromptBody", "RelayQuery", "Screen", "ScreenQuery", "SessionList",
     "SessionOut", "StdinOut",
@@ -142,6 +142,17 @@ class AgentOut(msgspec.Struct, kw_only=True):
     seconds_in_state: float | None = None
 
 
+class AnswerOut(msgspec.Struct, kw_only=True):
+    """A final answer of a session's agent (its turn-end hook's), as the session keeps it."""
+
+    #: its turn: 1 for the session's first answer, counting up
+    turn: int
+    #: the answer (cut at 1 MiB, saying so)
+    text: str
+    #: when it was given (seconds since the epoch)
+    at: float
+
+
 class SignalBody(_Body):
     """A signal for the session's command, by name (``TERM``, ``SIGTERM``, ``HUP``, ``USR1``, ...)."""
 
@@ -181,6 +192,12 @@ class OutputQuery(_OnComputer):
     limit: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 1 << 16
 
 
+class AnswerQuery(_OnComputer):
+    #: the turn whose answer to serve (from 1; the session's ``agent_answers`` is the last);
+    #: default: the last one
+    turn: Annotated[int, msgspec.Meta(ge=1, le=(1 << 53) - 1)] | None = None
+
+
 class RelayQuery(_Body):
     offset: Annotated[int, msgspec.Meta(ge=0)] = 0
 
@@ -212,6 +229,9 @@ class SessionOut(msgspec.Struct, kw_only=True):
     transcript_path: str | None = None
     #: the name it was given (``new --name``), if any
     name: str | None = None
+    #: agent sessions: the final answers its agent gave so far, the turn of the last one
+    #: (``GET /v1/sessions/{id}/agent/answer`` serves the last 8)
+    agent_answers: int = 0
 
 
 def session_out(record: SessionRecord, computer: str = "") -> SessionOut:
@@ -221,7 +241,7 @@ def session_out(record: SessionRecord, computer: str = "") -> SessionOut:
         ended_at=record.ended_at, exit_code=record.exit_code, exit_signal=record.exit_signal,
         origin=record.origin, tmux_name=record.tmux_name, computer=computer, agent=record.agent,
         agent_state=record.agent_state, native_id=record.native_id, transcript_path=record.transcript_path,
-        name=record.name,
+        name=record.name, agent_answers=record.agent_answers,
     )  # fmt: skip
 
 

@@ -22,6 +22,7 @@ from ..agents import AgentProfile, AgentState, AgentTracker, keep_agent_files
 from ..agents.payload import safe_path
 from ..agents.state import ScreenPatterns, ScreenReading, read_screen
 from ..tmux import TmuxServer
+from ._answers import Answer, read_answer, write_answer
 from ._live import LiveSession, Pulse, quiet, set_after
 from .errors import (
     NotAnAgentError,
@@ -79,6 +80,10 @@ class AgentHost(Protocol):
         """Every session's in-memory record, by id."""
         ...
 
+    def session_dir(self, session_id: str) -> Path:
+        """The session's directory (its log, its screen, its agent's answers)."""
+        ...
+
     async def get(self, session_id: str) -> SessionRecord:
         """The stored record. Raises UnknownSessionError."""
         ...
@@ -134,6 +139,7 @@ class AgentTracking:
                 stuck_after=tuning.agent_stuck_after, state=state, native_id=record.native_id,
                 transcript_path=safe_path(record.transcript_path), last_sign_of_life=now,
                 screen_quiet=tuning.agent_screen_after, changed_at=now, evidence="as recorded",
+                answers=max(0, record.agent_answers),
             )  # fmt: skip
             profile = self._host.agent_profiles.get(record.agent) if record.agent else None
             tracker.hookless = profile is not None and profile.hooks == "none"
@@ -183,14 +189,48 @@ class AgentTracking:
         record = await self._host.get(session_id)
         tracker = self.tracker(record)
         known = (tracker.native_id, tracker.transcript_path)
+        answers = tracker.answers
         changed = tracker.on_hook(event, payload, trio.current_time())
         self._host.live_session(session_id).hook_pulse.fire()
-        if changed is not None or known != (tracker.native_id, tracker.transcript_path):
-            await self.changed(session_id, tracker, changed)
+        answered = tracker.answers != answers and tracker.last_answer is not None
+        if answered:
+            await self._keep_answer(session_id, tracker.answers, tracker.last_answer or "")
+        if changed is not None or answered or known != (tracker.native_id, tracker.transcript_path):
+            await self.changed(session_id, tracker, changed, answered=answered)
         return tracker
 
-    async def changed(self, session_id: str, tracker: AgentTracker, changed: AgentState | None) -> None:
-        """Keep the tracker's news in the session's record; publish a state change."""
+    async def _keep_answer(self, session_id: str, turn: int, text: str) -> None:
+        """Keep a turn's final answer on disk (before the record says it exists: whoever reads
+        the record's ``agent_answers`` finds it). A disk that refuses loses only the copy: the
+        answer is still told here (this computer's bot holds it in memory)."""
+        directory = self._host.session_dir(session_id)
+        try:
+            await trio.to_thread.run_sync(write_answer, directory, turn, text)
+        except OSError as exc:
+            log.warning("session %s: the agent's answer of turn %d not kept: %s", session_id, turn, exc)
+
+    async def answer(self, session_id: str, turn: int | None = None) -> Answer | None:
+        """The final answer of the agent's turn ``turn`` (None: its last one), as kept on disk;
+        None when there is none (no answer yet, or that turn's is no longer kept).
+
+        Raises:
+            UnknownSessionError; NotAnAgentError: not an agent session.
+        """
+        record = await self._host.get(session_id)
+        if record.agent is None:
+            raise NotAnAgentError(f"session {session_id} does not run an agent")
+        tracker = self.agent(session_id)
+        last = max(record.agent_answers, tracker.answers if tracker is not None else 0)
+        turn = last if turn is None else turn
+        if turn < 1 or turn > last:
+            return None
+        return await trio.to_thread.run_sync(read_answer, self._host.session_dir(session_id), turn)
+
+    async def changed(
+        self, session_id: str, tracker: AgentTracker, changed: AgentState | None, *, answered: bool = False
+    ) -> None:
+        """Keep the tracker's news in the session's record; publish a state change, or a new
+        final answer (an ``agent`` event even when the state did not change)."""
         record = await self._host.update_record(
             session_id,
             lambda record: attrs.evolve(
@@ -198,6 +238,7 @@ class AgentTracking:
                 agent_state=str(tracker.state),
                 native_id=tracker.native_id,
                 transcript_path=tracker.transcript_path,
+                agent_answers=max(record.agent_answers, tracker.answers),
             ),
         )
         if record is None:
@@ -206,7 +247,8 @@ class AgentTracking:
             log.info("session %s: agent %s", session_id, changed)
             log.debug("session %s: agent %s because of %s", session_id, changed, tracker.evidence)
             self._host.live_session(session_id).agent_pulse.fire()
-            self._host.publish(EventKind.AGENT, record, agent=changed)
+        if changed is not None or answered:
+            self._host.publish(EventKind.AGENT, record, agent=changed or tracker.state)
 
     def ended(self, live: LiveSession) -> None:
         """The session's end is recorded: its agent (if any) has exited."""

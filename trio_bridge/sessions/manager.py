@@ -40,6 +40,7 @@ from ..tmux import (
     open_control_client,
 )
 from ..tmux.server import read_exit_status
+from ._answers import Answer
 from ._files import ended_record, pipe_writer, without_dead_banner
 from ._hub import HUB, Hub, pane_cursor, pane_screen, resize_pane, send_pane_bytes, send_pane_keys
 from ._live import LiveSession, first
@@ -216,6 +217,10 @@ class SessionManager:
     def _session_dir(self, session_id: str) -> Path:
         return self.sessions_dir / session_id
 
+    def session_dir(self, session_id: str) -> Path:
+        """The session's directory (its log, its last screen, its agent's answers)."""
+        return self._session_dir(session_id)
+
     def feed(self, session_id: str) -> OutputFeed:
         """The output feed of a session (its log stays readable after it ended)."""
         live = self._sessions.get(session_id)
@@ -298,6 +303,10 @@ class SessionManager:
     async def agent_hook(self, session_id: str, event: str, payload: dict[str, Any]) -> AgentTracker:
         """An agent's hook fired in this session: see :meth:`AgentTracking.hook`."""
         return await self._agents.hook(session_id, event, payload)
+
+    async def agent_answer(self, session_id: str, turn: int | None = None) -> Answer | None:
+        """A final answer of the session's agent, as kept: see :meth:`AgentTracking.answer`."""
+        return await self._agents.answer(session_id, turn)
 
     async def wait_agent(self, session_id: str, states: Sequence[AgentState]) -> SessionRecord:
         """Wait until the session's agent is in one of ``states``: see :meth:`AgentTracking.wait`."""

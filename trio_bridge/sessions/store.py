@@ -93,11 +93,14 @@ class SessionRecord:
     transcript_path: str | None = None
     #: a name the session is addressed by as by its id (unique among the records)
     name: str | None = None
+    #: agent sessions: the final answers its agent gave so far (the turn of the last one; its
+    #: text is kept in the session's directory, see :mod:`._answers`)
+    agent_answers: int = 0
 
 
 _FIELDS = (
     "id", "title", "command", "cwd", "env_keys", "created_at", "ended_at", "state",
-    "exit_code", "exit_signal", "origin", "tmux_name", *_AGENT_COLUMNS, "name",
+    "exit_code", "exit_signal", "origin", "tmux_name", *_AGENT_COLUMNS, "name", "agent_answers",
 )  # fmt: skip
 _COLUMNS = ", ".join(_FIELDS)
 
@@ -107,7 +110,7 @@ def _row(record: SessionRecord) -> tuple[Any, ...]:
         record.id, record.title, json.dumps(list(record.command)), record.cwd,
         json.dumps(list(record.env_keys)), record.created_at, record.ended_at, record.state.value,
         record.exit_code, record.exit_signal, record.origin, record.tmux_name, record.agent,
-        record.agent_state, record.native_id, record.transcript_path, record.name,
+        record.agent_state, record.native_id, record.transcript_path, record.name, record.agent_answers,
     )  # fmt: skip
 
 
@@ -119,6 +122,7 @@ def _record(row: sqlite3.Row) -> SessionRecord:
         ended_at=row["ended_at"], exit_code=row["exit_code"], exit_signal=row["exit_signal"],
         agent=row["agent"], agent_state=row["agent_state"], native_id=row["native_id"],
         transcript_path=row["transcript_path"], name=row["name"],
+        agent_answers=int(row["agent_answers"] or 0),
     )  # fmt: skip
 
 
@@ -287,6 +291,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         for column in (*_AGENT_COLUMNS, "name"):
             if column not in columns:
                 db.execute(f"ALTER TABLE sessions ADD COLUMN {column} TEXT")
+        if "agent_answers" not in columns:
+            # (added within schema 4: older versions read and write the other columns alike)
+            db.execute("ALTER TABLE sessions ADD COLUMN agent_answers INTEGER NOT NULL DEFAULT 0")
         db.execute(_NAME_INDEX)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return db

@@ -6,7 +6,8 @@ serve_telegram (a supervised service of the daemon; only with telegram_token set
 ├── BotApi (httpx)                                every call bounded
 └── nursery
     ├── follow the manager's events               topics, status, answers, keyboards
-    ├── with a mesh: the other computers' events  their sessions too (see .remote)
+    ├── with a mesh: the other computers' events  their sessions too (see .remote),
+    │                                             their agents' answers fetched into the outbox
     ├── one status task per live session          its status message, edited in place
     ├── deliver the outbox                        final answers and ends, once, in order
     ├── Poller                                    getUpdates -> handle (commands, text, taps)
@@ -26,9 +27,17 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from .._backoff import Backoff
 from ..agents import AgentState
 from ..config import Settings
-from ..sessions import EventKind, SessionEvent, SessionManager, SessionRecord, UnknownSessionError
+from ..sessions import (
+    ANSWERS_KEPT,
+    EventKind,
+    SessionEvent,
+    SessionManager,
+    SessionRecord,
+    UnknownSessionError,
+)
 from ._text import MAX_PARTS, MESSAGE_LIMIT, ended_text, split_message, status_text, units
 from .api import BotApi, BotApiError, NetworkError
 from .keyboard import choices_on_screen, keyboard
@@ -99,6 +108,11 @@ class TelegramBot:
         ] = {}  # updates ignored, per user id  # ended sessions whose last status is shown
         self._answers: dict[str, int] = {}  # per agent session: answers already queued
         self._keyboards: dict[str, int] = {}  # per session: the message of its open question
+        # other computers' agent sessions: the last answer heard of (their records'
+        # agent_answers), one lock each (one fetch at a time), and those with a fetching task
+        self._remote_turns: dict[str, int] = {}
+        self._answer_locks: dict[str, trio.Lock] = {}
+        self._fetching: set[str] = set()
         self._outbox_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -124,6 +138,7 @@ class TelegramBot:
                 complete = not failed
                 known |= {r.id for r in records}
                 for record in records:
+                    await self._remote_answers_at_start(record)  # (noted before its status looks)
                     if not record.state.ended:
                         self._watch(record.id)
             if complete:  # (a computer not heard from keeps its sessions' topics)
@@ -195,9 +210,13 @@ class TelegramBot:
             await self._enqueue(record.id, f"Session ended: {ended_text(record)}.")
 
     async def _on_remote_event(self, kind: str, record: SessionRecord) -> None:
-        """An event of another computer's session: as :meth:`_on_event`, less the final
-        answers (its own computer's hooks hold them)."""
+        """An event of another computer's session: as :meth:`_on_event`; a new final answer
+        (the record's ``agent_answers`` grew) is fetched from its computer (see
+        :meth:`_take_remote_answers`), by a task of its own (the events go on meanwhile)."""
         self._watch(record.id)
+        if not record.state.ended:
+            # (any event: a daemon restarted after an answer whose event was lost adopts it)
+            self._remote_answers(record)
         if kind == EventKind.AGENT:
             if record.agent_state == AgentState.WAITING_FOR_INPUT:
                 if record.id not in self._keyboards:
@@ -206,7 +225,90 @@ class TelegramBot:
                 self._close_question(record.id)
         elif record.state.ended:
             self._close_question(record.id)
+            if record.agent is not None and self._note_turn(record):
+                # its last answers before its end (waited for: the end comes after them)
+                try:
+                    await self._take_remote_answers(record.id)
+                except (RemoteUnavailableError, RemoteRefusedError, UnknownSessionError) as exc:
+                    log.info("session %s: its agent's answers not fetched yet: %s", record.id, exc)
+                    self._remote_answers(record)
+            if record.id not in self._fetching:  # (its answers are all in: nothing more comes)
+                self._remote_turns.pop(record.id, None)
+                self._answer_locks.pop(record.id, None)
             await self._enqueue(record.id, f"Session ended: {ended_text(record)}.")
+
+    # -- other computers' agents' final answers --------------------------------------
+
+    def _note_turn(self, record: SessionRecord) -> bool:
+        """Note the last answer another computer's agent gave (by its record); whether some
+        answer is not queued yet."""
+        turn = self._remote_turns[record.id] = max(self._remote_turns.get(record.id, 0), record.agent_answers)
+        mark = self.store.answered(record.id)
+        return mark is None or mark < turn
+
+    def _remote_answers(self, record: SessionRecord) -> None:
+        """Fetch the answers of another computer's agent not queued yet, in a task of its own
+        (one per session at a time; it retries while the computer cannot be reached)."""
+        if record.agent is None or not self._note_turn(record) or record.id in self._fetching:
+            return
+        self._fetching.add(record.id)
+        self.spawn(self._remote_answers_task, record.id)
+
+    async def _remote_answers_at_start(self, record: SessionRecord) -> None:
+        """A session of another computer listed as the bot starts: its answers given while
+        the bot was away (as noted here before) are fetched; a session never noted starts
+        from its current answer (its earlier ones were for whoever was there then)."""
+        if record.agent is None:
+            return
+        if self.store.answered(record.id) is None:
+            await self.store.enqueue_answer(self.chat_id, record.id, record.agent_answers, None)
+        self._remote_answers(record)
+
+    async def _remote_answers_task(self, session_id: str) -> None:
+        backoff = Backoff(1.0, 30.0)
+        try:
+            while True:
+                try:
+                    await self._take_remote_answers(session_id)
+                except RemoteUnavailableError as exc:
+                    log.info("session %s: its agent's answers not fetched yet: %s; retrying", session_id, exc)
+                    await trio.sleep(backoff.next())
+                    continue
+                except (UnknownSessionError, RemoteRefusedError) as exc:
+                    log.warning("session %s: its agent's answers not fetched: %s", session_id, exc)
+                    return
+                backoff.reset()
+                # (no checkpoint from this look to the end of the task: a turn noted meanwhile
+                # starts a new one)
+                if (self.store.answered(session_id) or 0) >= self._remote_turns.get(session_id, 0):
+                    return
+        finally:
+            self._fetching.discard(session_id)
+
+    async def _take_remote_answers(self, session_id: str) -> None:
+        """Queue the answers another computer's agent gave since the last one queued (of the
+        turns its computer still keeps; none kept: passed over), each fetched through the
+        mesh and queued with its turn in one transaction: an event seen twice or replayed,
+        or a restart, queues none twice. A session first heard of through an event starts
+        from its newest answer.
+
+        Raises:
+            RemoteUnavailableError, RemoteRefusedError, UnknownSessionError.
+        """
+        assert self.remote is not None
+        lock = self._answer_locks.setdefault(session_id, trio.Lock())
+        async with lock:
+            latest = self._remote_turns.get(session_id, 0)
+            mark = self.store.answered(session_id)
+            if mark is None:
+                mark = max(0, latest - 1)
+                await self.store.enqueue_answer(self.chat_id, session_id, mark, None)
+            for turn in range(max(mark + 1, latest - ANSWERS_KEPT + 1), latest + 1):
+                text = await self.remote.answer(session_id, turn)
+                if text is None:
+                    log.warning("session %s: its computer keeps no answer of turn %d", session_id, turn)
+                if await self.store.enqueue_answer(self.chat_id, session_id, turn, text) and text is not None:
+                    self._outbox_changed.set()
 
     # -- sessions, here or on another computer --------------------------------------
 
@@ -276,6 +378,10 @@ class TelegramBot:
                     await trio.sleep(self.retry_after_failure)
                     continue
                 failed = None
+                if self.owner(session_id) is not None:
+                    # another computer's record, just fetched: an answer whose event was lost
+                    # is found here (while the session lives)
+                    self._remote_answers(record)
                 try:
                     await self.topics.rename(record)
                 except (BotApiError, NetworkError) as exc:

@@ -11,8 +11,13 @@ a mesh secret every request and reply is signed.
 What a remote computer refuses comes back as :class:`RemoteRefusedError` (its API's message);
 a computer that is offline or silent as :class:`RemoteUnavailableError`.
 
-Left out: remote agents' final answers (the API does not serve a turn's answer; only the
-computer's own bot sees its turn-end hooks). Their topics show the status, questions and end.
+Final answers: the owning computer keeps each of its agents' final answers (the last 8, in the
+session's directory) and counts them in the session's record (``agent_answers``), so its signed
+``agent`` event says that a new one exists without carrying it (events stay small). On such an
+event the bot fetches the missing turns (:meth:`RemoteSessions.answer`: ``GET
+/v1/sessions/{id}/agent/answer?turn=N`` through the mesh) and queues each in its outbox together
+with its turn, in one transaction (:meth:`.store.TelegramStore.enqueue_answer`): delivered once,
+also after a bot restart, whose start fetches what was answered while it was away.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ log = logging.getLogger(__name__)
 #: seconds a request to another computer may take (a prompt: its agent's turn to take it)
 LIMIT = 15.0
 PROMPT_LIMIT = 60.0
+#: characters of another computer's answer taken at most (its computer keeps at most 1 MiB)
+ANSWER_LIMIT = 1 << 20
 
 _STR = ("id", "title", "cwd", "origin", "tmux_name")
 _OPT_STR = ("agent", "agent_state", "native_id", "transcript_path")
@@ -72,6 +79,9 @@ def record_from(value: object) -> SessionRecord:
     for key in ("exit_code", "exit_signal"):
         if value.get(key) is not None and not isinstance(value[key], int):
             raise ValueError(f"{key} is not a number")
+    answers = value.get("agent_answers", 0)
+    if not isinstance(answers, int) or isinstance(answers, bool) or not 0 <= answers < 1 << 53:
+        raise ValueError("agent_answers is not a count")
     if not isinstance(value.get("created_at"), int | float):
         raise ValueError("created_at is not a number")
     ended_at = value.get("ended_at")
@@ -87,7 +97,7 @@ def record_from(value: object) -> SessionRecord:
         ended_at=float(ended_at) if isinstance(ended_at, int | float) else None,
         exit_code=value.get("exit_code"), exit_signal=value.get("exit_signal"), agent=value.get("agent"),
         agent_state=value.get("agent_state"), native_id=value.get("native_id"),
-        transcript_path=value.get("transcript_path"),
+        transcript_path=value.get("transcript_path"), agent_answers=answers,
     )  # fmt: skip
 
 
@@ -107,7 +117,7 @@ class RemoteSessions:
 
     async def call(
         self, computer: str, method: str, path: str, *, body: object = None, session: str = "",
-        limit: float = LIMIT,
+        limit: float = LIMIT, query: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:  # fmt: skip
         """One request to ``computer``'s API through the mesh: its status and body.
 
@@ -117,7 +127,7 @@ class RemoteSessions:
         from ..mesh import RedisUnavailableError
         from ..mesh.rpc import ComputerUnavailableError, UnknownComputerError, reply_body
 
-        request: dict[str, Any] = {"method": method, "path": path, "query": {}}
+        request: dict[str, Any] = {"method": method, "path": path, "query": query or {}}
         if body is not None:
             request["data_b64"] = base64.b64encode(json.dumps(body).encode()).decode()
             request["content_type"] = "application/json"
@@ -134,15 +144,17 @@ class RemoteSessions:
         return status, data
 
     async def _ok(
-        self, session_id: str, method: str, path: str, body: object = None, limit: float = LIMIT
-    ) -> tuple[int, bytes]:
+        self, session_id: str, method: str, path: str, body: object = None, limit: float = LIMIT,
+        query: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:  # fmt: skip
         computer = self.owners.get(session_id)
         if computer is None:
             raise UnknownSessionError(session_id)
         status, data = await self.call(
-            computer, method, f"/v1/sessions/{session_id}{path}", body=body, session=session_id, limit=limit
-        )
-        if status == 404:
+            computer, method, f"/v1/sessions/{session_id}{path}", body=body, session=session_id, limit=limit,
+            query=query,
+        )  # fmt: skip
+        if status == 404 and _code(data) != "no_answer":
             raise UnknownSessionError(session_id)
         if status >= 400:
             raise RemoteRefusedError(status, _message(data))
@@ -175,6 +187,28 @@ class RemoteSessions:
 
     async def kill(self, session_id: str) -> None:
         await self._ok(session_id, "DELETE", "")
+
+    async def answer(self, session_id: str, turn: int) -> str | None:
+        """The final answer of the agent's turn ``turn`` (None: the computer keeps none for
+        it: it is too old, or was not kept).
+
+        Raises:
+            UnknownSessionError, RemoteRefusedError (e.g. 409 not_an_agent), RemoteUnavailableError.
+        """
+        try:
+            _, data = await self._ok(session_id, "GET", "/agent/answer", query={"turn": str(turn)})
+        except RemoteRefusedError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        try:
+            value = json.loads(data)
+            text, said = value["text"], value["turn"]
+        except (ValueError, KeyError, TypeError):
+            text = said = None
+        if not isinstance(text, str) or said != turn:
+            raise RemoteUnavailableError(f"session {session_id}: an answer that does not parse")
+        return text[:ANSWER_LIMIT]
 
     async def submit_prompt(self, session_id: str, text: str) -> bool:
         """A verified prompt; True when confirmed, False when queued behind a busy turn.
@@ -270,6 +304,15 @@ class RemoteSessions:
                     continue
                 self.owners[record.id] = computer
                 await on_event(kind, record)
+
+
+def _code(data: bytes) -> str | None:
+    """The code of an API error body (None: not one)."""
+    try:
+        code = json.loads(data)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, str) else None
 
 
 def _message(data: bytes) -> str:

@@ -6,6 +6,9 @@
   createForumTopic is not idempotent, and a restart must not make a second one; a restart sends
   no status or topic name that is already shown: with 20 sessions in a group, 20 edits are a minute of its
   budget);
+* with a mesh, per session of another computer: the last turn whose final answer went into the
+  outbox (queued in the same transaction as the answer, so an event seen twice, a replay or a
+  restart queues no answer twice; see :meth:`TelegramStore.enqueue_answer`);
 * the outbox: final answers and ends of sessions waiting to be delivered. An entry is
   removed once Telegram accepted it (a long one is cut to what is left after each of its
   messages), so it survives a restart and goes once (a crash between Telegram's answer and the
@@ -43,6 +46,10 @@ CREATE TABLE IF NOT EXISTS topics (
     name              TEXT                  -- the topic's name as last given (the same)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS topics_thread ON topics(chat_id, thread_id);
+CREATE TABLE IF NOT EXISTS remote_answers (
+    session_id TEXT PRIMARY KEY,            -- a session of another computer
+    turn       INTEGER NOT NULL             -- its agent's last answer queued (or passed over)
+);
 CREATE TABLE IF NOT EXISTS outbox (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     chat_id    INTEGER NOT NULL,
@@ -82,6 +89,7 @@ class TelegramStore:
         self._db = db
         self._lock = trio.Lock()
         self._topics: dict[str, Topic] = {}
+        self._answered: dict[str, int] = {}
 
     async def _run(self, fn: Callable[[], T]) -> T:
         async with self._lock:
@@ -94,6 +102,9 @@ class TelegramStore:
                 row["session_id"], row["chat_id"], row["thread_id"], row["status_message_id"],
                 bool(row["recreated"]), row["status_text"], row["name"],
             )  # fmt: skip
+
+        rows = await self._run(lambda: self._db.execute("SELECT * FROM remote_answers").fetchall())
+        self._answered = {row["session_id"]: int(row["turn"]) for row in rows}
 
     async def offset(self) -> int:
         row = await self._run(lambda: self._db.execute("SELECT value FROM kv WHERE key='offset'").fetchone())
@@ -130,18 +141,50 @@ class TelegramStore:
         self._topics[topic.session_id] = topic
 
     async def forget_topics(self, keep: set[str]) -> None:
-        """Drop the topics of sessions no longer known (retention removed them)."""
-        gone = [s for s in self._topics if s not in keep]
+        """Drop the topics (and answer marks) of sessions no longer known (retention removed them)."""
+        gone = [s for s in self._topics.keys() | self._answered.keys() if s not in keep]
         if not gone:
             return
 
         def write() -> None:
             with self._db:
                 self._db.executemany("DELETE FROM topics WHERE session_id = ?", [(s,) for s in gone])
+                self._db.executemany("DELETE FROM remote_answers WHERE session_id = ?", [(s,) for s in gone])
 
         await self._run(write)
         for session_id in gone:
             self._topics.pop(session_id, None)
+            self._answered.pop(session_id, None)
+
+    def answered(self, session_id: str) -> int | None:
+        """The last turn of another computer's agent whose answer was queued or passed over
+        (None: none noted yet)."""
+        return self._answered.get(session_id)
+
+    async def enqueue_answer(self, chat_id: int, session_id: str, turn: int, text: str | None) -> bool:
+        """Queue the final answer of ``turn`` (None: pass the turn over, queueing nothing) and
+        note the turn, in one transaction; False, and nothing done, when that turn or a later
+        one was noted already."""
+
+        def write() -> bool:
+            with self._db:
+                row = self._db.execute(
+                    "SELECT turn FROM remote_answers WHERE session_id = ?", (session_id,)
+                ).fetchone()
+                if row is not None and int(row["turn"]) >= turn:
+                    return False
+                if text is not None:
+                    self._db.execute(
+                        "INSERT INTO outbox (chat_id, session_id, text, created_at) VALUES (?, ?, ?, ?)",
+                        (chat_id, session_id, text, time.time()),
+                    )
+                self._db.execute("INSERT OR REPLACE INTO remote_answers VALUES (?, ?)", (session_id, turn))
+                return True
+
+        done = await self._run(write)
+        if done:
+            self._answered[session_id] = turn
+        return done
 
     async def enqueue(self, chat_id: int, session_id: str | None, text: str) -> int:
         def write() -> int:

@@ -6,13 +6,14 @@ from typing import Any
 
 import trio
 from quart import Response
-from quart_schema import document_response, validate_request
+from quart_schema import document_response, validate_querystring, validate_request
 from quart_trio import QuartTrio
 
 from ...agents.payload import InvalidHookPayload, check_hook
+from ...sessions import ANSWERS_KEPT
 from ...sessions.manager import PromptQueuedError
 from .._context import API_VERSION, ApiContext, ApiError, json_response
-from .._models import AgentOut, HookBody, PromptBody
+from .._models import AgentOut, AnswerOut, AnswerQuery, HookBody, PromptBody
 from .._openapi import raw_response
 
 __all__ = ["register"]
@@ -85,3 +86,19 @@ def register(app: QuartTrio, context: ApiContext) -> None:
                 seconds_in_state=round(max(0.0, trio.current_time() - tracker.changed_at), 3),
             )
         )
+
+    @app.get(f"/{API_VERSION}/sessions/<session_id>/agent/answer")
+    @validate_querystring(AnswerQuery)
+    @document_response(AnswerOut)
+    async def agent_answer(session_id: str, query_args: AnswerQuery) -> Response:
+        """A final answer of the session's agent, as its turn-end hook reported it: the turn
+        ``turn``'s, or the last one. The session keeps its last 8 (on disk: they outlive a
+        restart; the record's ``agent_answers`` counts them, and its ``agent`` event tells of a
+        new one). 404 ``no_answer``: none yet, or that turn's is no longer kept; 409
+        ``not_an_agent``."""
+        answer = await manager.agent_answer(session_id, query_args.turn)
+        if answer is None:
+            turn = query_args.turn
+            which = "yet" if turn is None else f"for turn {turn} (only the last {ANSWERS_KEPT} are kept)"
+            raise ApiError(404, "no_answer", f"session {session_id}: the agent has no final answer {which}")
+        return json_response(AnswerOut(turn=answer.turn, text=answer.text, at=answer.at))
