@@ -487,6 +487,40 @@ def test_lifecycle_events_of_another_computer(
     assert seen == [(kind, "beta", sid) for kind in ("created", "running", "exited")]
 
 
+def test_events_of_a_computer_that_joins_later(
+    sandbox: Sandbox, redis_url: str, computers: list[Computer]
+) -> None:
+    """``?computer=*`` follows a computer that joined after the stream began, from that start:
+    its first session's events, made before the reader saw it join, are not lost."""
+    alpha = Computer(sandbox, "alpha", redis_url)
+    beta = Computer(sandbox, "beta", redis_url)
+    computers += [alpha, beta]
+    assert "ready" in alpha.start()
+    socket_path = Path(alpha.env["TRIO_BRIDGE_RUNTIME_DIR"]) / "api.sock"
+    seen: list[tuple[str, str, str]] = []
+    with (
+        httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(socket_path)), base_url="http://a", timeout=30
+        ) as client,
+        client.stream("GET", "/v1/events", params={"computer": "*"}) as response,
+    ):
+        assert response.status_code == 200
+        assert "ready" in beta.start()
+        created = beta.cli("new", "--", "true")  # (at once: before alpha looks for new computers)
+        assert created.returncode == 0
+        sid = created.stdout.decode().strip()
+        event = ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                session = json.loads(line[6:])["session"]
+                seen.append((event, session["computer"], session["id"]))
+                if event == "exited":
+                    break
+    assert seen == [(kind, "beta", sid) for kind in ("created", "running", "exited")]
+
+
 def test_a_redis_password(sandbox: Sandbox, tmp_path: Path, computers: list[Computer]) -> None:
     server = RedisServer(tmp_path, password="pa55-word")
     server.start()

@@ -181,13 +181,18 @@ async def stream_remote(context: ApiContext, computer: str, session_id: str, sta
     return stream_output(context, source, start, end)
 
 
+#: seconds between looks for computers that joined (``GET /v1/events?computer=*``)
+REDISCOVER = 2.0
+
+
 def _get(path: str, **query: object) -> dict[str, Any]:
     return {"method": "GET", "path": path, "query": {k: str(v) for k, v in query.items()}}
 
 
 async def events_remote(context: ApiContext, computer: str) -> Response:
-    """``GET /v1/events?computer=NAME`` (``*``: every computer): lifecycle events from the
-    computers' event streams (``tb:events:<computer>``), from now on."""
+    """``GET /v1/events?computer=NAME`` (``*``: every computer, those that join later too,
+    looked for every :data:`REDISCOVER` seconds): lifecycle events from the computers' event
+    streams (``tb:events:<computer>``), from now on."""
     from ..mesh import RedisUnavailableError
     from ..mesh.computers import EventStreams
 
@@ -200,8 +205,12 @@ async def events_remote(context: ApiContext, computer: str) -> Response:
 
     async def produce(send: trio.MemorySendChannel[bytes]) -> None:
         backoff = Backoff(0.1, 2.0)
+        looked_at = trio.current_time()
         while True:
             try:
+                if computer == "*" and trio.current_time() - looked_at >= REDISCOVER:
+                    looked_at = trio.current_time()
+                    await streams.follow(c.name for c in await context.mesh.computers())
                 events = await streams.read(block=1.0)
                 backoff.reset()
             except RedisUnavailableError:

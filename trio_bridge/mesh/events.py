@@ -58,36 +58,44 @@ _RECENT_EVENTS = 4096
 @attrs.define
 class EventStreams:
     """Other computers' lifecycle event streams (``tb:events:<computer>``), read from a fixed
-    "now": each entry verified with :func:`open_event`, one seen before by this reader (a
-    replay within the skew) dropped, and what fails counted in the mesh's drops. One per
-    reader (an SSE response, the Telegram bot); its owner decides how to wait when Redis is
-    away (:meth:`read` raises)."""
+    "now" (the first :meth:`follow`): each entry verified with :func:`open_event`, one seen
+    before by this reader (a replay within the skew) dropped, and what fails counted in the
+    mesh's drops. A computer followed later (it joined after "now") is read from "now" too, so
+    what it did before its owner saw it join is not lost. One per reader (an SSE response, the
+    Telegram bot); its owner decides how to wait when Redis is away (:meth:`read` raises)."""
 
     mesh: Mesh
     _last: dict[str, str] = attrs.field(factory=dict)  # stream -> the last entry id read
     _owner: dict[str, str] = attrs.field(factory=dict)  # stream -> its computer
     _recent: set[tuple[str, str]] = attrs.field(factory=set)
     _order: collections.deque[tuple[str, str]] = attrs.field(factory=collections.deque)
+    #: "now" as a stream entry id (Redis's clock, which numbers the entries): None until the
+    #: first follow
+    _since: str | None = None
 
     @property
     def following(self) -> bool:
         return bool(self._last)
 
     async def follow(self, names: Iterable[str]) -> None:
-        """Also read these computers' streams, from their current last entry (not ``$``, which
-        would skip what arrives between two reads).
+        """Also read these computers' streams: on the first call from their current last entry
+        (not ``$``, which would skip what arrives between two reads), later from that "now".
 
         Raises:
             RedisUnavailableError
         """
         new = [name for name in names if keys.events(name) not in self._last]
-        if not new:
-            return
-        tails = await self.mesh.redis.pipeline(
-            [("XREVRANGE", keys.events(name), "+", "-", "COUNT", 1) for name in new]
-        )
-        for name, tail in zip(new, tails, strict=True):
-            self._last[keys.events(name)] = tail[0][0] if tail else "0-0"
+        if self._since is None:
+            *tails, (seconds, micros) = await self.mesh.redis.pipeline(
+                [*(("XREVRANGE", keys.events(name), "+", "-", "COUNT", 1) for name in new), ("TIME",)]
+            )
+            self._since = f"{int(seconds) * 1000 + int(micros) // 1000}-0"
+            starts = [tail[0][0] if tail else "0-0" for tail in tails]
+        else:
+            # (a computer that joined since: its entries from "now" on; XREAD reads after the id)
+            starts = [self._since] * len(new)
+        for name, start in zip(new, starts, strict=True):
+            self._last[keys.events(name)] = start
             self._owner[keys.events(name)] = name
 
     async def read(self, block: float) -> list[tuple[str, str, dict[str, Any]]]:
