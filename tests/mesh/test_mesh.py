@@ -155,6 +155,17 @@ class Computer:
     def cli(self, *args: str) -> subprocess.CompletedProcess[bytes]:
         return self.sandbox.cli(*args, env=self.env)
 
+    def open_streams(self) -> int:
+        """The streams (SSE, WebSocket) its API serves now, from its metrics."""
+        from trio_bridge.config import resolve_settings
+
+        socket_path = str(resolve_settings(self.env).settings.api_socket)
+        with httpx.Client(transport=httpx.HTTPTransport(uds=socket_path), timeout=10) as http:
+            for line in http.get("http://trio-bridge/metrics").text.splitlines():
+                if line.startswith("trio_bridge_api_streams "):
+                    return int(float(line.split()[1]))
+        raise AssertionError("no trio_bridge_api_streams metric")
+
     def computers(self) -> dict[str, dict[str, object]]:
         result = self.cli("computers", "--json")
         assert result.returncode == 0, result.stderr.decode()
@@ -439,7 +450,8 @@ def test_a_remote_reader_loses_nothing_when_redis_restarts(
         env=alpha.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        time.sleep(1.0)
+        # streaming (a reader still starting when Redis goes is refused: it never had a stream)
+        wait_until(lambda: alpha.open_streams() == 1 or reader.poll() is not None, timeout=20)
         redis_server.kill()  # mid-stream
         down = alpha.cli("computers")  # a 503 naming Redis, not a 500
         assert down.returncode == 1 and b"redis" in down.stderr.lower(), down.stderr.decode()
