@@ -254,9 +254,10 @@ def test_discovery_offline_detection_and_unique_names(
     assert "computer name 'alpha' is in use" in said
     assert beta.computers()["alpha"]["online"]
 
-    # a daemon killed outright: offline once its heartbeat's TTL has passed, still listed
+    # a daemon killed outright: offline once its heartbeat's TTL has passed, still listed (not
+    # asked right after the kill: a CLI that takes longer than the TTL (1 s) to start, on a
+    # loaded machine, finds it offline already; the heartbeat's age says why it went)
     assert beta.stop(signal.SIGKILL) == -signal.SIGKILL
-    assert alpha.computers()["beta"]["online"]
     wait_until(lambda: not alpha.computers()["beta"]["online"], timeout=5)
     assert float(alpha.computers()["beta"]["age"]) >= 0.8  # type: ignore[arg-type]
     # ... and it can come back at once under its name (the holder is a dead process)
