@@ -100,6 +100,12 @@ class Pane:
         """The pane's text, history included."""
         return self.tmux("capture-pane", "-p", "-J", "-S", "-", "-t", "fa")
 
+    def screen_when(self, check: Callable[[str], bool], what: str) -> str:
+        """The pane's text once ``check`` holds for it. A hook's payload in the log does not say
+        the screen is drawn: the agent may draw after the hook (the prompt box after Stop), and
+        tmux reads what it wrote some time later."""
+        return wait_for(lambda: screen if check(screen := self.screen()) else "", what)
+
     def paste(self, text: str) -> None:
         """A bracketed paste of ``text``."""
         self.tmux("load-buffer", "-b", "fa", "-", stdin=text)
@@ -144,7 +150,8 @@ def test_a_pasted_prompt_then_enter_is_submitted_whole(pane: Pane) -> None:
     assert Path(start["transcript_path"]).parent == pane.home / ".fake-agent"
     text = "first line of the prompt\nsecond line\nthird line, the last"
     pane.paste(text)
-    time.sleep(0.5)
+    wait_for(lambda: any(e["type"] == "paste-end" for e in pane.transcript()), "the end of the paste")
+    time.sleep(0.3)  # past the paste settle time (0.2 s)
     pane.keys("Enter")
     (submitted,) = wait_for(lambda: pane.hooks("UserPromptSubmit"), "UserPromptSubmit")
     assert submitted["prompt"] == text
@@ -152,9 +159,9 @@ def test_a_pasted_prompt_then_enter_is_submitted_whole(pane: Pane) -> None:
     (stop,) = wait_for(lambda: pane.hooks("Stop"), "Stop")
     assert stop["last_assistant_message"] == "ANSWER: first line of the prompt second line thi"
     assert stop["stop_hook_active"] is False
-    screen = pane.screen()
+    answer = "ANSWER: first line of the prompt second line thi\n>"
+    screen = pane.screen_when(lambda screen: screen.rstrip().endswith(answer), "the box after the answer")
     assert "WORKING on: first line of the prompt second line thi\n" in screen
-    assert screen.rstrip().endswith("ANSWER: first line of the prompt second line thi\n>")
 
 
 @pytest.mark.timeout(30)
@@ -192,7 +199,7 @@ def test_drop_enters_loses_the_first_enters(pane: Pane) -> None:
     pane.keys("Enter")
     wait_for(lambda: pane.dropped("drop-enters") == 1, "the Enter to be dropped")
     assert not pane.hooks("UserPromptSubmit")
-    assert pane.screen().rstrip().endswith("> hello there")
+    pane.screen_when(lambda screen: screen.rstrip().endswith("> hello there"), "the typed text")
     pane.keys("Enter")
     (submitted,) = wait_for(lambda: pane.hooks("UserPromptSubmit"), "UserPromptSubmit")
     assert submitted["prompt"] == "hello there"
@@ -210,7 +217,8 @@ def test_a_permission_question_answered_yes(pane: Pane) -> None:
     assert note["message"] == "Claude needs your permission to use Bash"
     (pre,) = pane.hooks("PreToolUse")
     assert pre["tool_name"] == "Bash"
-    assert pane.screen().rstrip().endswith("Do you want to proceed?\n1. Yes\n2. No")
+    question = "Do you want to proceed?\n1. Yes\n2. No"
+    pane.screen_when(lambda screen: screen.rstrip().endswith(question), "the question")
     assert not pane.hooks("Stop")
     pane.keys("1")
     (stop,) = wait_for(lambda: pane.hooks("Stop"), "Stop")
@@ -218,7 +226,7 @@ def test_a_permission_question_answered_yes(pane: Pane) -> None:
     assert [p["hook_event_name"] for p in pane.hooks()] == [
         "SessionStart", "UserPromptSubmit", "PreToolUse", "Notification", "PostToolUse", "Stop",
     ]  # fmt: skip
-    assert "2. No\nProceeding\nANSWER: run it PERMISSION\n>" in pane.screen()
+    pane.screen_when(lambda screen: "2. No\nProceeding\nANSWER: run it PERMISSION\n>" in screen, "the box")
 
 
 @pytest.mark.timeout(30)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 from ..conftest import Sandbox
@@ -53,10 +52,9 @@ def test_an_ambiguous_prefix_lists_the_candidates(sandbox: Sandbox, daemon: obje
 
 
 def test_kill_s_sends_a_signal(sandbox: Sandbox, daemon: object, tmp_path: Path) -> None:
-    script = "trap 'echo got-usr1' USR1; while :; do sleep 0.1; done"
+    script = "sleep 0.5; trap 'echo got-usr1' USR1; echo trap-set; while :; do sleep 0.1; done"
     sid = ok(sandbox.cli("new", "--cwd", str(tmp_path), "--", "sh", "-c", script)).strip()
-    wait_until(lambda: records(sandbox)[0]["state"] == "running")
-    time.sleep(0.3)  # the trap is set
+    wait_until(lambda: "trap-set" in ok(sandbox.cli("screen", sid)))
     ok(sandbox.cli("kill", "-s", "USR1", sid))
     wait_until(lambda: "got-usr1" in ok(sandbox.cli("screen", sid)))
     assert records(sandbox)[0]["state"] == "running"  # a handled signal: it goes on

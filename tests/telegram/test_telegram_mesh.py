@@ -181,7 +181,7 @@ async def test_another_computers_agent_prompt_question_and_tap(
         async with (
             open_fake_telegram(TOKEN) as fake,
             two_computers(agent_sandbox, tmp_path, redis_url, agents=agents) as (alpha, beta),
-            bot_on(alpha, fake, redis_url),
+            bot_on(alpha, fake, redis_url) as bot,
             report_on_failure(fake),
         ):
             env = {"TRIO_BRIDGE_API_SOCKET": str(beta.settings.api_socket)}
@@ -189,6 +189,8 @@ async def test_another_computers_agent_prompt_question_and_tap(
                 [], cwd=tmp_path, env=env, title="beta-agent", agent=AgentStart(agents["fake-claude"])
             )
             thread = await fake.wait_for(lambda: fake.thread_named("beta · fake-claude · beta-agent"))
+            while bot.store.topic(record.id) is None:  # the bot has recorded the topic it made
+                await trio.sleep(0.01)
             await beta.manager.wait_agent(record.id, [AgentState.IDLE])
             # a verified prompt on beta, its confirmation told in the topic
             fake.say("please PERMISSION now", thread_id=thread)

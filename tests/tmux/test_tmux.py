@@ -124,12 +124,25 @@ tty.setraw(0)
 want = int(sys.argv[2])
 if sys.argv[3] == "bracketed":
     os.write(1, b"\\x1b[?2004h")
+os.write(1, b"ready")
 data = b""
 while len(data) < want:
     data += os.read(0, 65536)
 open(sys.argv[1] + ".tmp", "wb").write(data)
 os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 """
+
+
+async def start_raw_reader(server: TmuxServer, tmp_path: Path, out: Path, size: int, mode: str) -> str:
+    """A session whose program reads ``size`` bytes in raw mode into ``out``; its name, once the
+    program is reading (its "ready" is on the screen: the tty is raw, and tmux has seen the
+    request for bracketed paste that came before it). Text typed earlier would be cooked (CR
+    read as LF) or thrown away by the switch to raw mode."""
+    _, info = await start(server, tmp_path, [sys.executable, "-c", RAW_READER, str(out), str(size), mode])
+    with trio.fail_after(10):
+        while "ready" not in await server.capture(info.name):
+            await trio.sleep(0.02)
+    return info.name
 
 
 @pytest.mark.parametrize(
@@ -146,11 +159,8 @@ os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 async def test_send_text_arrives_whole_and_literal(server: TmuxServer, tmp_path: Path, text: str) -> None:
     out = tmp_path / "typed.bin"
     expected = text.encode() + b"\r"  # Enter, sent as a separate key, is CR in raw mode
-    _, info = await start(
-        server, tmp_path, [sys.executable, "-c", RAW_READER, str(out), str(len(expected)), "plain"]
-    )
-    await trio.sleep(0.3)  # let the reader switch the tty to raw mode
-    await server.send_text(info.name, text, enter=True)
+    name = await start_raw_reader(server, tmp_path, out, len(expected), "plain")
+    await server.send_text(name, text, enter=True)
     data = await wait_for_file(out, len(expected))
     assert data == expected
     assert not (tmp_path / "pwned").exists()
@@ -162,11 +172,8 @@ async def test_multiline_text_is_a_bracketed_paste_when_the_program_asks(
     out = tmp_path / "typed.bin"
     text = "line one\nline two"
     expected = b"\x1b[200~" + text.encode() + b"\x1b[201~" + b"\r"
-    _, info = await start(
-        server, tmp_path, [sys.executable, "-c", RAW_READER, str(out), str(len(expected)), "bracketed"]
-    )
-    await trio.sleep(0.3)
-    await server.send_text(info.name, text, enter=True)
+    name = await start_raw_reader(server, tmp_path, out, len(expected), "bracketed")
+    await server.send_text(name, text, enter=True)
     assert await wait_for_file(out, len(expected)) == expected
 
 
