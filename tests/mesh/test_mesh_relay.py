@@ -194,8 +194,14 @@ async def test_a_request_through_the_mesh_is_answered_while_the_daemon_shuts_dow
                 nursery.start_soon(ask)
                 while (await redis.call("XPENDING", keys.inbox("beta"), keys.INBOX_GROUP))["pending"] != 1:
                     await trio.sleep(0.05)  # beta took the request on: it waits for the session
-                alpha_scope.cancel()  # alpha stops (as on SIGTERM): its API's graceful window begins
-                await trio.sleep(0.5)
+                # An events stream says when alpha's graceful window has begun (its `shutdown`
+                # event): beta then answers at once, with the whole window (2 s) left for the way back.
+                async with client.stream("GET", "/v1/events") as events:
+                    assert events.status_code == 200
+                    alpha_scope.cancel()  # alpha stops (as on SIGTERM): its API's graceful window begins
+                    async for line in events.aiter_lines():
+                        if line == "event: shutdown":
+                            break
                 await beta.manager.kill(session.id)
                 while not answers:
                     await trio.sleep(0.05)
