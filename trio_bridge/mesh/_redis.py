@@ -143,6 +143,19 @@ async def scan_keys(redis: Redis, pattern: str, *, count: int = 1000) -> AsyncGe
             return
 
 
+#: seconds the clients' close may take (shielded: the daemon's stop waits for it)
+_CLOSE_WITHIN = 5.0
+
+
+async def _close_all(clients: Sequence[AsyncRedis]) -> None:
+    """Close the clients at once (one slow close must not leave the other to the garbage
+    collector, a ResourceWarning), then let asyncio run the socket closes that commands
+    cancelled just before (a blocking read at shutdown) left to ``call_soon``."""
+    await asyncio.gather(*(client.aclose() for client in clients))
+    for _ in range(2):
+        await asyncio.sleep(0)
+
+
 @asynccontextmanager
 async def open_redis(url: str) -> AsyncIterator[Redis]:
     """A Redis client for ``url`` (``redis://``, ``rediss://`` for TLS; a password in the URL).
@@ -173,11 +186,5 @@ async def open_redis(url: str) -> AsyncIterator[Redis]:
             await redis.call("PING")
             yield redis
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                for client in clients:
-                    await trio_asyncio.aio_as_trio(client.aclose)()
-                # A command cancelled just before (a blocking read at shutdown) closed its
-                # socket with call_soon: let asyncio run those callbacks before its loop ends,
-                # or the socket is left to the garbage collector (a ResourceWarning).
-                for _ in range(2):
-                    await trio_asyncio.aio_as_trio(asyncio.sleep)(0)
+            with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_WITHIN):
+                await trio_asyncio.aio_as_trio(_close_all)(clients)
