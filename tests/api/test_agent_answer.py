@@ -96,6 +96,30 @@ async def test_a_turns_answer_is_served_by_turn_and_outlives_a_restart(
             assert len(kept_files) == ANSWERS_KEPT
 
 
+async def test_an_answer_kept_but_not_counted_before_a_crash_keeps_its_turn(
+    agent_sandbox: Sandbox,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    """A daemon that stopped between keeping an answer (the file) and counting it (the record):
+    after the restart the next answer takes the next turn, and the one left uncounted is
+    still served, not overwritten."""
+    with trio.fail_after(60):
+        async with agent_api(agent_sandbox, tmp_path) as (daemon, client):
+            sid = (await start_agent(client, tmp_path, "fake-claude"))["id"]
+            await wait_until(client, sid, "idle")
+            await stop_hook(client, sid, "answer one")
+            assert (await client.get(f"/v1/sessions/{sid}")).json()["agent_answers"] == 1
+            directory = Path(daemon.settings.state_dir) / "sessions" / sid
+        # (the crash: turn 2's answer is on disk, the record still says 1)
+        write_answer(directory, 2, "answer two, never counted")
+        async with agent_api(agent_sandbox, tmp_path) as (daemon, client):
+            await stop_hook(client, sid, "answer three")
+            third = await get_answer(client, sid)
+            assert (third["turn"], third["text"]) == (3, "answer three")
+            assert (await get_answer(client, sid, turn=2))["text"] == "answer two, never counted"
+            assert (await client.get(f"/v1/sessions/{sid}")).json()["agent_answers"] == 3
+
+
 async def test_the_answer_door_refuses_what_it_cannot_serve(sandbox: Sandbox, tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with daemon_and_client(sandbox, bind="127.0.0.1:0") as (daemon, client):

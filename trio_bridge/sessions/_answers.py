@@ -15,7 +15,7 @@ from pathlib import Path
 
 import attrs
 
-__all__ = ["ANSWERS_KEPT", "MAX_ANSWER_BYTES", "Answer", "read_answer", "write_answer"]
+__all__ = ["ANSWERS_KEPT", "MAX_ANSWER_BYTES", "Answer", "last_kept_turn", "read_answer", "write_answer"]
 
 #: turns whose answers a session keeps (the older ones are removed)
 ANSWERS_KEPT = 8
@@ -77,3 +77,17 @@ def read_answer(directory: Path, turn: int) -> Answer | None:
         at = os.fstat(f.fileno()).st_mtime
         data = f.read(MAX_ANSWER_BYTES + 1)
     return Answer(turn, data[:MAX_ANSWER_BYTES].decode("utf-8", "replace"), at)
+
+
+def last_kept_turn(directory: Path) -> int:
+    """The highest turn whose answer is kept in the session's ``directory`` (0: none). A daemon
+    that stopped between keeping an answer and counting it in the record finds it here, so the
+    next answer does not take (and overwrite) its turn. Blocking, but a listing of at most
+    :data:`ANSWERS_KEPT` names.
+    """
+    try:
+        names = os.listdir(directory / "answers")
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    turns = [int(match[1]) for name in names if (match := _NAME.fullmatch(name)) is not None]
+    return max(turns, default=0)

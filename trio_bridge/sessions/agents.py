@@ -22,7 +22,7 @@ from ..agents import AgentProfile, AgentState, AgentTracker, keep_agent_files
 from ..agents.payload import safe_path
 from ..agents.state import ScreenPatterns, ScreenReading, read_screen
 from ..tmux import TmuxServer
-from ._answers import Answer, read_answer, write_answer
+from ._answers import Answer, last_kept_turn, read_answer, write_answer
 from ._live import LiveSession, Pulse, quiet, set_after
 from .errors import (
     NotAnAgentError,
@@ -139,7 +139,7 @@ class AgentTracking:
                 stuck_after=tuning.agent_stuck_after, state=state, native_id=record.native_id,
                 transcript_path=safe_path(record.transcript_path), last_sign_of_life=now,
                 screen_quiet=tuning.agent_screen_after, changed_at=now, evidence="as recorded",
-                answers=max(0, record.agent_answers),
+                answers=max(0, record.agent_answers, last_kept_turn(self._host.session_dir(record.id))),
             )  # fmt: skip
             profile = self._host.agent_profiles.get(record.agent) if record.agent else None
             tracker.hookless = profile is not None and profile.hooks == "none"
