@@ -88,7 +88,10 @@ async def test_input_larger_than_max_input_bytes_is_refused(sandbox: Sandbox, tm
             for text in ("y" * 101, "é" * 51, "z" * 5000):  # bytes count, not characters
                 error = assert_error(await client.post(path, json={"text": text, "enter": True}), 413)
                 assert error["code"] == "input_too_large" and "100" in error["message"]
+            # each line once cat printed the last: else the next line's echo may come first
+            await output_until(client, sid, b"x" * 100 + b"\r\n", 2)
             assert (await client.post(path, json={"text": "é" * 50, "enter": True})).status_code == 204
+            await output_until(client, sid, "é".encode() * 50 + b"\r\n", 2)
             assert (await client.post(path, json={"text": "end", "enter": True})).status_code == 204
             data = await output_until(client, sid, b"end\r\n", 2)
             lines = [b"x" * 100, "é".encode() * 50, b"end"]
