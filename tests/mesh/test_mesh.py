@@ -471,13 +471,27 @@ def test_a_remote_reader_loses_nothing_when_redis_restarts(
     assert set(alpha.computers()) == {"alpha", "beta"}
 
 
+def events_until_exited(response: httpx.Response) -> list[tuple[str, str, str]]:
+    """The lifecycle events streamed, as (kind, computer, session id), up to the first exit."""
+    seen = []
+    event = ""
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            session = json.loads(line[6:])["session"]
+            seen.append((event, session["computer"], session["id"]))
+            if event == "exited":
+                break
+    return seen
+
+
 @MESH_SECRETS
 def test_lifecycle_events_of_another_computer(
     sandbox: Sandbox, redis_url: str, computers: list[Computer], secret: dict[str, str]
 ) -> None:
     alpha, beta = start_pair(sandbox, redis_url, computers, **secret)
     socket_path = Path(alpha.env["TRIO_BRIDGE_RUNTIME_DIR"]) / "api.sock"
-    seen: list[tuple[str, str, str]] = []
     with (
         httpx.Client(
             transport=httpx.HTTPTransport(uds=str(socket_path)), base_url="http://a", timeout=30
@@ -488,15 +502,7 @@ def test_lifecycle_events_of_another_computer(
         created = beta.cli("new", "--", "true")
         assert created.returncode == 0
         sid = created.stdout.decode().strip()
-        event = ""
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: "):
-                session = json.loads(line[6:])["session"]
-                seen.append((event, session["computer"], session["id"]))
-                if event == "exited":
-                    break
+        seen = events_until_exited(response)
     assert seen == [(kind, "beta", sid) for kind in ("created", "running", "exited")]
 
 
@@ -510,7 +516,6 @@ def test_events_of_a_computer_that_joins_later(
     computers += [alpha, beta]
     assert "ready" in alpha.start()
     socket_path = Path(alpha.env["TRIO_BRIDGE_RUNTIME_DIR"]) / "api.sock"
-    seen: list[tuple[str, str, str]] = []
     with (
         httpx.Client(
             transport=httpx.HTTPTransport(uds=str(socket_path)), base_url="http://a", timeout=30
@@ -522,15 +527,7 @@ def test_events_of_a_computer_that_joins_later(
         created = beta.cli("new", "--", "true")  # (at once: before alpha looks for new computers)
         assert created.returncode == 0
         sid = created.stdout.decode().strip()
-        event = ""
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: "):
-                session = json.loads(line[6:])["session"]
-                seen.append((event, session["computer"], session["id"]))
-                if event == "exited":
-                    break
+        seen = events_until_exited(response)
     assert seen == [(kind, "beta", sid) for kind in ("created", "running", "exited")]
 
 
