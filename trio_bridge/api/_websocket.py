@@ -27,15 +27,33 @@ async def serve_session_ws(context: ApiContext, session_id: str, feed: OutputFee
     manager = context.manager
     args = websocket.args
     offset_arg = args.get("offset", "0")
-    if offset_arg == "end":
-        start = await trio.to_thread.run_sync(feed.log.end_offset)
-    elif is_offset(offset_arg):
+    start: int | None = None  # ("end": measured once the first screen is taken, below)
+    if is_offset(offset_arg):
         start = int(offset_arg)
-    else:
+    elif offset_arg != "end":
         await websocket.send(json.dumps({"type": "error", "message": f"bad offset {offset_arg!r}"}))
         await websocket.close(1008)
         return
+    sized = "width" in args or "height" in args
+    size = [args.get("width", ""), args.get("height", "")]
+    size_error = None
+    if sized and not all(n.isdigit() and 2 <= int(n) <= 1000 for n in size):
+        size_error = "width and height: 2 to 1000"
     record = await manager.get(session_id)
+    if sized and size_error is None and not record.state.ended:
+        # the attaching terminal's size, before its first screen is drawn (as tmux's attach)
+        with contextlib.suppress(SessionEndedError):
+            await manager.resize(session_id, int(size[0]), int(size[1]))
+    screen: dict[str, object] | None = None
+    if size_error is None and args.get("screen") in ("1", "true"):
+        screen = {"type": "screen", "text": await manager.screen(session_id)}
+        if (cursor := await manager.cursor(session_id)) is not None:
+            screen["cursor"] = list(cursor)  # where the client puts its cursor after drawing
+    if start is None:
+        # After the screen, not before: what the program printed in between (e.g. its answer to
+        # the resize's SIGWINCH) is in the screen already, and streamed again from an earlier
+        # offset it would be drawn twice (the cursor a line too low).
+        start = await trio.to_thread.run_sync(feed.log.end_offset)
     await websocket.send(
         json.dumps(
             {
@@ -45,20 +63,11 @@ async def serve_session_ws(context: ApiContext, session_id: str, feed: OutputFee
             }
         )
     )
-    if "width" in args or "height" in args:
-        # the attaching terminal's size, before its first screen is drawn (as tmux's attach)
-        size = [args.get("width", ""), args.get("height", "")]
-        if not all(n.isdigit() and 2 <= int(n) <= 1000 for n in size):
-            await websocket.send(json.dumps({"type": "error", "message": "width and height: 2 to 1000"}))
-            await websocket.close(1008)
-            return
-        if not record.state.ended:
-            with contextlib.suppress(SessionEndedError):
-                await manager.resize(session_id, int(size[0]), int(size[1]))
-    if args.get("screen") in ("1", "true"):
-        screen: dict[str, object] = {"type": "screen", "text": await manager.screen(session_id)}
-        if (cursor := await manager.cursor(session_id)) is not None:
-            screen["cursor"] = list(cursor)  # where the client puts its cursor after drawing
+    if size_error is not None:
+        await websocket.send(json.dumps({"type": "error", "message": size_error}))
+        await websocket.close(1008)
+        return
+    if screen is not None:
         await websocket.send(json.dumps(screen))
 
     async def pump_output(done: trio.CancelScope) -> None:
