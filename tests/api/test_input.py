@@ -101,8 +101,10 @@ async def test_input_larger_than_max_input_bytes_is_refused(sandbox: Sandbox, tm
 async def test_keys(sandbox: Sandbox, tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with daemon_and_client(sandbox) as (_, client):
-            sleeper = await create(client, tmp_path, command=["sleep", "300"])
+            # (C-c once sleep runs: before, it would stop the session's start instead)
+            sleeper = await create(client, tmp_path, command=["sh", "-c", "echo ready; exec sleep 300"])
             sid = sleeper["id"]
+            await output_until(client, sid, b"ready\r\n")
             path = f"/v1/sessions/{sid}/keys"
             for unknown in (["Hyper"], ["ab"], ["Enter", "C-c; kill-server"], ["c-c"], ["\x03"], ["-t"]):
                 assert_error(await client.post(path, json={"keys": unknown}), 422, "unknown_key")
@@ -129,7 +131,8 @@ async def test_keys(sandbox: Sandbox, tmp_path: Path) -> None:
             assert typed.status_code == 204
             keys = await client.post(f"/v1/sessions/{sh['id']}/keys", json={"keys": ["BSpace", "Enter"]})
             assert keys.status_code == 204
-            data = await output_until(client, sh["id"], b"\r\nab\r\n")
-            assert b"\r\nabc\r\n" not in data
+            # (sh may print its prompt after the echo of the typed line, before echo's output)
+            data = await output_until(client, sh["id"], b"ab\r\n")
+            assert b"abc\r\n" not in data
             await client.post(f"/v1/sessions/{sh['id']}/keys", json={"keys": ["C-d"]})
             assert (await wait_ended(client, sh["id"]))["exit_code"] == 0
