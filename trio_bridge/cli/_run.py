@@ -19,6 +19,8 @@ from ._preflight import StartFailed, check_command, env_pairs
 from ._text import Out, error
 
 if TYPE_CHECKING:
+    import httpx
+
     from ..config import Settings
     from ._context import Invocation
 
@@ -259,7 +261,9 @@ async def _follow_terminal_size(server: object, name: str, size: dict[str, int])
         try:
             await server.resize_window(name, size["width"], size["height"])
         except (TmuxError, SubprocessError):
-            pass
+            # Not an error to report: the session is ending (its end is reported as such) or
+            # tmux was slow; the next resize tries again.
+            return
 
     with trio.open_signal_receiver(signal.SIGWINCH) as resized:
         await follow()  # (a change made before the receiver was in place)
@@ -459,18 +463,25 @@ async def _send_stdin(http: object, session_id: str) -> None:
     except ApiError as exc:
         error(f"stdin: {exc.message}")
     except httpx.TransportError as exc:
-        with trio.move_on_after(_ENDED_WITHIN + 5):  # (the long poll's own bound, and its answer)
-            try:
-                response = await http.get(
-                    f"/v1/sessions/{session_id}/wait", params={"timeout": _ENDED_WITHIN}
-                )
-                if response.status_code == 200 and response.json()["ended"]:
-                    return
-            except (httpx.TransportError, ValueError, KeyError):
-                pass
+        if await _ended_meanwhile(http, session_id):
+            return  # (its end closed the connection: the command had its input)
         error(
             f"stdin: the connection to the daemon dropped ({_reason(exc)}): the command's input ended there"
         )
+
+
+async def _ended_meanwhile(http: httpx.AsyncClient, session_id: str) -> bool:
+    """Whether the session ended (within ``_ENDED_WITHIN`` s); False also when the daemon cannot
+    say (the caller then reports the dropped connection, which covers that case)."""
+    import httpx
+
+    with trio.move_on_after(_ENDED_WITHIN + 5):  # (the long poll's own bound, and its answer)
+        try:
+            response = await http.get(f"/v1/sessions/{session_id}/wait", params={"timeout": _ENDED_WITHIN})
+            return response.status_code == 200 and response.json()["ended"] is True
+        except (httpx.TransportError, ValueError, KeyError):
+            return False
+    return False
 
 
 def _reason(exc: BaseException) -> str:

@@ -12,7 +12,6 @@ daemon makes the FIFO and this process streams our stdin to it over the API
 
 from __future__ import annotations
 
-import errno
 import os
 import shlex
 import shutil
@@ -23,7 +22,8 @@ from pathlib import Path
 
 import trio
 
-_POLL = 0.02
+from .._fifo import make_fifo, open_fifo_writer
+
 #: bytes read from our stdin at once (a pipe's read returns what is there: no waiting); 64 KiB
 #: halved the throughput (thread round trips, HTTP chunks): see docs/decisions.md
 _CHUNK = 1 << 20
@@ -34,9 +34,7 @@ def stdin_fifo() -> Iterator[Path]:
     """A fresh FIFO in a private directory, removed (with the directory) at the end."""
     directory = Path(tempfile.mkdtemp(prefix="trio-bridge-stdin-"))
     try:
-        fifo = directory / "stdin"
-        os.mkfifo(fifo, 0o600)
-        yield fifo
+        yield make_fifo(directory / "stdin")
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -65,15 +63,7 @@ async def feed_stdin(fifo: Path, stdin_fd: int = 0) -> None:
     Waits (polling) for the command to open its end first; returns early if the command
     closes its stdin (a broken pipe is its business, not an error). Cancel to stop.
     """
-    while True:
-        try:
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            break
-        except OSError as exc:
-            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
-                raise
-        await trio.sleep(_POLL)
-    stream = trio.lowlevel.FdStream(fd)
+    stream = await open_fifo_writer(fifo)
     try:
         async for data in stdin_chunks(stdin_fd):
             await stream.send_all(data)

@@ -15,7 +15,7 @@ import trio
 from ..agents import AgentState, launch
 from ..tmux import SessionSpec
 from ._files import pipe_command
-from ._stdin import make_fifo
+from ._stdin import make_session_fifo
 from .agents import AgentStart, agent_title
 from .store import SessionRecord, SessionState
 
@@ -64,7 +64,7 @@ async def prepare_start(
     stdin_path = None
     if stdin_pipe:
         try:
-            stdin_path = make_fifo(directory)
+            stdin_path = make_session_fifo(directory)
         except BaseException:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + cleanup_within):
                 await trio.to_thread.run_sync(shutil.rmtree, directory, True)

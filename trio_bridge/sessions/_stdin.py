@@ -23,33 +23,28 @@ to open it: then it goes on (and a feeder may still come, as at the start).
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
-import os
 from collections.abc import AsyncIterable
 from pathlib import Path
 
 import attrs
 import trio
 
+from .._fifo import make_fifo, open_fifo_writer
 from .errors import StdinBusyError, StdinClosedError
 
-__all__ = ["FIFO_NAME", "StdinFed", "StdinPipe", "make_fifo"]
+__all__ = ["FIFO_NAME", "StdinFed", "StdinPipe", "make_session_fifo"]
 
 log = logging.getLogger(__name__)
 
 #: the FIFO's name in the session's directory
 FIFO_NAME = "stdin"
-#: seconds between tries to open the write end (only until the command has opened its end)
-_POLL = 0.01
 
 
-def make_fifo(directory: Path) -> Path:
+def make_session_fifo(directory: Path) -> Path:
     """The session's stdin FIFO (0600) in its directory (private: the state directory is 0700)."""
-    path = directory / FIFO_NAME
-    os.mkfifo(path, 0o600)
-    return path
+    return make_fifo(directory / FIFO_NAME)
 
 
 @attrs.frozen
@@ -97,16 +92,7 @@ class StdinPipe:
 
     async def _open(self) -> None:
         """Open the write end once the command has opened its end (polling)."""
-        while True:
-            try:
-                fd = os.open(self._path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            except OSError as exc:
-                if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
-                    raise
-            else:
-                break
-            await trio.sleep(_POLL)
-        self._stream = trio.lowlevel.FdStream(fd)
+        self._stream = await open_fifo_writer(self._path)
         self._opened.set()
 
     async def serve(self, attach_within: float, session_id: str) -> None:
