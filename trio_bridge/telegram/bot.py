@@ -272,7 +272,7 @@ class TelegramBot:
                     await self._take_remote_answers(session_id)
                 except RemoteUnavailableError as exc:
                     log.info("session %s: its agent's answers not fetched yet: %s; retrying", session_id, exc)
-                    await trio.sleep(backoff.next())
+                    await backoff.sleep()
                     continue
                 except (UnknownSessionError, RemoteRefusedError) as exc:
                     log.warning("session %s: its agent's answers not fetched: %s", session_id, exc)
